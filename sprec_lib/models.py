@@ -130,9 +130,7 @@ def base_model(cfg: ModelConfig, ds: Dataset, seed: int, cache_dir: str | Path |
     if cfg.profile == "tiny":
         tokenizer = train_tokenizer(ds, cfg.vocab_size)
         return build_tiny_model(cfg, tokenizer, seed), tokenizer
-    if cfg.profile == "small":
-        return load_pretrained(small_checkpoint(cache_dir), cfg)
-    return load_pretrained(cfg.name_or_path, cfg)
+    return load_pretrained(base_path(cfg, cache_dir), cfg)
 
 
 def add_lora(model, cfg: ModelConfig):
@@ -151,24 +149,34 @@ def add_lora(model, cfg: ModelConfig):
 
 
 def save(model, tokenizer, folder: str | Path) -> Path:
-    """Save a model (a merged copy if it carries LoRA) and its tokenizer to ``folder`` atomically."""
+    """Save ``model`` and its tokenizer to ``folder`` atomically (a LoRA model saves its adapter only)."""
+    import shutil
+
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
-    to_save = model
-    if hasattr(model, "merge_and_unload"):
-        import copy
-
-        to_save = copy.deepcopy(model).merge_and_unload()
-    to_save.save_pretrained(tmp)
+    model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
 
 
-def load(folder: str | Path, cfg: ModelConfig):
-    model, tokenizer = load_pretrained(folder, cfg)
+def load(folder: str | Path, cfg: ModelConfig, cache_dir: str | Path | None = None):
+    """A checkpoint written by :func:`save`: a full model, or the base model plus its LoRA adapter."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base, _ = load_pretrained(base_path(cfg, cache_dir), cfg)
+        model = PeftModel.from_pretrained(base, folder, is_trainable=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    else:
+        model, tokenizer = load_pretrained(folder, cfg)
     return model.to(device()), tokenizer
+
+
+def base_path(cfg: ModelConfig, cache_dir=None) -> str | Path:
+    return small_checkpoint(cache_dir) if cfg.profile == "small" else cfg.name_or_path

@@ -42,6 +42,8 @@ def test_hand_worked_preparation():
     # Train targets 0, 3, 2 -> A twice, B once, C once: top 2 = A, then B before C by name.
     assert ds.genres == ["A", "B"]
     assert ds.notes["interactions"] == 11 and ds.notes["ties_on_user_second"] == 4
+    # Pretraining sequences: u1 up to its last training target (position 4); u3 has none in train.
+    assert ds.sequences == [(4, 1, 0, 3, 2)]
 
 
 def test_sampling_is_seeded_and_keeps_time_order():

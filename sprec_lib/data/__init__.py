@@ -108,6 +108,9 @@ class Dataset:
     wording: Wording = field(default_factory=Wording)
     # What loading saw and did: repaired titles, history titles not in the catalogue, ...
     notes: dict[str, int] = field(default_factory=dict)
+    # Where the source has full logs (prepared MovieLens): each user's item ids up to their last
+    # training target, for the tiny profile's domain pretraining. None for the paper's folders.
+    sequences: list[tuple[int, ...]] | None = None
 
     @property
     def train(self) -> list[Sample]:
@@ -129,12 +132,13 @@ class Dataset:
         return Counter(s.target for s in self.splits[split] if s.target is not None)
 
     def same_content(self, other: "Dataset") -> bool:
-        """Equal catalogue, splits, genre list and wording (name and notes aside)."""
+        """Equal catalogue, splits, genre list, wording and sequences (name and notes aside)."""
         return (
             self.catalogue == other.catalogue
             and self.splits == other.splits
             and self.genres == other.genres
             and self.wording == other.wording
+            and self.sequences == other.sequences
         )
 
 

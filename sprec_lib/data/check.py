@@ -58,7 +58,7 @@ def dataset_stats(ds: Dataset) -> pd.DataFrame:
         put("target share of top-10% items", split, f"{share_in(targets, head10):.1%}")
         put("history share of top-1% items", split, f"{share_in(hist, head1):.1%}")
     put("catalogue items", "all", n_items)
-    put("evaluated genres", "all", f"{len(ds.genres)}: {', '.join(ds.genres)}" if ds.genres else "0 (none)")
+    put("evaluated genres", "all", f"{len(ds.genres)}: {' | '.join(ds.genres)}" if ds.genres else "0 (none)")
     put("items with an evaluated genre", "all", f"{covered_items / n_items:.1%}")
     for key, value in ds.notes.items():
         put(key.replace("_", " "), "all", value)

@@ -55,12 +55,13 @@ def prepare_movielens(raw: RawMovieLens, cfg: PrepareConfig = PrepareConfig()) -
     # 3. one sample per position with enough history.
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], len(codes)]
-    samples, target_times = [], []
-    for s, e in zip(starts, ends):
+    samples, target_times, owner = [], [], []
+    for u, (s, e) in enumerate(zip(starts, ends)):
         seq = items[s:e].tolist()
         for i in range(cfg.min_history, e - s):
             samples.append((tuple(seq[max(0, i - cfg.max_history):i]), seq[i]))
             target_times.append(times[s + i])
+            owner.append((u, i))
 
     # 4. chronological split by target time (stable).
     by_time = np.argsort(np.asarray(target_times, dtype=np.int64), kind="stable")
@@ -78,6 +79,14 @@ def prepare_movielens(raw: RawMovieLens, cfg: PrepareConfig = PrepareConfig()) -
             idx = idx[np.sort(rng.choice(len(idx), size=size, replace=False))]
         splits[split] = [Sample(samples[j][0], samples[j][1], titles[samples[j][1]]) for j in idx]
 
+    # Each user's sequence up to their last training target (every window of the training split),
+    # for the tiny profile's domain pretraining.
+    last = {}
+    for j in parts["train"]:
+        u, i = owner[j]
+        last[u] = max(last.get(u, 0), i)
+    sequences = [tuple(items[starts[u]:starts[u] + i + 1].tolist()) for u, i in sorted(last.items())]
+
     catalogue = Catalogue(titles, tuple(tuple(raw.genres[i]) for i in kept_items))
     return Dataset(
         name=raw.name,
@@ -85,6 +94,7 @@ def prepare_movielens(raw: RawMovieLens, cfg: PrepareConfig = PrepareConfig()) -
         splits=splits,
         genres=top_genres(splits["train"], catalogue, cfg.n_genres),
         wording=Wording.for_items("movies"),
+        sequences=sequences,
         notes={
             "users": int(len(starts)),
             "repeated_user_item_pairs_dropped": int(repeat.sum()),

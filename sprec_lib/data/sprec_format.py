@@ -23,6 +23,8 @@ optional newline. The quirks of the four released folders, each handled here:
   ``notes["history_titles_outside_catalogue"]``. A target not in the catalogue is kept with
   ``target=None``; the metrics count such rows in N (the paper's code divides HR/NDCG by all rows).
 * A label that every catalogue item carries (CDs' "CDs & Vinyl") is a root, not a genre: dropped.
+* ``train_sequences.json`` (ours, optional): each user's item ids up to their last training
+  target, written by ``sprec data prepare`` for sources with full logs.
 * Steam ships no genre files: when ``eval/name2genre.json`` is missing and ``raw/steam_games.json.gz``
   is present, genres are joined from it in memory (see :mod:`sprec_lib.data.steam`).
 """
@@ -37,6 +39,8 @@ from pathlib import Path
 from . import SPLITS, Catalogue, DataFormatError, Dataset, Sample, Wording
 
 _ROW_KEYS = ("instruction", "input", "output")
+# Not part of the paper's format: written by `sprec data prepare` for sources with full logs.
+SEQUENCES = "train_sequences.json"
 _INPUT_RE = re.compile(r'^(?P<head>[^"]*)"(?P<body>.*)"(?P<tail>[^"]*)$', re.S)
 
 
@@ -192,6 +196,14 @@ def read_sprec_folder(folder: str | Path, name: str | None = None, genre_dir: st
         rows_left_with_empty_history=sum(not s.history for sp in splits.values() for s in sp),
         rows_with_other_wording=sum(wordings.values()) - wordings.most_common(1)[0][1],
     )
+    sequences = None
+    if (folder / SEQUENCES).exists():
+        raw = load_json(folder / SEQUENCES)
+        if not isinstance(raw, list) or not all(isinstance(q, list) for q in raw):
+            raise DataFormatError(folder / SEQUENCES, None, "a list of item-id lists")
+        sequences = [tuple(int(i) for i in q) for q in raw]
+        if any(not 0 <= i < len(catalogue) for q in sequences for i in q):
+            raise DataFormatError(folder / SEQUENCES, None, f"item ids within 0..{len(catalogue) - 1}")
     return Dataset(
         name=name or folder.name,
         catalogue=catalogue,
@@ -199,6 +211,7 @@ def read_sprec_folder(folder: str | Path, name: str | None = None, genre_dir: st
         genres=evaluated,
         wording=Wording(instruction, head, tail, out_tail),
         notes=notes,
+        sequences=sequences,
     )
 
 
@@ -230,4 +243,7 @@ def write_sprec_folder(dataset: Dataset, folder: str | Path) -> Path:
     dump(cat.id_of, folder / "eval" / "name2id.json")
     dump({t: list(cat.genres[i]) for t, i in cat.id_of.items()}, folder / "eval" / "name2genre.json")
     dump({g: 0 for g in dataset.genres}, folder / "eval" / "genre_dict.json")
+    if dataset.sequences is not None:
+        with open(folder / SEQUENCES, "w", encoding="utf-8") as f:
+            json.dump([list(q) for q in dataset.sequences], f, separators=(",", ":"))
     return folder

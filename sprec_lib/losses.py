@@ -1,0 +1,58 @@
+"""Preference losses as pure functions of sequence log-probabilities (no model, no trainer).
+
+Every argument is the *summed* log-probability of a completion given its prompt, under the policy
+being trained (``policy_*``) or the frozen reference (``ref_*``). The implicit reward of a
+completion ``y`` is ``r(y) = log pi_theta(y|x) - log pi_ref(y|x)`` and ``beta`` scales it.
+
+* :func:`dpo_loss`: DPO (Rafailov et al., 2023), one rejected completion per prompt.
+* :func:`sdpo_loss`: Softmax-DPO (S-DPO, Chen et al., arXiv 2406.09215), ``K`` rejected
+  completions per prompt, compared at once through a softmax. SPRec (arXiv 2412.09243) trains
+  with the DPO loss, one self-play negative per prompt; S-DPO is its multi-negative counterpart.
+
+Both return one loss per prompt (shape ``[B]``); the trainer takes the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """``-log sigmoid(beta * ((pc - rc) - (pr - rr)))`` per example, all inputs of shape ``[B]``."""
+    chosen_rewards = policy_chosen_logps - ref_chosen_logps
+    rejected_rewards = policy_rejected_logps - ref_rejected_logps
+    return -F.logsigmoid(beta * (chosen_rewards - rejected_rewards))
+
+
+def sdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """S-DPO per example: ``-log sigmoid(-log sum_k exp(beta * (r_k - r_w)))``.
+
+    ``*_chosen_logps`` have shape ``[B]``, ``*_rejected_logps`` ``[B, K]``; ``r_w`` is the chosen
+    completion's reward and ``r_k`` the k-th rejected one's. With ``S = sum_k exp(beta (r_k - r_w))``
+    the loss is ``log(1 + S)``; we compute ``-logsigmoid(-logsumexp(...))`` so that no ``exp``
+    overflows for large margins (not ``softplus``, which torch makes linear past 20, off by
+    ``e^-20``). For ``K = 1`` it is :func:`dpo_loss` bit for bit. It does not depend on the order of
+    the negatives.
+    """
+    if policy_rejected_logps.dim() != 2 or policy_rejected_logps.shape != ref_rejected_logps.shape:
+        raise ValueError(
+            "sdpo_loss: rejected log-probs must both have shape [B, K], got "
+            f"{tuple(policy_rejected_logps.shape)} and {tuple(ref_rejected_logps.shape)}"
+        )
+    chosen_rewards = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_rewards = policy_rejected_logps - ref_rejected_logps  # [B, K]
+    log_sum = torch.logsumexp(beta * (rejected_rewards - chosen_rewards.unsqueeze(1)), dim=1)  # [B]
+    return -F.logsigmoid(-log_sum)

@@ -1,0 +1,411 @@
+"""The training stages on trl 1.16: domain pretraining, SFT, DPO and Softmax-DPO (S-DPO).
+
+Each stage function takes a model, its tokenizer, rows of text and a
+:class:`~sprec_lib.config.StageConfig`, runs trl's trainer (the Hugging Face ``Trainer`` loop does
+the optimisation), writes the trainer's ``log_history`` to ``out_dir/log_history.json`` and
+returns the trained model in eval mode, with the trainer (and its optimizer state) dropped. The
+``make_*_trainer`` functions build the trainer without training it, for tests and notebooks that
+want to look inside (collated batches, reference log-probs).
+
+* :func:`pretrain`: plain causal-LM training on text (the ``tiny`` profile's domain pretraining,
+  ours: the paper starts from a pretrained Llama), ``SFTTrainer`` with packing.
+* :func:`sft`: supervised fine-tuning on prompt/completion rows (BIGRec's SFT, SPRec's SFT step).
+* :func:`dpo`: DPO with the sigmoid loss (SPRec's DPO step: the chosen completion is the
+  target, the rejected one the model's own earlier recommendation).
+* :func:`sdpo`: S-DPO with ``K`` rejected completions per prompt, :class:`SDPOTrainer`.
+
+Choices shared by all stages (:func:`training_args`):
+
+* The ``StageConfig`` fields map one to one onto trl's config. trl 1.x defaults to bf16 and
+  gradient checkpointing; without CUDA both are turned off (bf16 autocast on CPU is emulated and
+  checkpointing recomputes every forward: together about 15x slower on our 2-core CPU) and
+  ``use_cpu=True``. On CUDA: bf16 mixed precision if the GPU supports it, and trl's gradient
+  checkpointing (memory for the paper's 1B model).
+* ``save_strategy="no"``: the run folder saves the returned model itself.
+* Reference model of DPO and S-DPO: the model the stage starts from (the SFT model). For a
+  full-parameter model (``tiny``) it is a frozen deep copy made here, unless ``ref_model`` is
+  given (trl would otherwise reload it from ``config.name_or_path``, which an in-memory model does
+  not have). For a PEFT model that already carries its trained adapter, trl copies the
+  ``"default"`` adapter into a frozen ``"ref"`` adapter; we delete it after training so that
+  saving the model saves the trained adapter only.
+* trl patches ``model.forward`` with a fused LM head (log-probs without the full logits). The
+  patch is undone before a stage returns (and before a deep copy is made): a deep copy of a patched
+  model would keep calling the *original* model's forward through the patch's closure.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset
+from transformers.data.data_collator import DataCollatorMixin
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl.data_utils import common_prefix_length
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import pad, use_adapter
+
+from .config import StageConfig
+from .losses import sdpo_loss
+
+
+def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, **extra):
+    """trl's ``SFTConfig``/``DPOConfig`` from a :class:`StageConfig` (see the module docstring)."""
+    cuda = torch.cuda.is_available()
+    return config_cls(
+        output_dir=str(out_dir),
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.lr,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_steps,
+        lr_scheduler_type=cfg.scheduler,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        save_strategy="no",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=cuda,  # trl's `gradient_checkpointing`, renamed in transformers 5
+        use_cpu=not cuda,
+        **extra,
+    )
+
+
+def _unpatch_forward(model) -> None:
+    """Undo trl's fused-LM-head patch (and accelerate's autocast wrapper) on ``model.forward``."""
+    modules = [model, model.get_base_model()] if is_peft_model(model) else [model]
+    for module in modules:
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop("_original_forward", None)
+
+
+def _frozen_copy(model):
+    ref = copy.deepcopy(model)
+    ref.requires_grad_(False)
+    return ref.eval()
+
+
+def _train(trainer, out_dir: str | Path):
+    """Train, write ``log_history.json``, and return the model alone (eval mode, trainer dropped)."""
+    trainer.train()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    return _release(trainer)
+
+
+def _release(trainer):
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(trainer, DPOTrainer) and trainer.ref_model is None and is_peft_model(model) and "ref" in model.peft_config:
+        model.delete_adapter("ref")  # the frozen copy trl added; keep the trained adapter only
+    _unpatch_forward(model)
+    trainer.accelerator.free_memory()  # drops the accelerator's references to the optimizer and models
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
+    if isinstance(trainer, DPOTrainer):
+        trainer.ref_model = None
+    del trainer
+    gc.collect()
+    return model.eval()
+
+
+# -- pretraining and SFT ------------------------------------------------------------------------
+
+
+def make_pretrain_trainer(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int) -> SFTTrainer:
+    """Causal-LM training on ``texts`` (loss on every token), packed into ``cfg.max_length`` blocks.
+
+    trl appends EOS to every text. ``packing_strategy="bfd_split"``: best-fit-decreasing packing
+    keeps each text whole in one block (position ids restart at each text and attention stays within
+    it, so a text is seen as at inference, from position 0); a text longer than a block is split
+    rather than truncated.
+    """
+    _unpatch_forward(model)
+    args = training_args(SFTConfig, cfg, out_dir, seed, packing=True, packing_strategy="bfd_split")
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": list(texts)}), processing_class=tokenizer)
+
+
+def pretrain(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int):
+    return _train(make_pretrain_trainer(model, tokenizer, texts, cfg, out_dir, seed), out_dir)
+
+
+def make_sft_trainer(
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None
+) -> SFTTrainer:
+    """SFT on ``{"prompt", "completion"}`` rows; trl appends EOS to the completion.
+
+    ``cfg.loss_on="all"``: loss on prompt and completion tokens, as the paper's public code (its
+    ``train/sft.py`` trains a causal LM on the whole formatted text). ``"completion"``: on the
+    completion only (trl's ``completion_only_loss``). With ``eval_rows`` the eval loss is logged
+    every epoch.
+    """
+    if cfg.loss_on not in ("all", "completion"):
+        raise ValueError(f"StageConfig.loss_on must be 'all' or 'completion', got {cfg.loss_on!r}")
+    _unpatch_forward(model)
+    extra = {"completion_only_loss": cfg.loss_on == "completion"}
+    if eval_rows:
+        extra["eval_strategy"] = "epoch"
+    args = training_args(SFTConfig, cfg, out_dir, seed, **extra)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=_dataset(rows, ("prompt", "completion")),
+        eval_dataset=_dataset(eval_rows, ("prompt", "completion")) if eval_rows else None,
+        processing_class=tokenizer,
+    )
+
+
+def sft(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None):
+    return _train(make_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, eval_rows), out_dir)
+
+
+def _dataset(rows: list[dict], columns: tuple[str, ...]) -> Dataset:
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"expected a non-empty list of rows with keys {columns}, missing {missing}")
+    return Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+
+
+# -- DPO ----------------------------------------------------------------------------------------
+
+
+def make_dpo_trainer(
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None, trainer_cls=None
+) -> DPOTrainer:
+    """DPO (sigmoid loss, ``beta=cfg.beta``) on ``{"prompt", "chosen", "rejected"}`` rows.
+
+    The reference is the model as passed in (see the module docstring), or ``ref_model``.
+    trl appends EOS to both completions. ``trainer_cls``: :class:`SDPOTrainer` for S-DPO.
+    """
+    _unpatch_forward(model)
+    if ref_model is None and not is_peft_model(model):
+        ref_model = _frozen_copy(model)
+    args = training_args(DPOConfig, cfg, out_dir, seed, beta=cfg.beta, loss_type=["sigmoid"])
+    return (trainer_cls or DPOTrainer)(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
+        processing_class=tokenizer,
+    )
+
+
+def dpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None):
+    return _train(make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model), out_dir)
+
+
+# -- S-DPO --------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataCollatorForSoftmaxPreference(DataCollatorMixin):
+    """Pads rows of one chosen and ``K`` rejected completions into ``(K + 1) * B`` sequences.
+
+    Layout, the generalisation of trl's ``[chosen..., rejected...]``: block ``j`` (rows
+    ``j*B .. j*B + B - 1``) holds completion ``j`` of every example, ``j = 0`` the chosen one and
+    ``j = 1..K`` the rejected ones; each sequence is ``prompt_ids + completion_ids``, right-padded.
+    Returns ``input_ids``, ``attention_mask`` and ``completion_mask`` (1 on completion tokens).
+    """
+
+    pad_token_id: int
+    max_length: int | None = None
+    truncation_mode: str = "keep_start"
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        counts = {len(ex["rejected_ids"]) for ex in examples}
+        if len(counts) != 1:
+            raise ValueError(f"every example of a batch needs the same number of rejected completions, got {counts}")
+        (k,) = counts
+        ids, masks = [], []
+        for j in range(k + 1):
+            for ex in examples:
+                completion = ex["chosen_ids"] if j == 0 else ex["rejected_ids"][j - 1]
+                ids.append(ex["prompt_ids"] + completion)
+                masks.append([0] * len(ex["prompt_ids"]) + [1] * len(completion))
+        if self.max_length is not None:
+            if self.truncation_mode not in ("keep_start", "keep_end"):
+                raise ValueError(f"unsupported truncation mode {self.truncation_mode!r}")
+            cut = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            ids, masks = [s[cut] for s in ids], [m[cut] for m in masks]
+
+        def padded(seqs, value):
+            return pad([torch.tensor(s, dtype=torch.long) for s in seqs], value, "right", self.pad_to_multiple_of)
+
+        return {
+            "input_ids": padded(ids, self.pad_token_id),
+            "attention_mask": padded([[1] * len(s) for s in ids], 0),
+            "completion_mask": padded(masks, 0),
+        }
+
+
+class SDPOTrainer(DPOTrainer):
+    """Softmax-DPO (S-DPO, arXiv 2406.09215) on trl's ``DPOTrainer``.
+
+    Rows are ``{"prompt": str, "chosen": str, "rejected": list[str]}`` with the same number ``K``
+    of rejected completions in every row. What changes from DPO:
+
+    * :meth:`_prepare_dataset` tokenizes the ``K`` rejected completions into a list ``rejected_ids``
+      (EOS appended to every completion, as trl does for DPO);
+    * :class:`DataCollatorForSoftmaxPreference` lays a batch out as ``[chosen; rej_1; ...; rej_K]``;
+    * :meth:`_compute_loss` scores the ``K + 1`` completions under the policy and the reference
+      (sum of completion-token log-probs, trl's fused LM head) and calls
+      :func:`sprec_lib.losses.sdpo_loss`.
+
+    Logged: ``loss``, ``rewards/chosen``, ``rewards/rejected`` (mean over the K negatives),
+    ``rewards/accuracies`` (the chosen reward above *every* negative's, as S-DPO's code),
+    ``rewards/margins`` (chosen minus the mean negative), ``logps/chosen``, ``logps/rejected``.
+    The reference is ``ref_model`` or, for a PEFT model, trl's frozen ``"ref"`` adapter (or the
+    adapters disabled). Not supported: ``precompute_ref_log_probs``, ``ld_alpha``,
+    ``use_weighting``, other loss types, ``f_divergence_type``; vision datasets.
+    """
+
+    _tag_names = ["trl", "sdpo"]
+    _name = "S-DPO"
+
+    def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, data_collator=None, **kwargs):
+        unsupported = {
+            "precompute_ref_log_probs": args.precompute_ref_log_probs,
+            "ld_alpha": args.ld_alpha is not None,
+            "use_weighting": args.use_weighting,
+            "loss_type": list(args.loss_type) != ["sigmoid"],
+            "f_divergence_type": args.f_divergence_type != "reverse_kl",
+        }
+        if any(unsupported.values()):
+            raise NotImplementedError(f"SDPOTrainer does not support {[k for k, v in unsupported.items() if v]}")
+        self.num_negatives = None  # K, read from the dataset by _prepare_dataset
+        if data_collator is None:
+            tok = getattr(processing_class, "tokenizer", processing_class)
+            pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            data_collator = DataCollatorForSoftmaxPreference(
+                pad_token_id=pad_id,
+                max_length=args.max_length,
+                truncation_mode=args.truncation_mode,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+            )
+        super().__init__(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if not isinstance(dataset, Dataset) or {"prompt", "chosen", "rejected"} - set(dataset.column_names):
+            raise ValueError("SDPOTrainer needs a datasets.Dataset with columns prompt, chosen, rejected")
+        if "prompt_ids" in dataset.column_names:
+            return dataset  # already prepared
+        counts = {len(r) if isinstance(r, list) else -1 for r in dataset["rejected"]}
+        if len(counts) != 1 or min(counts) < 1:
+            raise ValueError(f"{dataset_name}: every row needs a non-empty list of rejected completions of one length")
+        (k,) = counts
+        if self.num_negatives not in (None, k):
+            raise ValueError(f"{dataset_name}: {k} rejected completions per row, the train set has {self.num_negatives}")
+        self.num_negatives = k
+        tok = getattr(processing_class, "tokenizer", processing_class)
+        eos = tok.eos_token
+
+        def tokenize(example):
+            completions = [example["chosen"], *example["rejected"]]
+            completions = [c if c.endswith(eos) else c + eos for c in completions]
+            prompt_ids = tok(example["prompt"])["input_ids"]
+            full = [tok(example["prompt"] + c)["input_ids"] for c in completions]
+            # As trl: the completion starts where prompt and prompt+completion tokenize differently
+            n = min(common_prefix_length(prompt_ids, ids) for ids in full)
+            return {"prompt_ids": prompt_ids[:n], "chosen_ids": full[0][n:], "rejected_ids": [ids[n:] for ids in full[1:]]}
+
+        dataset = dataset.map(tokenize, num_proc=args.dataset_num_proc, desc=f"Tokenizing {dataset_name} dataset")
+        if args.max_length is not None and args.truncation_mode == "keep_start":
+            # A prompt that fills max_length leaves no completion token to learn from (as trl)
+            dataset = dataset.filter(lambda ex: len(ex["prompt_ids"]) < args.max_length, num_proc=args.dataset_num_proc)
+        return dataset
+
+    def _split(self, logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[(K+1)*B]`` in the collator's layout -> chosen ``[B]`` and rejected ``[B, K]``."""
+        per_row = logps.view(self.num_negatives + 1, -1).T  # [B, K+1]
+        return per_row[:, 0], per_row[:, 1:]
+
+    @staticmethod
+    def _model_inputs(inputs):
+        labels = inputs["input_ids"].masked_fill(inputs["completion_mask"] == 0, -100)
+        kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        return kwargs, labels
+
+    @staticmethod
+    def _sequence_logps(outputs, inputs) -> torch.Tensor:
+        # log_probs[:, t] is log p(token t+1); zero where the label is -100 (prompt and padding)
+        seq_len = inputs["completion_mask"].size(1) - 1
+        return outputs.log_probs[:, -seq_len:].sum(dim=1)
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Reference log-probs of the batch's completions: chosen ``[B]`` and rejected ``[B, K]``.
+
+        ``model`` is ``self.ref_model``, or the policy when the reference is a PEFT adapter state
+        (trl's ``"ref"`` adapter if present, else the adapters disabled).
+        """
+        kwargs, labels = self._model_inputs(inputs)
+        adapter = nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        checkpointing = nullcontext()
+        if self.args.gradient_checkpointing:  # a no-grad forward has nothing to checkpoint
+            checkpointing = disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
+        with (
+            torch.no_grad(),
+            checkpointing,
+            adapter,
+            self.accelerator.autocast(),
+        ):
+            outputs = model(**kwargs, labels=labels, fused_lm_head=True)
+        return self._split(self._sequence_logps(outputs, inputs))
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        kwargs, labels = self._model_inputs(inputs)
+        outputs = model(**kwargs, labels=labels, fused_lm_head=True)
+        chosen_logps, rejected_logps = self._split(self._sequence_logps(outputs, inputs))
+        ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
+            self.ref_model if self.ref_model is not None else self.model, inputs
+        )
+        loss = sdpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta).mean()
+
+        chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps).detach()  # [B]
+        rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps).detach()  # [B, K]
+        metrics = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards.mean(dim=1),
+            "rewards/accuracies": (chosen_rewards.unsqueeze(1) > rejected_rewards).all(dim=1).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards.mean(dim=1),
+            "logps/chosen": chosen_logps.detach(),
+            "logps/rejected": rejected_logps.detach().mean(dim=1),
+        }
+        for key, value in metrics.items():
+            self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+
+def make_sdpo_trainer(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None) -> SDPOTrainer:
+    """S-DPO on ``{"prompt", "chosen", "rejected": [K strings]}`` rows; otherwise as :func:`make_dpo_trainer`."""
+    return make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, trainer_cls=SDPOTrainer)
+
+
+def sdpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None):
+    return _train(make_sdpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model), out_dir)
