@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch) as e:
+    except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

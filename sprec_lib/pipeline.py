@@ -204,14 +204,23 @@ class Pipeline:
                 negs_path.parent.mkdir(parents=True, exist_ok=True)
                 negs.to_parquet(negs_path)
             pairs, skipped = preference_rows(rows, negs, self.ds, cfg.n_negatives, cfg.dpo.template)
-            self.run.log(f"it{it}: {len(pairs)} preference pairs, {skipped} rows skipped (negative = positive or none)")
+            in_cat = float(np.mean([all(v) for v in negs["in_catalogue"] if len(v)])) if len(pairs) else 0.0
+            self.run.log(f"it{it}: {len(pairs)} preference pairs, {skipped} rows skipped (negative = positive or "
+                         f"no title parsed); {in_cat:.1%} of the negatives are catalogue titles")
             if cfg.sft_step:
                 self.stage(f"it{it}-sft", prev, lambda m, t, seed, out: trainers.sft(
                     m, t, sft_rows(rows, self.ds), cfg.sft, out, seed))
                 prev = f"it{it}-sft"
             if cfg.dpo_step:
                 train = trainers.dpo if cfg.n_negatives == 1 else trainers.sdpo
-                self.stage(f"it{it}-dpo", prev, lambda m, t, seed, out: train(m, t, pairs, cfg.dpo, out, seed))
+
+                def dpo_step(m, t, seed, out, pairs=pairs, train=train, it=it):
+                    if not pairs:  # every negative was skipped: nothing to learn from
+                        self.run.log(f"it{it}-dpo: no preference pairs; the model passes through unchanged")
+                        return m
+                    return train(m, t, pairs, cfg.dpo, out, seed)
+
+                self.stage(f"it{it}-dpo", prev, dpo_step)
                 prev = f"it{it}-dpo"
             self.evaluate(prev, label=f"it{it}")
         return prev
@@ -236,8 +245,9 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None) -> Run:
         p.evaluate(last)
     elif cfg.method == "sprec":
         last = p.sprec_iterations("sft")
-    write_json({"method": cfg.method, "final_stage": last}, run.folder / "FINISHED")
-    run.log(f"finished: {cfg.method}, final stage {last}")
+    if not (run.folder / "FINISHED").exists():
+        write_json({"method": cfg.method, "final_stage": last}, run.folder / "FINISHED")
+        run.log(f"finished: {cfg.method}, final stage {last}")
     return run
 
 

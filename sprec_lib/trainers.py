@@ -28,6 +28,8 @@ Choices shared by all stages (:func:`training_args`):
   not have). For a PEFT model that already carries its trained adapter, trl copies the
   ``"default"`` adapter into a frozen ``"ref"`` adapter; we delete it after training so that
   saving the model saves the trained adapter only.
+* DPO and S-DPO train without dropout (trl's ``disable_dropout``, also the default of the trl
+  version the paper used); the dropout rates are put back before the model is returned.
 * trl patches ``model.forward`` with a fused LM head (log-probs without the full logits). The
   patch is undone before a stage returns (and before a deep copy is made): a deep copy of a patched
   model would keep calling the *original* model's forward through the patch's closure.
@@ -62,6 +64,7 @@ def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, 
     return config_cls(
         output_dir=str(out_dir),
         num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
         learning_rate=cfg.lr,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
@@ -110,9 +113,12 @@ def _train(trainer, out_dir: str | Path):
 
 def _release(trainer):
     model = trainer.accelerator.unwrap_model(trainer.model)
-    if isinstance(trainer, DPOTrainer) and trainer.ref_model is None and is_peft_model(model) and "ref" in model.peft_config:
-        model.delete_adapter("ref")  # the frozen copy trl added; keep the trained adapter only
+    if isinstance(trainer, DPOTrainer) and trainer.ref_model is None and is_peft_model(model):
+        if "ref" in model.peft_config:
+            model.delete_adapter("ref")  # the frozen copy trl added; keep the trained adapter only
     _unpatch_forward(model)
+    for module, p in getattr(trainer, "dropout_to_restore", {}).items():
+        module.p = p  # e.g. LoRA's dropout for a later SFT stage on this model
     trainer.accelerator.free_memory()  # drops the accelerator's references to the optimizer and models
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = None
     if isinstance(trainer, DPOTrainer):
@@ -135,7 +141,8 @@ def make_pretrain_trainer(model, tokenizer, texts: list[str], cfg: StageConfig, 
     """
     _unpatch_forward(model)
     args = training_args(SFTConfig, cfg, out_dir, seed, packing=True, packing_strategy="bfd_split")
-    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_dict({"text": list(texts)}), processing_class=tokenizer)
+    dataset = Dataset.from_dict({"text": list(texts)})
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
 def pretrain(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int):
@@ -193,14 +200,17 @@ def make_dpo_trainer(
     _unpatch_forward(model)
     if ref_model is None and not is_peft_model(model):
         ref_model = _frozen_copy(model)
+    dropout = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
     args = training_args(DPOConfig, cfg, out_dir, seed, beta=cfg.beta, loss_type=["sigmoid"])
-    return (trainer_cls or DPOTrainer)(
+    trainer = (trainer_cls or DPOTrainer)(
         model=model,
         ref_model=ref_model,
         args=args,
         train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
         processing_class=tokenizer,
     )
+    trainer.dropout_to_restore = dropout  # trl sets every dropout to 0 (as the paper's trl did) for good
+    return trainer
 
 
 def dpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None):
@@ -240,7 +250,8 @@ class DataCollatorForSoftmaxPreference(DataCollatorMixin):
         if self.max_length is not None:
             if self.truncation_mode not in ("keep_start", "keep_end"):
                 raise ValueError(f"unsupported truncation mode {self.truncation_mode!r}")
-            cut = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            keep_start = self.truncation_mode == "keep_start"
+            cut = slice(None, self.max_length) if keep_start else slice(-self.max_length, None)
             ids, masks = [s[cut] for s in ids], [m[cut] for m in masks]
 
         def padded(seqs, value):
@@ -277,7 +288,9 @@ class SDPOTrainer(DPOTrainer):
     _tag_names = ["trl", "sdpo"]
     _name = "S-DPO"
 
-    def __init__(self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, data_collator=None, **kwargs):
+    def __init__(
+        self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, data_collator=None, **kwargs
+    ):
         unsupported = {
             "precompute_ref_log_probs": args.precompute_ref_log_probs,
             "ld_alpha": args.ld_alpha is not None,
@@ -317,7 +330,7 @@ class SDPOTrainer(DPOTrainer):
             raise ValueError(f"{dataset_name}: every row needs a non-empty list of rejected completions of one length")
         (k,) = counts
         if self.num_negatives not in (None, k):
-            raise ValueError(f"{dataset_name}: {k} rejected completions per row, the train set has {self.num_negatives}")
+            raise ValueError(f"{dataset_name}: {k} rejected completions per row, train: {self.num_negatives}")
         self.num_negatives = k
         tok = getattr(processing_class, "tokenizer", processing_class)
         eos = tok.eos_token
@@ -329,7 +342,8 @@ class SDPOTrainer(DPOTrainer):
             full = [tok(example["prompt"] + c)["input_ids"] for c in completions]
             # As trl: the completion starts where prompt and prompt+completion tokenize differently
             n = min(common_prefix_length(prompt_ids, ids) for ids in full)
-            return {"prompt_ids": prompt_ids[:n], "chosen_ids": full[0][n:], "rejected_ids": [ids[n:] for ids in full[1:]]}
+            rejected_ids = [ids[n:] for ids in full[1:]]
+            return {"prompt_ids": prompt_ids[:n], "chosen_ids": full[0][n:], "rejected_ids": rejected_ids}
 
         dataset = dataset.map(tokenize, num_proc=args.dataset_num_proc, desc=f"Tokenizing {dataset_name} dataset")
         if args.max_length is not None and args.truncation_mode == "keep_start":
@@ -368,12 +382,7 @@ class SDPOTrainer(DPOTrainer):
         checkpointing = nullcontext()
         if self.args.gradient_checkpointing:  # a no-grad forward has nothing to checkpoint
             checkpointing = disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
-        with (
-            torch.no_grad(),
-            checkpointing,
-            adapter,
-            self.accelerator.autocast(),
-        ):
+        with torch.no_grad(), checkpointing, adapter, self.accelerator.autocast():
             outputs = model(**kwargs, labels=labels, fused_lm_head=True)
         return self._split(self._sequence_logps(outputs, inputs))
 
@@ -402,7 +411,9 @@ class SDPOTrainer(DPOTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def make_sdpo_trainer(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None) -> SDPOTrainer:
+def make_sdpo_trainer(
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None
+) -> SDPOTrainer:
     """S-DPO on ``{"prompt", "chosen", "rejected": [K strings]}`` rows; otherwise as :func:`make_dpo_trainer`."""
     return make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, trainer_cls=SDPOTrainer)
 

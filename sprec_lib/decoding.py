@@ -1,0 +1,397 @@
+"""Decoding a recommendation from the model: free greedy generation, and title-constrained beam search.
+
+Free decoding (the paper). The public code (``eval/inference.py``, ``train/data_generate.py``)
+decodes greedily with left padding, ``max_new_tokens`` 32 for evaluation and 128 for self-play
+negatives, and parses the first quoted title out of the text afterwards. :func:`generate_free`
+does the same, but by default stops a sequence at the title's closing quote (``stop_at_quote``):
+the parsed title is identical, and the tokens after it, which were thrown away anyway, are not
+computed. Prompts are sorted by length into batches (the public code batches in file order), so
+less padding is computed; results come back in the input order. Greedy decoding of a row does not
+depend on the other rows of its batch up to floating-point noise (tested).
+
+Constrained decoding (D3, "Decoding Matters", which SPRec reports as an alternative evaluation):
+beam search in which every step may only extend the generated prefix along a prefix trie over the
+token ids of every catalogue title's completion (``"<title>"`` + the wording's tail + EOS), with
+``length_penalty=0`` so that beams are ranked by their summed log-probability. Every beam is a real
+item; the top-K items are the K beams in order. transformers 5.24 still supports
+``prefix_allowed_tokens_fn`` with beam search (it becomes a ``PrefixConstrainedLogitsProcessor``,
+which masks the log-softmax scores to -inf outside the allowed set), so it is used as is.
+
+Tokenisation assumption of the trie. The trie holds ``tokenizer(completion, add_special_tokens=
+False)``, but the model sees the completion after the prompt. The two agree when
+``tokenizer(prompt + completion) == tokenizer(prompt) + tokenizer(completion, no special tokens)``,
+which holds when the prompt ends in a pre-tokenizer split point: our prompts end in ``"\\n"``, and
+both the tiny byte-level BPE (GPT-2 split) and Llama 3's split keep ``"\\n"`` apart from the ``"``
+that opens the completion. :func:`tokenization_is_additive` checks it; the tests check it on many
+prompts and titles with the tiny tokenizer, and :func:`constrained_beam_search` warns if the first
+prompt of a call breaks it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from .prompts import completion
+
+__all__ = [
+    "QuoteStop",
+    "TitleTrie",
+    "constrained_beam_search",
+    "constrained_greedy",
+    "cut_at_closing_quote",
+    "generate_beams",
+    "generate_free",
+    "tokenization_is_additive",
+]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def cut_at_closing_quote(text: str) -> str:
+    """``text`` up to and including its second ``"`` (the title's closing quote); unchanged if none."""
+    start = text.find('"')
+    end = text.find('"', start + 1) if start >= 0 else -1
+    return text if end < 0 else text[: end + 1]
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover - a model without parameters
+        return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model):
+    """``model.eval()`` for decoding (no dropout); the previous train/eval mode is restored afterwards,
+    so that decoding inside a training loop (self-play) leaves the model as it found it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def _left_padding(tokenizer):
+    """Left padding for batched generation; the tokenizer's padding side is restored afterwards."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = side
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def _length_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of ``prompts`` in batches of similar token length (longest first, so that running out
+    of memory happens at once); ties keep the input order."""
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _encode(tokenizer, texts: list[str], device):
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=True)
+    return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+# Generation settings that turn off sampling whatever the model's generation_config says (Llama 3.2
+# Instruct ships temperature 0.6 / top_p 0.9, which greedy decoding would only warn about).
+_NO_SAMPLING = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+# --- free decoding ------------------------------------------------------------------------------
+
+
+class QuoteStop(StoppingCriteria):
+    """Stop each sequence once its generated text holds ``n_quotes`` double quotes (the title's closing one).
+
+    Works per row: returns a bool tensor with one entry per row of ``input_ids`` (transformers 5's
+    StoppingCriteria contract), for greedy rows and beam-search beams alike. It decodes the
+    generated part (``input_ids[:, prompt_len:]``) rather than looking for a quote token, because a
+    BPE token can merge the quote with its neighbours (``)"`` is one token in the tiny tokenizer).
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, n_quotes: int = 2):
+        self.tokenizer, self.prompt_len, self.n_quotes = tokenizer, prompt_len, n_quotes
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len :], skip_special_tokens=True)
+        return torch.tensor([t.count('"') >= self.n_quotes for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_free(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    stop_at_quote: bool = True,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy continuation of each prompt (text only, special tokens skipped), in the input order.
+
+    ``stop_at_quote``: stop a row at the title's closing quote and cut the text right after it (the
+    token holding the quote may carry more characters). Without it, every row runs to EOS or
+    ``max_new_tokens`` as the paper's code does (32 in evaluation, 128 for self-play negatives).
+    The model decodes in eval mode under ``torch.no_grad`` (not ``inference_mode``: self-play
+    decodes inside a training loop, and inference tensors cached by a module would break backward
+    later); its train/eval mode is restored afterwards.
+    """
+    device = _model_device(model)
+    out: list[str] = [""] * len(prompts)
+    if not prompts:
+        return out
+    with _eval_mode(model), _left_padding(tokenizer):
+        batches = _length_batches(tokenizer, prompts, batch_size)
+        for idx in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
+            prompt_len = enc["input_ids"].shape[1]
+            stopping = StoppingCriteriaList([QuoteStop(tokenizer, prompt_len)]) if stop_at_quote else None
+            seqs = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                pad_token_id=_pad_id(tokenizer),
+                stopping_criteria=stopping,
+                **_NO_SAMPLING,
+            )
+            texts = tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+            for i, text in zip(idx, texts):
+                out[i] = cut_at_closing_quote(text) if stop_at_quote else text
+    return out
+
+
+@torch.no_grad()
+def generate_beams(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    num_beams: int,
+    max_new_tokens: int = 32,
+    batch_size: int = 4,
+    stop_at_quote: bool = True,
+    length_penalty: float = 0.0,
+    progress: bool = True,
+) -> list[list[str]]:
+    """Unconstrained beam search: ``num_beams`` continuations per prompt, best first.
+
+    For SPRec with N > 1 negatives (2N beams, the N most probable distinct titles kept by the
+    caller). ``length_penalty=0`` ranks beams by summed log-probability ("most probable");
+    transformers' default (1.0) would divide by length. A beam stops at its title's closing quote
+    when ``stop_at_quote``, and its text is cut there.
+    """
+    device = _model_device(model)
+    out: list[list[str]] = [[] for _ in prompts]
+    if not prompts:
+        return out
+    with _eval_mode(model), _left_padding(tokenizer):
+        batches = _length_batches(tokenizer, prompts, batch_size)
+        for idx in tqdm(batches, desc="beam search", unit="batch", disable=not progress):
+            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
+            prompt_len = enc["input_ids"].shape[1]
+            stopping = StoppingCriteriaList([QuoteStop(tokenizer, prompt_len)]) if stop_at_quote else None
+            seqs = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                num_return_sequences=num_beams,
+                length_penalty=length_penalty,
+                pad_token_id=_pad_id(tokenizer),
+                stopping_criteria=stopping,
+                **_NO_SAMPLING,
+            )
+            texts = tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                beams = texts[j * num_beams : (j + 1) * num_beams]
+                out[i] = [cut_at_closing_quote(t) if stop_at_quote else t for t in beams]
+    return out
+
+
+# --- constrained decoding -----------------------------------------------------------------------
+
+
+class _Node:
+    __slots__ = ("children", "item")
+
+    def __init__(self):
+        self.children: dict[int, _Node] = {}
+        self.item: int | None = None  # the item id whose token sequence ends here
+
+
+class TitleTrie:
+    """A prefix trie over token-id sequences, each ending at an item id.
+
+    Built by :meth:`from_catalogue` over every title's completion plus EOS. A sequence added twice
+    (a duplicate title, or two titles that tokenise identically) keeps its first item id, as the
+    paper's title -> id map does.
+    """
+
+    def __init__(self, sequences: Sequence[Sequence[int]], item_ids: Sequence[int] | None = None, eos_id: int | None = None):
+        self.root = _Node()
+        self.eos_id = eos_id
+        self.max_depth = 0
+        self.n_sequences = 0
+        ids = range(len(sequences)) if item_ids is None else item_ids
+        for seq, item in zip(sequences, ids, strict=True):
+            if len(seq) == 0:
+                raise ValueError("TitleTrie: an empty token sequence")
+            node = self.root
+            for tok in seq:
+                node = node.children.setdefault(int(tok), _Node())
+            if node.item is None:
+                node.item = int(item)
+                self.n_sequences += 1
+            self.max_depth = max(self.max_depth, len(seq))
+        self._allowed_cache: dict[tuple[int, ...], list[int]] = {}
+        self.example: str | None = None  # one completion text, for the tokenisation check
+
+    @classmethod
+    def from_catalogue(cls, catalogue, tokenizer, wording) -> "TitleTrie":
+        """The trie of ``completion(title, wording)`` token ids (no special tokens) + EOS, per item id."""
+        texts = [completion(t, wording) for t in catalogue.titles]
+        eos = tokenizer.eos_token_id
+        seqs = [ids + [eos] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        trie = cls(seqs, range(len(seqs)), eos_id=eos)
+        trie.example = texts[0] if texts else None
+        return trie
+
+    def __len__(self) -> int:
+        """The number of distinct sequences (items reachable by decoding)."""
+        return self.n_sequences
+
+    def node(self, prefix: Sequence[int]) -> _Node | None:
+        node = self.root
+        for tok in prefix:
+            node = node.children.get(int(tok))
+            if node is None:
+                return None
+        return node
+
+    def children(self, prefix: Sequence[int]) -> list[int]:
+        """Tokens that may follow ``prefix`` (empty if ``prefix`` is not in the trie or ends a sequence)."""
+        node = self.node(prefix)
+        return [] if node is None else list(node.children)
+
+    def is_terminal(self, prefix: Sequence[int]) -> bool:
+        node = self.node(prefix)
+        return node is not None and node.item is not None
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """:meth:`children`, or ``[eos_id]`` where there are none, so that a dead beam (one that
+        took a -inf token because fewer continuations than beams existed) simply ends; it is
+        dropped by :meth:`item_of`."""
+        key = tuple(int(t) for t in prefix)
+        hit = self._allowed_cache.get(key)
+        if hit is None:
+            hit = self.children(key) or ([self.eos_id] if self.eos_id is not None else [])
+            self._allowed_cache[key] = hit
+        return hit
+
+    def item_of(self, generated: Sequence[int]) -> int | None:
+        """The item id of the first complete sequence along ``generated`` (padding after it ignored);
+        None if ``generated`` leaves the trie or stops before a sequence ends."""
+        node = self.root
+        for tok in generated:
+            node = node.children.get(int(tok))
+            if node is None:
+                return None
+            if node.item is not None:
+                return node.item
+        return None
+
+
+def tokenization_is_additive(tokenizer, prompt: str, text: str) -> bool:
+    """Whether ``tokenizer(prompt + text)`` is ``tokenizer(prompt)`` followed by ``tokenizer(text)``
+    without special tokens (the assumption under which the trie matches what the model sees)."""
+    whole = tokenizer(prompt + text, add_special_tokens=True)["input_ids"]
+    parts = tokenizer(prompt, add_special_tokens=True)["input_ids"] + tokenizer(text, add_special_tokens=False)["input_ids"]
+    return whole == parts
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    trie: TitleTrie,
+    num_beams: int,
+    batch_size: int = 8,
+    length_penalty: float = 0.0,
+    progress: bool = True,
+) -> list[list[int]]:
+    """Per prompt, the item ids of the ``num_beams`` beams of trie-constrained beam search, best first.
+
+    As D3: HF beam search with ``prefix_allowed_tokens_fn`` (each step restricted to the trie's
+    children of the generated prefix), ``length_penalty=0``, ``num_return_sequences=num_beams``,
+    up to the trie's depth in new tokens. Duplicate ids are dropped (keeping the first); a beam
+    that is not a complete title (possible only when fewer titles than beams exist) is dropped, so
+    a list may be shorter than ``num_beams``. ``num_beams=1`` is greedy decoding under the trie.
+    """
+    device = _model_device(model)
+    out: list[list[int]] = [[] for _ in prompts]
+    if not prompts:
+        return out
+    if trie.eos_id is None:
+        raise ValueError("constrained_beam_search: the trie has no eos_id (build it with TitleTrie.from_catalogue)")
+    _warn_if_not_additive(tokenizer, prompts[0], trie)
+    with _eval_mode(model), _left_padding(tokenizer):
+        batches = _length_batches(tokenizer, prompts, batch_size)
+        for idx in tqdm(batches, desc="constrained beam search", unit="batch", disable=not progress):
+            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
+            prompt_len = enc["input_ids"].shape[1]
+
+            def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
+                return trie.allowed(sent[prompt_len:].tolist())
+
+            beam_kwargs = {"num_return_sequences": num_beams, "length_penalty": length_penalty} if num_beams > 1 else {}
+            seqs = model.generate(
+                **enc,
+                max_new_tokens=trie.max_depth,
+                num_beams=num_beams,
+                prefix_allowed_tokens_fn=allowed,
+                eos_token_id=trie.eos_id,
+                pad_token_id=_pad_id(tokenizer),
+                **beam_kwargs,
+                **_NO_SAMPLING,
+            )
+            gen = seqs[:, prompt_len:].tolist()
+            for j, i in enumerate(idx):
+                ranked: list[int] = []
+                for g in gen[j * num_beams : (j + 1) * num_beams]:
+                    item = trie.item_of(g)
+                    if item is not None and item not in ranked:
+                        ranked.append(item)
+                out[i] = ranked
+    return out
+
+
+def constrained_greedy(model, tokenizer, prompts: Sequence[str], trie: TitleTrie, batch_size: int = 16,
+                       progress: bool = True) -> list[int | None]:
+    """One catalogue item per prompt: greedy decoding under the trie (self-play negatives that are
+    always real items). None only if decoding failed to complete a title (not expected)."""
+    beams = constrained_beam_search(model, tokenizer, prompts, trie, num_beams=1, batch_size=batch_size, progress=progress)
+    return [b[0] if b else None for b in beams]
+
+
+def _warn_if_not_additive(tokenizer, prompt: str, trie: TitleTrie) -> None:
+    if trie.example is not None and not tokenization_is_additive(tokenizer, prompt, trie.example):
+        warnings.warn(
+            "constrained decoding: the tokenizer splits prompt+completion differently from prompt and "
+            "completion apart, so the title trie does not match what the model sees after the prompt",
+            stacklevel=3,
+        )

@@ -1,0 +1,103 @@
+"""Whole runs of every method on a micro `tiny` model: run folders, resuming, determinism, the CLI."""
+
+import json
+
+import pytest
+import trl
+
+from sprec_lib.cli import main
+from sprec_lib.config import run_config
+from sprec_lib.data.sprec_format import write_sprec_folder
+from sprec_lib.data.synthetic import make_synthetic
+from sprec_lib.pipeline import train
+from sprec_lib.runs import Run, RunConfigMismatch
+
+# A micro model that learns the output format in 40 SFT steps (so self-play has real negatives).
+MICRO = [
+    "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
+    "model.vocab_size=400", "model.max_positions=256", "model.torch_threads=1",
+    "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
+    "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
+    "sprec.iterations=2", "sprec.train_rows=8", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
+    "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_sprec_folder(make_synthetic(n_items=40, sizes=(64, 16, 16), seed=1), tmp_path_factory.mktemp("ds") / "synth")
+
+
+def config(dataset, method="sprec", extra=()):
+    return run_config("tiny", MICRO + list(extra), dataset=str(dataset), method=method, seed=3)
+
+
+def test_sprec_run_folder_and_metrics(dataset, tmp_path):
+    run = train(config(dataset), tmp_path / "run", cache_dir=tmp_path / "cache")
+    metrics = run.metrics()
+    assert list(metrics) == ["sft", "it1", "it2"]
+    for m in metrics.values():
+        assert 0 <= m["valid_ratio"] <= 1 and 0 <= m["@5"]["HR"] <= 1 and m["rows"] == 12
+    saved = json.loads((run.folder / "config.json").read_text())
+    assert saved["config"]["method"] == "sprec" and saved["versions"]["trl"] == trl.__version__
+    for stage in ("pretrain", "sft", "it1-sft", "it1-dpo", "it2-sft", "it2-dpo"):
+        assert run.done(stage) and (run.model_dir(stage) / "config.json").exists()
+    assert run.negatives_path("it1").exists() and run.predictions_path("it2").exists()
+    # A second call on a finished run trains nothing and changes nothing.
+    before = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file()}
+    train(config(dataset), tmp_path / "run", cache_dir=tmp_path / "cache")
+    after = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file() and p.name != "log.txt"}
+    assert all(before[p] == t for p, t in after.items())
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(dataset, tmp_path, monkeypatch):
+    """Kill a run in the middle of its first DPO step; the resumed run ends exactly where an
+    uninterrupted run with the same seed ends (separate caches: nothing is shared between them)."""
+    whole = train(config(dataset), tmp_path / "whole", cache_dir=tmp_path / "cache-a").metrics()
+
+    calls = {"n": 0}
+    original = trl.DPOTrainer.training_step
+
+    def crash_on_second_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated interruption mid-DPO")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trl.DPOTrainer, "training_step", crash_on_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b")
+    run = Run(tmp_path / "resumed")
+    assert run.done("it1-sft") and not run.done("it1-dpo") and run.stage_dir("it1-dpo").exists()
+    monkeypatch.setattr(trl.DPOTrainer, "training_step", original)
+    resumed = train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b").metrics()
+    assert resumed == whole
+
+
+def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
+    cache = tmp_path / "cache"
+    dpo = train(config(dataset, "dpo"), tmp_path / "dpo", cache_dir=cache)
+    sdpo = train(config(dataset, "sdpo"), tmp_path / "sdpo", cache_dir=cache)
+    assert list(dpo.metrics()) == ["sft", "dpo"] and list(sdpo.metrics()) == ["sft", "sdpo"]
+    # Same seed and SFT settings: the second run reused the first run's SFT model.
+    assert "reused" in (sdpo.folder / "log.txt").read_text()
+    assert dpo.metrics()["sft"] == sdpo.metrics()["sft"]
+
+
+def test_a_run_folder_refuses_another_config(dataset, tmp_path):
+    train(config(dataset, "sft"), tmp_path / "run", cache_dir=tmp_path / "cache")
+    with pytest.raises(RunConfigMismatch, match="different config"):
+        train(config(dataset, "sft", ["sft.lr=0.5"]), tmp_path / "run", cache_dir=tmp_path / "cache")
+
+
+def test_cli_train_and_eval(dataset, tmp_path, capsys):
+    args = ["train", "--dataset", str(dataset), "--method", "sft", "--profile", "tiny", "--seed", "3",
+            "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    for s in MICRO:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert "HR@5" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "run"), "--set", "eval.mode=constrained", "--cache-dir", str(tmp_path / "cache")]) == 0
+    m = json.loads((tmp_path / "run" / "metrics" / "sft-constrained-5.json").read_text())
+    assert m["valid_ratio"] == 1.0  # constrained decoding only produces catalogue titles
+    assert main(["eval", str(tmp_path / "nothing-here")]) == 2
