@@ -95,9 +95,12 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _length_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+def _length_batches(tokenizer, prompts: Sequence[str], batch_size: int, bucket: bool = True) -> list[list[int]]:
     """Indices of ``prompts`` in batches of similar token length (longest first, so that running out
-    of memory happens at once); ties keep the input order."""
+    of memory happens at once); ties keep the input order. ``bucket=False``: input order, as the
+    paper's code batches."""
+    if not bucket:
+        return [list(range(i, min(i + batch_size, len(prompts)))) for i in range(0, len(prompts), batch_size)]
     lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -142,8 +145,12 @@ def generate_free(
     batch_size: int = 16,
     stop_at_quote: bool = True,
     progress: bool = True,
+    bucket: bool = True,
 ) -> list[str]:
     """Greedy continuation of each prompt (text only, special tokens skipped), in the input order.
+
+    ``bucket``: batch prompts of similar length together (less padding); ``False`` batches them in
+    input order, as the paper's code does (the benchmark's paper-code-style variant).
 
     ``stop_at_quote``: stop a row at the title's closing quote and cut the text right after it (the
     token holding the quote may carry more characters). Without it, every row runs to EOS or
@@ -157,7 +164,7 @@ def generate_free(
     if not prompts:
         return out
     with _eval_mode(model), _left_padding(tokenizer):
-        batches = _length_batches(tokenizer, prompts, batch_size)
+        batches = _length_batches(tokenizer, prompts, batch_size, bucket)
         for idx in tqdm(batches, desc="generate", unit="batch", disable=not progress):
             enc = _encode(tokenizer, [prompts[i] for i in idx], device)
             prompt_len = enc["input_ids"].shape[1]
