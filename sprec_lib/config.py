@@ -206,7 +206,7 @@ class SPRecConfig:
 
     iterations: int = 5
     train_rows: int = 2048
-    valid_rows: int = 256
+    valid_rows: int = 256  # the SFT step logs its eval loss on them; from the valid split (the code: train.json)
     sft: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=4, grad_accum=4)
     dpo: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=0.1)
     sft_step: bool = True

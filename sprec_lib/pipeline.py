@@ -192,6 +192,7 @@ class Pipeline:
         for it in range(1, cfg.iterations + 1):
             rng = np.random.default_rng([self.cfg.seed, 100 + it])
             rows = sample_rows(pool, cfg.train_rows, rng)
+            valid = sample_rows(self.ds.valid, cfg.valid_rows, rng)  # the SFT step's eval loss
             negs_path = self.run.negatives_path(f"it{it}")
             if negs_path.exists():
                 import pandas as pd
@@ -209,7 +210,7 @@ class Pipeline:
                          f"no title parsed); {in_cat:.1%} of the negatives are catalogue titles")
             if cfg.sft_step:
                 self.stage(f"it{it}-sft", prev, lambda m, t, seed, out: trainers.sft(
-                    m, t, sft_rows(rows, self.ds), cfg.sft, out, seed))
+                    m, t, sft_rows(rows, self.ds), cfg.sft, out, seed, eval_rows=sft_rows(valid, self.ds)))
                 prev = f"it{it}-sft"
             if cfg.dpo_step:
                 train = trainers.dpo if cfg.n_negatives == 1 else trainers.sdpo

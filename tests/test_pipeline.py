@@ -18,7 +18,7 @@ MICRO = [
     "model.vocab_size=400", "model.max_positions=256", "model.torch_threads=1",
     "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
     "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
-    "sprec.iterations=2", "sprec.train_rows=8", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
+    "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
     "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
 ]
 
