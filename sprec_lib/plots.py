@@ -1,0 +1,264 @@
+"""Every figure of the book, one function each; each returns its matplotlib ``Figure``.
+
+A notebook calls one of these per figure, so the code behind any figure is one step away. The
+small tables a figure is drawn from are computed here too (``*_table``, ``popularity_counts``,
+``genre_shares``), so that a notebook can also show or record the numbers it plots.
+
+The theorem's figures (notebook ``01_theorem``, from :mod:`sprec_lib.theory`):
+
+* :func:`plot_optimum_vs_beta`: the DPO optimum ``pi*`` over the catalogue for several ``beta``,
+  against SFT's optimum ``p_D`` (the mode-seeking picture of the paper's Fig. 2);
+* :func:`plot_head_mass` (table: :func:`head_mass_table`): how much of ``pi*`` the most popular
+  items take, as a function of ``beta`` and the popularity skew;
+* :func:`plot_self_play` (table: :func:`self_play_table`): head mass per self-play iteration, and
+  the policies the iterations end at.
+
+The datasets' figures (notebook ``02_datasets``, from a :class:`~sprec_lib.data.Dataset`):
+
+* :func:`plot_popularity` (data: :func:`popularity_counts`): the long tail, rank vs target count;
+* :func:`plot_genre_shares` (table: :func:`genre_shares`): the evaluated genres' shares of the
+  histories and of the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import theory
+
+__all__ = [
+    "plot_optimum_vs_beta",
+    "head_mass_table",
+    "plot_head_mass",
+    "self_play_table",
+    "plot_self_play",
+    "popularity_counts",
+    "plot_popularity",
+    "genre_shares",
+    "plot_genre_shares",
+]
+
+SFT_STYLE = dict(color="black", linestyle="--", linewidth=1.6)
+PROB_FLOOR = 1e-12  # log-scale probability axes stop here (the exact optima reach 1e-300)
+
+
+def _rank(n: int) -> np.ndarray:
+    return np.arange(1, n + 1)
+
+
+def _by_popularity(pi: np.ndarray, p_data: np.ndarray) -> np.ndarray:
+    """``pi`` with its items ordered by ``p_data``, most popular first (stable for ties)."""
+    return np.asarray(pi)[np.argsort(-np.asarray(p_data), kind="stable")]
+
+
+# ----------------------------------------------------------------------------------------------
+# the theorem (section 4.1, Appendix A)
+
+
+def plot_optimum_vs_beta(
+    p_data: np.ndarray,
+    betas: Sequence[float],
+    q: np.ndarray | None = None,
+    pi_ref: np.ndarray | None = None,
+) -> Figure:
+    """The DPO optimum ``pi* ~ pi_ref (p_D / q)^(1/beta)`` for each ``beta``, and SFT's ``p_D``.
+
+    ``q`` and ``pi_ref`` default to uniform. Items on the x axis are ranked by ``p_data``; the y
+    axis is logarithmic, so a straight line is a power law and ``beta < 1`` steepens it.
+    """
+    p_data = np.asarray(p_data, dtype=np.float64)
+    n = len(p_data)
+    q = theory.uniform(n) if q is None else q
+    pi_ref = theory.uniform(n) if pi_ref is None else pi_ref
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(betas)))
+    for beta, colour in zip(betas, colours):
+        pi = theory.dpo_optimum(p_data, q, pi_ref, beta)
+        ax.plot(_rank(n), _by_popularity(pi, p_data), marker="o", markersize=3, color=colour,
+                label=f"DPO optimum, $\\beta$ = {beta:g}")
+    ax.plot(_rank(n), _by_popularity(p_data, p_data), label="SFT optimum (forward KL) = $p_D$", **SFT_STYLE)
+    ax.set_yscale("log")
+    ax.set_ylim(max(PROB_FLOOR, ax.get_ylim()[0]), 2.0)
+    ax.set_xlabel("item rank by popularity in the data (1 = most popular)")
+    ax.set_ylabel("probability the policy recommends the item")
+    ax.set_title(f"DPO optimum vs SFT on a Zipf catalogue of {n} items (uniform negatives and reference)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def head_mass_table(
+    n_items: int, zipf_as: Sequence[float], betas: Sequence[float], head_k: int
+) -> pd.DataFrame:
+    """Head mass (the top ``head_k`` items' probability) of SFT's and DPO's optima.
+
+    One row per (``zipf_a``, ``beta``): ``p_D = zipf(n_items, zipf_a)``, uniform negatives;
+    ``dpo_uniform_ref``: ``pi_ref`` uniform (DPO from scratch); ``dpo_sft_ref``: ``pi_ref = p_D``
+    (DPO after a converged SFT, as in practice); ``sft``: ``p_D`` itself.
+    """
+    rows = []
+    for a in zipf_as:
+        p = theory.zipf(n_items, a)
+        u = theory.uniform(n_items)
+        for beta in betas:
+            rows.append({
+                "zipf_a": float(a),
+                "beta": float(beta),
+                "sft": theory.head_mass(p, head_k),
+                "dpo_uniform_ref": theory.head_mass(theory.dpo_optimum(p, u, u, beta), head_k, p),
+                "dpo_sft_ref": theory.head_mass(theory.dpo_optimum(p, u, p, beta), head_k, p),
+            })
+    return pd.DataFrame(rows)
+
+
+def plot_head_mass(table: pd.DataFrame, head_k: int, mark_beta: float | None = None) -> Figure:
+    """Head mass of the optima against ``beta`` (log axis), one colour per popularity skew.
+
+    Solid: DPO with a uniform reference; dotted: DPO after SFT (``pi_ref = p_D``); dashed: SFT.
+    ``mark_beta``: a vertical line there (the paper's 0.1).
+    """
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    skews = sorted(table["zipf_a"].unique())
+    colours = plt.cm.plasma(np.linspace(0.0, 0.8, len(skews)))
+    for a, colour in zip(skews, colours):
+        t = table[table["zipf_a"] == a].sort_values("beta")
+        ax.plot(t["beta"], 100 * t["dpo_uniform_ref"], color=colour)
+        ax.plot(t["beta"], 100 * t["dpo_sft_ref"], color=colour, linestyle=":")
+        ax.axhline(100 * t["sft"].iloc[0], color=colour, linestyle="--", linewidth=1.2)
+    styles = [Line2D([], [], color="grey", label="DPO, uniform reference"),
+              Line2D([], [], color="grey", linestyle=":", label="DPO after SFT ($\\pi_{ref} = p_D$)"),
+              Line2D([], [], color="grey", linestyle="--", label="SFT (= $p_D$)")]
+    if mark_beta is not None:
+        ax.axvline(mark_beta, color="black", linewidth=0.8)
+        styles.append(Line2D([], [], color="black", linewidth=0.8, label=f"$\\beta$ = {mark_beta:g}"))
+    first = ax.legend(handles=styles, fontsize=8, loc="lower left")
+    ax.add_artist(first)
+    ax.legend(handles=[Line2D([], [], color=c, linewidth=3, label=f"Zipf a = {a:g}") for a, c in zip(skews, colours)],
+              fontsize=8, loc="upper right", title="popularity skew", title_fontsize=8)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 102)
+    ax.set_xlabel("DPO temperature $\\beta$ (log scale)")
+    ax.set_ylabel(f"probability mass on the top {head_k} items (%)")
+    ax.set_title("Smaller $\\beta$ and a steeper skew concentrate DPO's optimum on the head")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def self_play_table(
+    trajectories: Mapping[str, Sequence[np.ndarray]], p_data: np.ndarray, head_k: int
+) -> pd.DataFrame:
+    """One row per (variant, iteration): head mass (top ``head_k`` items of ``p_data``), entropy
+    (nats) and total variation distance to ``p_data``, for each ``[pi_0, ..., pi_T]`` given."""
+    p_data = np.asarray(p_data, dtype=np.float64)
+    rows = []
+    for label, pis in trajectories.items():
+        for t, pi in enumerate(pis):
+            rows.append({
+                "variant": label,
+                "iteration": t,
+                "head_mass": theory.head_mass(pi, head_k, p_data),
+                "entropy": theory.entropy(pi),
+                "tv_to_data": 0.5 * float(np.abs(np.asarray(pi) - p_data).sum()),
+            })
+    return pd.DataFrame(rows)
+
+
+def plot_self_play(
+    trajectories: Mapping[str, Sequence[np.ndarray]], p_data: np.ndarray, head_k: int, title: str = ""
+) -> Figure:
+    """Top: head mass per iteration for each variant, with ``p_D``'s head mass dashed.
+    Bottom: each variant's final policy over the items ranked by ``p_data`` (log scale), and ``p_D``."""
+    p_data = np.asarray(p_data, dtype=np.float64)
+    table = self_play_table(trajectories, p_data, head_k)
+    fig, (left, right) = plt.subplots(2, 1, figsize=(7.5, 8))
+    colours = plt.cm.tab10(np.arange(len(trajectories)))
+    for (label, pis), colour in zip(trajectories.items(), colours):
+        t = table[table["variant"] == label]
+        left.plot(t["iteration"], 100 * t["head_mass"], marker="o", color=colour, label=label)
+        final = np.clip(_by_popularity(pis[-1], p_data), 1e-300, None)
+        right.plot(_rank(len(p_data)), final, marker="o", markersize=3, color=colour, label=f"{label} (iteration {len(pis) - 1})")
+    left.axhline(100 * theory.head_mass(p_data, head_k), label="data $p_D$ (SFT optimum)", **SFT_STYLE)
+    left.set_xlabel("self-play iteration t (0 = the starting model)")
+    left.set_ylabel(f"probability mass on the top {head_k} items (%)")
+    left.set_ylim(-3, 103)
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    right.plot(_rank(len(p_data)), _by_popularity(p_data, p_data), label="data $p_D$", **SFT_STYLE)
+    right.set_yscale("log")
+    shown = np.concatenate([p_data, *(np.asarray(pis[-1]) for pis in trajectories.values())])
+    right.set_ylim(max(PROB_FLOOR, shown[shown > PROB_FLOOR].min(initial=1.0) / 2), 2.0)
+    right.set_xlabel("item rank by popularity in the data (1 = most popular)")
+    right.set_ylabel("probability of the final policy")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# datasets
+
+
+def popularity_counts(ds, split: str = "train") -> np.ndarray:
+    """How often each item is a target in ``split``, sorted descending (items never a target left out)."""
+    return np.array(sorted(ds.target_popularity(split).values(), reverse=True), dtype=np.int64)
+
+
+def plot_popularity(ds, splits: Sequence[str] = ("train",)) -> Figure:
+    """The long tail: item rank vs how often the item is a target, log-log, one line per split."""
+    fig, ax = plt.subplots(figsize=(7, 4.3))
+    n = len(ds.catalogue)
+    for split in splits:
+        counts = popularity_counts(ds, split)
+        ax.loglog(_rank(len(counts)), counts, marker=".", markersize=3, linewidth=1,
+                  label=f"{split}: {len(counts)} of {n} catalogue items are targets ({counts.sum()} rows)")
+    ax.set_xlabel("item rank by target count in the split (1 = most frequent)")
+    ax.set_ylabel("rows whose target is the item (count)")
+    ax.set_title(f"{ds.name}: popularity of target items (log-log)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def genre_shares(ds, split: str = "train") -> pd.DataFrame:
+    """The evaluated genres' shares of the histories' items and of the targets in ``split`` (each
+    column sums to 1): every item spreads a mass of 1 evenly over its evaluated genres, as in the
+    fairness metrics' GH / GP (:mod:`sprec_lib.metrics`)."""
+    from .metrics import _genre_shares
+
+    samples = ds.splits[split]
+    item_genres = ds.item_genres()
+    history = _genre_shares((i for s in samples for i in s.history), item_genres, ds.genres)
+    target = _genre_shares((s.target for s in samples if s.target is not None), item_genres, ds.genres)
+    table = pd.DataFrame({"history": history, "target": target})
+    table.index.name = "genre"
+    return table
+
+
+def plot_genre_shares(table: pd.DataFrame, name: str, split: str = "train") -> Figure:
+    """Grouped bars: each evaluated genre's share of history items and of targets (%)."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(table) + 2), 4.3))
+    x = np.arange(len(table))
+    width = 0.4
+    ax.bar(x - width / 2, 100 * table["history"], width, label="items in histories")
+    ax.bar(x + width / 2, 100 * table["target"], width, label="target items")
+    ax.set_xticks(x, table.index, rotation=30, ha="right")
+    ax.set_xlabel("evaluated genre")
+    ax.set_ylabel("share of the genre mass (%)")
+    ax.set_title(f"{name}: genre shares of histories vs targets ({split} split)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

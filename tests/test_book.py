@@ -1,0 +1,246 @@
+"""The book builds strictly from quick notebook runs, loads nothing from other hosts, and renders in a
+browser: headless Chromium typesets its math with the book's own MathJax and loads every image.
+
+The browser test drives Debian's ``chromium`` (``apt-get install chromium``) through the Chrome
+DevTools protocol with ``websocket-client``; it is skipped when either is missing."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from sprec_lib import book
+from sprec_lib.cli import build_parser, cmd_book_build, cmd_book_run
+from sprec_lib.data.sprec_format import write_sprec_folder
+from sprec_lib.data.synthetic import make_synthetic
+
+BOOK_SOURCES = book.book_dir()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def copy_book_sources(dest: Path) -> Path:
+    """The book's sources (not its executed copies, build or MathJax) in ``dest``."""
+    shutil.copytree(BOOK_SOURCES, dest, ignore=shutil.ignore_patterns("_build", "executed", "_mathjax", ".ipynb_checkpoints"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Run every notebook in quick mode (the dataset notebook on a synthetic folder) into a copy of
+    the book, and build it strictly; the HTML folder and the executed copies."""
+    root = tmp_path_factory.mktemp("book")
+    data = write_sprec_folder(make_synthetic(n_items=50, sizes=(200, 20, 40), seed=2), root / "data" / "synthetic")
+    src = copy_book_sources(root / "book")
+    t0 = time.perf_counter()
+    executed = book.run_notebooks(datasets=[str(data)], quick=True, book=src, log_output=False)
+    t1 = time.perf_counter()
+    index = book.build_book(strict=True, book=src, output=root / "out")
+    t2 = time.perf_counter()
+    print(f"notebooks {t1 - t0:.1f} s, book build {t2 - t1:.1f} s")
+    return {"html": index.parent, "executed": executed, "book": src, "data": data}
+
+
+def test_book_builds_strictly(built):
+    html = built["html"]
+    names = sorted(p.name for p in built["executed"])
+    assert names == ["01_theorem.ipynb", "02_datasets-synthetic.ipynb"]
+    for page in ["intro", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
+                 "reproducibility", "howto", "results"]:
+        assert (html / f"{page}.html").is_file(), page
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    # Each dataset's page is titled by its dataset.
+    assert "<title>synthetic: the data" in (html / "executed" / "02_datasets-synthetic.html").read_text(encoding="utf-8")
+    # The intro cites the theorem's recorded error with a glue role.
+    recorded = book.recorded(built["book"] / "executed" / "01_theorem.ipynb")
+    assert f"{recorded['theorem_max_abs_error']:.1e}" in (html / "intro.html").read_text(encoding="utf-8")
+    # Results are placeholders, marked as such: no figure on that page.
+    results = (html / "results.html").read_text(encoding="utf-8")
+    assert "Runs pending" in results and "<img" not in results
+
+
+def test_no_page_loads_from_another_host(built):
+    assert book.cdn_references(built["html"]) == []
+    page = (built["html"] / "executed" / "01_theorem.html").read_text(encoding="utf-8")
+    assert 'src="../_static/mathjax/tex-chtml.js' in page
+
+
+def test_unchanged_notebooks_are_skipped(built, capsys):
+    copies = built["executed"]
+    before = {p: p.stat().st_mtime_ns for p in copies}
+    again = book.run_notebooks(datasets=[str(built["data"])], quick=True, book=built["book"], log_output=False)
+    assert again == copies and {p: p.stat().st_mtime_ns for p in copies} == before
+    assert capsys.readouterr().out.count("up to date") == 2
+    meta = json.loads(copies[0].read_text(encoding="utf-8"))["metadata"]["sprec_book"]
+    assert meta["parameters"] == {"quick": True} and meta["source"] == "notebooks/01_theorem.ipynb"
+
+
+def test_changed_dataset_files_change_the_hash(built):
+    jobs = book._jobs(book.NOTEBOOKS, built["book"] / "executed", [str(built["data"])], "tiny", [0], quick=True)
+    before = [book._content_hash(j) for j in jobs]
+    train = built["data"] / "train.json"
+    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 1_000_000_000))
+    after = [book._content_hash(j) for j in jobs]
+    assert before[0] == after[0] and before[1] != after[1]  # the theorem's copy does not read data
+
+
+def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "nowhere"))
+    jobs = book._jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True)
+    assert [j.spec.name for j in jobs] == ["01_theorem"]
+    assert "skip 02_datasets on Steam" in capsys.readouterr().out
+
+
+def test_paths_quick_mode_and_records(tmp_path, monkeypatch):
+    assert book.resolve("data/ml-1m") == book.repo_root() / "data" / "ml-1m"
+    assert book.resolve(tmp_path) == tmp_path
+    assert book.dataset_folder("ml-1m") == book.repo_root() / "data" / "ml-1m"
+    monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path))
+    assert book.dataset_folder("Goodreads") == tmp_path / "Goodreads"
+    monkeypatch.delenv("SPREC_QUICK", raising=False)
+    assert book.sizes("01_theorem", False, n_items=30, iterations=8).n_items == 30
+    monkeypatch.setenv("SPREC_QUICK", "1")
+    assert book.sizes("01_theorem", False, n_items=30, iterations=8).n_items == book.QUICK["01_theorem"]["n_items"]
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x", "mime_prefix": "application/papermill.record/"}},
+         "data": {"application/papermill.record/text/plain": "[1.5, 2]"}}]}]}
+    assert book.recorded(nb) == {"x": [1.5, 2]}
+
+
+def test_cli_book_commands():
+    args = build_parser().parse_args(["book", "run", "--quick", "--datasets", "ml-1m", "Steam", "--force"])
+    assert args.func is cmd_book_run and args.quick and args.force and args.datasets == ["ml-1m", "Steam"]
+    assert build_parser().parse_args(["book", "build"]).func is cmd_book_build
+
+
+# ----------------------------------------------------------------------------------------------
+# the browser
+
+
+class DevTools:
+    """A minimal Chrome DevTools protocol client over one page's websocket."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+            self.events.append(msg)
+
+    def wait_for(self, event: str, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events:
+                if e.get("method") == event:
+                    return e
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(event)
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(result["exceptionDetails"])
+        return result["result"].get("value")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    pytest.importorskip("websocket", reason="websocket-client is needed to drive chromium")
+    profile = tmp_path / "profile"
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.is_file() and port_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        yield tools
+        tools.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def served(built):
+    """The built HTML on http://127.0.0.1 (MathJax's web fonts do not load from file:// URLs)."""
+    handler = functools.partial(QuietHandler, directory=str(built["html"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_theorem_page_renders_in_chromium(browser, served, tmp_path):
+    browser.call("Network.enable")
+    browser.call("Page.enable")
+    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=1400, deviceScaleFactor=1, mobile=False)
+    browser.call("Page.navigate", url=f"{served}/executed/01_theorem.html")
+    browser.wait_for("Page.loadEventFired")
+    # MathJax typesets after load: wait for its startup promise, then count what it produced.
+    maths = browser.evaluate(
+        "window.MathJax.startup.promise.then(() => ({"
+        " containers: document.querySelectorAll('mjx-container').length,"
+        " errors: document.querySelectorAll('mjx-merror').length,"
+        " sources: document.querySelectorAll('.math').length}))"
+    )
+    assert maths["containers"] >= 10, maths  # the page's $...$ and $$...$$ were typeset
+    assert maths["containers"] >= maths["sources"] and maths["errors"] == 0, maths
+    # ... in MathJax's own web fonts, served from the book.
+    assert browser.evaluate("document.fonts.ready.then(() => [...document.fonts].filter("
+                            "f => f.family.startsWith('MJXTEX') && f.status === 'loaded').length)") > 0
+    images = browser.evaluate(
+        "Promise.all([...document.images].map(i => i.decode().catch(() => null)))"
+        ".then(() => [...document.images].map(i => [i.getAttribute('src'), i.naturalWidth]))"
+    )
+    assert len(images) >= 4, images  # the notebook's figures
+    assert all(width > 0 for _, width in images), images
+    requested = {e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"}
+    outside = sorted(u for u in requested if not u.startswith((served, "data:", "blob:", "about:")))
+    assert outside == [], outside
+    # Screenshots for a person to look at: the first displayed equations, and the first figure.
+    for name, selector in [("theorem-math.png", "mjx-container[display]"), ("theorem-figure.png", "img")]:
+        browser.evaluate(f"document.querySelector('{selector}').scrollIntoView(); true")
+        shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+        (Path(os.environ.get("SPREC_SCREENSHOT_DIR", tmp_path)) / name).write_bytes(shot)
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000

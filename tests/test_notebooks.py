@@ -1,0 +1,90 @@
+"""Every notebook of the book executes in quick mode through papermill, and the values it records
+(``sprec_lib.book.record``) are checked; the notebooks are committed without outputs and stay paired
+with their jupytext scripts."""
+
+from __future__ import annotations
+
+import math
+
+import nbformat
+import papermill as pm
+import pytest
+
+from sprec_lib import book
+from sprec_lib.data.synthetic import make_synthetic
+from sprec_lib.data.sprec_format import write_sprec_folder
+
+NOTEBOOKS = [spec.name for spec in book.NOTEBOOKS]
+NOTEBOOKS_DIR = book.notebooks_dir()  # before any test moves $SPREC_ROOT
+
+
+def execute(name: str, out_dir, **parameters) -> dict:
+    """Run notebook ``name`` with papermill from ``out_dir`` (not the repository root); its values."""
+    out = out_dir / f"{name}.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(out), parameters=parameters,
+                        cwd=str(out_dir), kernel_name="python3", progress_bar=False)
+    return book.recorded(out)
+
+
+@pytest.fixture(scope="module")
+def synthetic_folder(tmp_path_factory):
+    return write_sprec_folder(make_synthetic(n_items=60, sizes=(256, 32, 64), seed=3), tmp_path_factory.mktemp("data") / "synthetic")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_without_outputs_and_paired(name):
+    book.check_pairing(name)  # NAME.ipynb and NAME.py hold the same cells
+    nb = nbformat.read(str(NOTEBOOKS_DIR / f"{name}.ipynb"), as_version=4)
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: committed with outputs"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_are_typed_literals_with_quick(name):
+    params = pm.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"))
+    assert params["quick"]["inferred_type_name"] == "bool" and params["quick"]["default"] == "False"
+    for p in params.values():
+        assert p["inferred_type_name"] != "None", f"{name}: parameter {p['name']} has no type"
+
+
+def test_theorem_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPREC_QUICK", "1")  # quick mode from the environment (the book test passes quick=True)
+    v = execute("01_theorem", tmp_path)
+    # Section 4.1: the closed form is the minimiser the numeric optimisation finds.
+    assert v["theorem_max_abs_error"] < 1e-3
+    assert abs(v["theorem_max_loss_gap"]) < 1e-8
+    # DPO's optimum at beta = 0.1 puts more mass on the head than SFT's (= p_D), for every skew.
+    for skew, masses in v["head_mass_at_beta"].items():
+        assert masses["dpo"] > masses["sft"] and masses["dpo_after_sft"] >= masses["dpo"] - 1e-12, skew
+    # Section 4.2: self-play negatives are uniform negatives re-weighted by pi_t / q.
+    assert v["reweighting_loss_gap"] < 1e-12 and v["reweighting_grad_gap"] < 1e-12
+    # Short DPO steps: self-play lowers the head mass every round (staying above the data's),
+    # uniform negatives raise it every round.
+    self_play, uniform = v["finite_self_head_mass"], v["finite_uniform_head_mass"]
+    assert len(self_play) == book.QUICK["01_theorem"]["iterations"] + 1
+    assert all(b < a for a, b in zip(self_play, self_play[1:]))
+    assert all(b > a for a, b in zip(uniform, uniform[1:]))
+    assert min(self_play) > v["data_head_mass"]
+    # The exact-optimum iteration at beta = 0.1 oscillates between the head and the tail.
+    assert v["exact_rate_at_beta"] == -9.0
+    exact = v["exact_self_head_mass"]
+    assert exact[1] < 0.01 and exact[2] > 0.99
+
+
+def test_datasets_notebook(tmp_path, monkeypatch, synthetic_folder):
+    # A relative data_dir is read from the repository root ($SPREC_ROOT here), not from the cwd.
+    monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
+    v = execute("02_datasets", tmp_path, data_dir="synthetic", quick=True)
+    assert v["dataset_name"] == "synthetic"
+    assert v["stats_shape"][1] == 4 and v["stats_shape"][0] >= 10  # train, valid, test, all
+    assert v["split_sizes"] == {"train": 256, "valid": 32, "test": 64}
+    assert v["catalogue_items"] == 60
+    top = v["popularity_counts_top"]
+    assert top == sorted(top, reverse=True) and top[0] > top[-1] >= 1
+    assert 0 < v["top_1pct_target_share"] <= 1
+    for shares in (v["genre_history_shares"], v["genre_target_shares"]):
+        assert set(shares) == {f"genre{g}" for g in range(4)}
+        assert math.isclose(sum(shares.values()), 1.0) and min(shares.values()) > 0
+    assert 0 <= v["genre_mgu_of_targets"] < 0.2
