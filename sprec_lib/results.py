@@ -29,18 +29,20 @@ def run_rows(runs: list[Run]) -> pd.DataFrame:
     for run in runs:
         final = json.loads((run.folder / "FINISHED").read_text())["final_stage"]
         metrics = run.metrics()
-        label = next((k for k, m in metrics.items() if m.get("stage") == final and k == final or k.startswith("it")
-                      and m.get("stage") == final), final)
+        # The final stage's own evaluation: labelled by the stage, or by the iteration for SPRec
+        # (other labels, e.g. "sft-constrained-5", are re-evaluations with other settings).
+        label = next(k for k, m in metrics.items() if m.get("stage") == final and (k == final or k.startswith("it")))
         rows.append({"dataset": Path(run.cfg.dataset).name, "profile": run.cfg.profile, "method": run.cfg.method,
                      "seed": run.cfg.seed, "run": str(run.folder), **flat_metrics(metrics[label])})
     return pd.DataFrame(rows)
 
 
 def summary_table(rows: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, order=("sft", "dpo", "sdpo", "sprec")) -> pd.DataFrame:
-    """Mean and std over seeds per (dataset, method), and the number of seeds."""
-    grouped = rows.groupby(["dataset", "method"])[columns]
+    """Mean and std (ddof 1; 0 for one seed) over seeds per (dataset, profile, method), and the seed count."""
+    keys = ["dataset", "profile", "method"]
+    grouped = rows.groupby(keys)[columns]
     table = grouped.mean().join(grouped.std(ddof=1).fillna(0.0), rsuffix=" std")
-    table["seeds"] = rows.groupby(["dataset", "method"])["seed"].nunique()
+    table["seeds"] = rows.groupby(keys)["seed"].nunique()
     methods = [m for m in order if m in table.index.get_level_values("method")]
     return table.reindex(methods, level="method")
 
