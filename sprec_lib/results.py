@@ -56,6 +56,26 @@ def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, dig
     return out
 
 
+def export_run(run: Run, dest: str | Path) -> Path:
+    """Copy a run's small result files (config, log, metrics, training losses) to ``dest``, for git.
+
+    Checkpoints, predictions and negatives stay in the run folder (large, or derived from data
+    whose terms forbid redistribution)."""
+    import shutil
+
+    dest = Path(dest)
+    (dest / "metrics").mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "log.txt", "FINISHED"):
+        if (run.folder / name).exists():
+            shutil.copy2(run.folder / name, dest / name)
+    for p in (run.folder / "metrics").glob("*.json"):
+        shutil.copy2(p, dest / "metrics" / p.name)
+    for p in (run.folder / "stages").glob("*/log_history.json"):
+        (dest / "losses").mkdir(exist_ok=True)
+        shutil.copy2(p, dest / "losses" / f"{p.parent.name}.json")
+    return dest
+
+
 def iteration_curves(run: Run) -> pd.DataFrame:
     """SPRec's metrics per iteration: 0 (the SFT model), 1, 2, ... (the paper's Fig. 4)."""
     metrics = run.metrics()
