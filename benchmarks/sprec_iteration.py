@@ -108,6 +108,9 @@ def bench_profile(profile: str, args) -> dict:
         return decoding.generate_free(model, tok, prompts_, max_new_tokens=new_tokens, batch_size=bs,
                                       stop_at_quote=ours, bucket=ours, progress=False)
 
+    # Warm-up (first-call allocations and kernel selection), so that no repeat pays for it.
+    generation(prompts[:2], 8, True)
+    grounder(["warm-up"], 1)
     samples = {k: [] for k in ("negatives", "negatives_paper", "eval", "eval_paper", "sft", "dpo")}
     memory, tokens = {}, {}
     for r in range(args.repeats):
