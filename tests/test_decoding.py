@@ -23,14 +23,7 @@ TITLES = tuple(f"The {a} {b} ({1950 + 5 * i + j})" for i, a in enumerate(WORDS_A
 TARGETS = [4, 17, 25]  # what the overfit model must answer to the first three training prompts
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: a model this small gains nothing from two, and two threads on a busy
-    2-core machine were 25x slower (spinning workers) than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

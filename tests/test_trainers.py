@@ -32,14 +32,7 @@ TINY = ModelConfig(
 CFG = StageConfig(epochs=1, lr=3e-3, batch_size=4, grad_accum=1, warmup_steps=0, logging_steps=1, max_length=256, beta=0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # A 64-wide model gains nothing from a second thread, and OpenMP's spinning threads make a step
-    # 10x slower when other processes share the 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
