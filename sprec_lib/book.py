@@ -234,9 +234,12 @@ def _fingerprint(folder: Path) -> str:
 class NotebookSpec:
     """A notebook of ``notebooks/`` and the run-level parameters it takes.
 
-    ``takes``: which of ``data_dir`` (one executed copy per dataset), ``profile`` and ``seeds``
-    :func:`run_notebooks` passes to it (every notebook gets ``quick``). ``params``: fixed extra
-    parameters. ``title``: the executed copy's page title (its first ``# `` heading), with
+    ``takes``: which of ``data_dir`` (one executed copy per dataset), ``study_dir`` (one copy, on
+    the study dataset: the ablations and negative-sample studies run on MovieLens), ``datasets``
+    (one copy, given every dataset folder there is), ``profile``,
+    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``). A
+    notebook that takes ``profile`` reads runs: the committed results under ``results/runs`` are
+    part of its hash. ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# `` heading), with
     ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
     """
 
@@ -254,7 +257,16 @@ class NotebookSpec:
 NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("01_theorem"),
     NotebookSpec("02_datasets", takes=("data_dir",), title="{dataset}: the data as the models see it"),
+    NotebookSpec("03_training", takes=("data_dir", "profile", "seeds", "train"), title="{dataset}: Table 1"),
+    NotebookSpec("04_ablations", takes=("study_dir", "profile", "seeds", "train")),
+    NotebookSpec("05_negative_samples", takes=("study_dir", "profile", "train")),
+    NotebookSpec("06_results", takes=("datasets", "study_dir", "profile", "seeds")),
 ]
+# The dataset of the ablations and the negative-sample studies (the paper runs them on MovieLens):
+# ML-1M prepared with the paper's preprocessing, the one MovieLens source here with the full logs
+# that the tiny profile's domain pretraining reads.
+STUDY_DATASET = "ml-1m"
+RESULTS = "results/runs"  # the committed run results (sprec_lib.experiments)
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,8 @@ class Job:
     data: Path | None = None
 
 
-def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, seeds, quick: bool) -> list[Job]:
+def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, seeds, quick: bool,
+          train: bool = False, study: str = STUDY_DATASET) -> list[Job]:
     jobs = []
     for spec in notebooks:
         base = {"quick": bool(quick), **dict(spec.params)}
@@ -275,7 +288,22 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
             base["profile"] = profile
         if "seeds" in spec.takes:
             base["seeds"] = [int(s) for s in seeds]
+        if "train" in spec.takes:
+            base["train"] = bool(train)
         source = notebooks_dir() / f"{spec.name}.ipynb"
+        if "datasets" in spec.takes:  # one copy over all the datasets there are
+            base["datasets"] = [_portable(dataset_folder(n)) for n in datasets if dataset_folder(n).is_dir()]
+        if "study_dir" in spec.takes:
+            folder = dataset_folder(study)
+            if "datasets" in spec.takes:
+                base["study_dir"] = _portable(folder)
+            elif not folder.is_dir():
+                print(f"skip {spec.name}: no folder {folder} for the study dataset {study}")
+                continue
+            else:
+                jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", {**base, "data_dir": _portable(folder)},
+                                study, folder))
+                continue
         if not spec.per_dataset:
             jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", base))
             continue
@@ -301,6 +329,17 @@ def _portable(folder: Path) -> str:
     return str(folder)
 
 
+def _content_fingerprint(folder: Path) -> str | None:
+    """sha256 over the names and contents of the (small) files under ``folder``; None if absent.
+    Contents, not times: a fresh clone of the same results has the same fingerprint."""
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for p in sorted(q for q in folder.rglob("*") if q.is_file()):
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
 def _content_hash(job: Job) -> str:
     """sha256 of the notebook's cells (type, source, tags), the parameters, the page title and
     the dataset folder's fingerprint."""
@@ -309,8 +348,9 @@ def _content_hash(job: Job) -> str:
     nb = nbformat.read(str(job.source), as_version=4)
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
     data = _fingerprint(job.data) if job.data is not None else None
-    blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data},
-                      sort_keys=True, ensure_ascii=False)
+    runs = _content_fingerprint(resolve(RESULTS)) if "profile" in job.spec.takes else None
+    blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data,
+                       "results": runs}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -346,12 +386,18 @@ def run_notebooks(
     book: str | os.PathLike | None = None,
     notebooks: list[NotebookSpec] | None = None,
     log_output: bool = True,
+    train: bool = False,
+    study: str = STUDY_DATASET,
 ) -> list[Path]:
     """Execute the book's notebooks with papermill into ``<book>/executed/``; returns the copies.
 
     ``datasets``: names of :data:`DATASETS` or dataset folders; a dataset whose folder is missing is
     skipped with a message. ``quick`` is passed to every notebook. A copy whose notebook and
-    parameters are unchanged since it was made is skipped unless ``force``.
+    parameters are unchanged since it was made is skipped unless ``force``. ``train``: the
+    notebooks that need runs train the missing ones (hours on a CPU); by default they use the runs
+    that exist (committed under ``results/runs`` or local under ``runs/``) and list the missing.
+    ``study``: the dataset (a name of :data:`DATASETS` or a folder) of the ablations and the
+    negative-sample studies.
     """
     import papermill as pm
     from tqdm.auto import tqdm
@@ -362,7 +408,7 @@ def run_notebooks(
     specs = NOTEBOOKS if notebooks is None else notebooks
     for spec in specs:
         check_pairing(spec.name)
-    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick)
+    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, study)
     done = []
     for job in tqdm(jobs, desc="notebooks", unit="nb"):
         digest = _content_hash(job)

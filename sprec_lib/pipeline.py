@@ -255,8 +255,8 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None) -> Run:
 
 def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list[str] | None = None, cache_dir=None) -> Run:
     """Evaluate a finished stage of a run (default: its final one), optionally with other eval
-    settings (``eval.mode=constrained``, ...); the metrics are labelled ``<stage>`` or, with other
-    settings, ``<stage>-<mode>-<k>``."""
+    settings (``eval.mode=constrained``, ``eval.split=valid``, ...); the metrics are labelled
+    ``<stage>`` or, with other settings, ``<stage>-<mode>-<k>`` plus ``-<split>`` off the test split."""
     import dataclasses
 
     from .config import override
@@ -270,7 +270,9 @@ def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list
     if not run.done(stage):
         raise FileNotFoundError(f"{run.stage_dir(stage)}: stage {stage!r} has not finished")
     cfg = override(run.cfg, assignments)
-    label = stage if cfg.eval == run.cfg.eval else f"{stage}-{cfg.eval.mode}-{max(cfg.eval.ks)}"
+    label = stage
+    if cfg.eval != run.cfg.eval:
+        label = f"{stage}-{cfg.eval.mode}-{max(cfg.eval.ks)}" + ("" if cfg.eval.split == "test" else f"-{cfg.eval.split}")
     p = Pipeline(run, read_sprec_folder(cfg.dataset), cache_dir)
     p.cfg = dataclasses.replace(p.cfg, eval=cfg.eval)
     p.evaluate(stage, label)

@@ -18,6 +18,16 @@ The datasets' figures (notebook ``02_datasets``, from a :class:`~sprec_lib.data.
 * :func:`plot_popularity` (data: :func:`popularity_counts`): the long tail, rank vs target count;
 * :func:`plot_genre_shares` (table: :func:`genre_shares`): the evaluated genres' shares of the
   histories and of the targets.
+
+The runs' figures (notebooks ``03_training`` to ``05_negative_samples``, from the tables of
+:mod:`sprec_lib.results`):
+
+* :func:`plot_iteration_curves` (data: :func:`sprec_lib.results.curves`): SPRec's metrics per
+  self-play iteration, mean and range over seeds (the paper's Fig. 4);
+* :func:`plot_genre_gu` (table: :func:`sprec_lib.results.genre_gu`): GU per genre and method
+  (Fig. 3);
+* :func:`plot_sweep`: a metric against a swept setting, e.g. the random ratio or the number of
+  negatives (Figs. 5 and 6).
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ __all__ = [
     "plot_popularity",
     "genre_shares",
     "plot_genre_shares",
+    "plot_iteration_curves",
+    "plot_genre_gu",
+    "plot_sweep",
 ]
 
 SFT_STYLE = dict(color="black", linestyle="--", linewidth=1.6)
@@ -260,5 +273,81 @@ def plot_genre_shares(table: pd.DataFrame, name: str, split: str = "train") -> F
     ax.set_title(f"{name}: genre shares of histories vs targets ({split} split)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+
+METRIC_LABELS = {
+    "HR@5": "HR@5 (share of rows)", "NDCG@5": "NDCG@5", "DivRatio@1": "DivRatio@1 (distinct / rows)",
+    "DivRatio@5": "DivRatio@5", "ORRatio@1": "ORRatio@1 (top-3 items' share)", "ORRatio@5": "ORRatio@5",
+    "MGU@1": "MGU@1 (mean genre gap)", "MGU@5": "MGU@5", "valid_ratio": "valid_ratio (catalogue titles)",
+}
+
+
+def _panels(n: int, width: float = 3.6, height: float = 3.0):
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def plot_iteration_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str = "") -> Figure:
+    """One panel per metric: its value after each self-play iteration (0 = the SFT model), one line
+    per label (method or variant), the mean over seeds with the seeds' range shaded."""
+    fig, axes = _panels(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        for label, part in curves.groupby("label", sort=False):
+            stats = part.groupby("iteration")[metric].agg(["mean", "min", "max"])
+            line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=4, label=label)
+            if part["seed"].nunique() > 1:
+                ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("self-play iteration (0 = SFT)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_genre_gu(table: pd.DataFrame, k: int = 1, title: str = "") -> Figure:
+    """Grouped bars: GU@k (the gap between a genre's share of the recommendations and of the
+    histories) per genre, one bar per method; lower is fairer."""
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(table) + 2), 4.3))
+    x = np.arange(len(table))
+    width = 0.8 / max(1, table.shape[1])
+    for i, label in enumerate(table.columns):
+        ax.bar(x + (i - (table.shape[1] - 1) / 2) * width, table[label], width, label=label)
+    ax.set_xticks(x, table.index, rotation=30, ha="right")
+    ax.set_xlabel("evaluated genre")
+    ax.set_ylabel(f"GU@{k} (absolute share gap)")
+    ax.set_title(title or f"Genre unfairness GU@{k} per genre (lower is fairer)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: str, title: str = "") -> Figure:
+    """One panel per metric against the swept setting ``x`` (a column of ``table``), mean over the
+    rows that share an ``x`` with their range shaded when there are several."""
+    fig, axes = _panels(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        stats = table.groupby(x)[metric].agg(["mean", "min", "max", "count"]).sort_index()
+        line, = ax.plot(stats.index, stats["mean"], marker="o")
+        if (stats["count"] > 1).any():
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -23,28 +23,44 @@ def finished_runs(root: str | Path) -> list[Run]:
     return [Run(p.parent) for p in sorted(Path(root).rglob("FINISHED"))]
 
 
-def run_rows(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: method, seed, dataset, profile and the final stage's metrics."""
+def final_metrics(run: Run) -> dict:
+    """The metrics of a finished run's final stage."""
+    final = json.loads((run.folder / "FINISHED").read_text())["final_stage"]
+    metrics = run.metrics()
+    # The final stage's own evaluation: labelled by the stage, or by the iteration for SPRec
+    # (other labels, e.g. "sft-constrained-5", are re-evaluations with other settings).
+    return next(m for k, m in metrics.items() if m.get("stage") == final and (k == final or k.startswith("it")))
+
+
+def _label(run: Run) -> str:
+    """The run's method and variant from its folder name (``sprec-nosft-seed0`` -> ``sprec-nosft``)."""
+    name = run.folder.name
+    return name.rsplit("-seed", 1)[0] if "-seed" in name else run.cfg.method
+
+
+def run_rows(runs: list[Run], metrics=final_metrics) -> pd.DataFrame:
+    """One row per run: dataset, profile, method, label (method and variant), seed and the metrics
+    ``metrics(run)`` returns (default: the final stage's)."""
     rows = []
     for run in runs:
-        final = json.loads((run.folder / "FINISHED").read_text())["final_stage"]
-        metrics = run.metrics()
-        # The final stage's own evaluation: labelled by the stage, or by the iteration for SPRec
-        # (other labels, e.g. "sft-constrained-5", are re-evaluations with other settings).
-        label = next(k for k, m in metrics.items() if m.get("stage") == final and (k == final or k.startswith("it")))
+        m = metrics(run)
         rows.append({"dataset": Path(run.cfg.dataset).name, "profile": run.cfg.profile, "method": run.cfg.method,
-                     "seed": run.cfg.seed, "run": str(run.folder), **flat_metrics(metrics[label])})
+                     "label": _label(run), "seed": run.cfg.seed, "run": str(run.folder), "rows": m.get("rows"),
+                     **flat_metrics(m)})
     return pd.DataFrame(rows)
 
 
-def summary_table(rows: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, order=("sft", "dpo", "sdpo", "sprec")) -> pd.DataFrame:
-    """Mean and std (ddof 1; 0 for one seed) over seeds per (dataset, profile, method), and the seed count."""
-    keys = ["dataset", "profile", "method"]
+def summary_table(rows: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, order=("sft", "dpo", "sdpo", "sprec"),
+                  by: str = "method") -> pd.DataFrame:
+    """Mean and std (ddof 1; 0 for one seed) over seeds per (dataset, profile, ``by``), and the seed
+    count; ``by="label"`` keeps variants apart. Rows follow ``order``, then the others sorted."""
+    keys = ["dataset", "profile", by]
     grouped = rows.groupby(keys)[columns]
-    table = grouped.mean().join(grouped.std(ddof=1).fillna(0.0), rsuffix=" std")
+    table = grouped.mean().join(grouped.std(ddof=1).fillna(0.0).add_suffix(" std"))
     table["seeds"] = rows.groupby(keys)["seed"].nunique()
-    methods = [m for m in order if m in table.index.get_level_values("method")]
-    return table.reindex(methods, level="method")
+    present = list(dict.fromkeys(table.index.get_level_values(by)))
+    names = [m for m in order if m in present] + sorted(m for m in present if m not in order)
+    return table.reindex(names, level=by)
 
 
 def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, digits: int = 4) -> pd.DataFrame:
@@ -76,6 +92,46 @@ def export_run(run: Run, dest: str | Path) -> Path:
     return dest
 
 
+def last_iterations_mean(run: Run, n: int = 3) -> dict:
+    """SPRec's metrics averaged over its last ``n`` iterations (the points of the paper's Figs. 5
+    and 6), in the nested form of a metrics file."""
+    labels = sorted((k for k in run.metrics() if k.startswith("it") and k[2:].isdigit()), key=lambda k: int(k[2:]))
+    if len(labels) < n:
+        raise ValueError(f"{run.folder}: {len(labels)} iterations evaluated, {n} needed")
+    chosen = [run.metrics()[k] for k in labels[-n:]]
+
+    def mean(values):
+        if isinstance(values[0], dict):
+            return {k: mean([v[k] for v in values]) for k in values[0] if all(k in v for v in values)}
+        if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+            return sum(values) / len(values)
+        return values[0]
+
+    return mean(chosen)
+
+
+def genre_gu(runs: list[Run], k: int = 1) -> pd.DataFrame:
+    """GU@k per genre (rows) and method or variant (columns), mean over seeds: the paper's Fig. 3."""
+    rows = []
+    for run in runs:
+        for genre, gu in final_metrics(run)[f"@{k}"]["GU"].items():
+            rows.append({"label": _label(run), "seed": run.cfg.seed, "genre": genre, "GU": gu})
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index="genre", columns="label", values="GU", aggfunc="mean", sort=False)
+    return table
+
+
+def curves(runs: list[Run]) -> pd.DataFrame:
+    """:func:`iteration_curves` of every SPRec run, stacked, with its label and seed."""
+    frames = []
+    for run in runs:
+        c = iteration_curves(run)
+        c.insert(0, "seed", run.cfg.seed)
+        c.insert(0, "label", _label(run))
+        frames.append(c)
+    return pd.concat(frames, ignore_index=True)
+
+
 def iteration_curves(run: Run) -> pd.DataFrame:
     """SPRec's metrics per iteration: 0 (the SFT model), 1, 2, ... (the paper's Fig. 4)."""
     metrics = run.metrics()
@@ -84,3 +140,119 @@ def iteration_curves(run: Run) -> pd.DataFrame:
         if label == "sft" or (label.startswith("it") and label[2:].isdigit()):
             rows.append({"iteration": 0 if label == "sft" else int(label[2:]), **flat_metrics(m)})
     return pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
+
+
+def paired_differences(rows: pd.DataFrame, base: str = "sft", columns: list[str] = TABLE_COLUMNS,
+                       by: str = "label") -> pd.DataFrame:
+    """Per (label, metric): the difference label − ``base`` on the same dataset, profile and seed.
+
+    Pairing by seed cancels what the runs share (pretraining, SFT). Columns: ``mean``, ``std``
+    (ddof 1; 0 for one seed), ``seeds``, ``sign`` (+1 / −1 when every seed's difference is
+    positive / negative, else 0) and ``text`` (``+0.0123 ± 0.0045``)."""
+    keys = ["dataset", "profile", "seed"]
+    columns = [c for c in columns if c in rows.columns]
+    base_rows = rows[rows[by] == base].set_index(keys)[columns]
+    out = []
+    for label, part in rows[rows[by] != base].groupby(by, sort=False):
+        diff = part.set_index(keys)[columns] - base_rows
+        for metric in columns:
+            v = diff[metric].dropna()
+            if v.empty:
+                continue
+            mean, std = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            sign = 1 if (v > 0).all() else -1 if (v < 0).all() else 0
+            out.append({"label": label, "metric": metric, "mean": mean, "std": std, "seeds": len(v), "sign": sign,
+                        "text": f"{mean:+.4f} ± {std:.4f}"})
+    return pd.DataFrame(out, columns=["label", "metric", "mean", "std", "seeds", "sign", "text"])
+
+
+def hr_noise(rows: pd.DataFrame, label: str = "sft", metric: str = "HR@5") -> float:
+    """The noise floor of a hit rate: the larger of its std over seeds and its binomial standard
+    error sqrt(p (1 − p) / n) over the n evaluated rows (which also covers a single seed)."""
+    part = rows[rows["label"] == label]
+    v, n_rows = part[metric], float(part["rows"].mean())
+    p = float(v.mean())
+    seed_std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    return max(seed_std, (p * (1 - p) / n_rows) ** 0.5)
+
+
+# The paper's directional claims, as (label, metric, direction against the base): +1 up, -1 down,
+# 0 "not lost beyond the noise". Table 1, against SFT (sections 4.1 and 5.2):
+CLAIMS: dict[str, list[tuple[str, str, int]]] = {
+    "(a) DPO with random negatives raises ORRatio and lowers DivRatio": [
+        ("dpo", "ORRatio@1", +1), ("dpo", "DivRatio@1", -1), ("dpo", "ORRatio@5", +1), ("dpo", "DivRatio@5", -1)],
+    "(b) SPRec raises DivRatio@1 and lowers ORRatio@1, without losing HR@5 beyond the noise": [
+        ("sprec", "DivRatio@1", +1), ("sprec", "ORRatio@1", -1), ("sprec", "HR@5", 0)],
+}
+# Table 2, against SPRec (section 5.3, as we read it: both steps and the self-play negatives are
+# needed; without the SFT step accuracy falls, without the DPO step or with random negatives the
+# debiasing goes).
+ABLATION_CLAIMS: dict[str, list[tuple[str, str, int]]] = {
+    "(c) without its SFT step SPRec loses accuracy": [("sprec-nosft", "HR@5", -1)],
+    "(d) without its DPO step SPRec loses its debiasing": [("sprec-nodpo", "DivRatio@1", -1), ("sprec-nodpo", "ORRatio@1", +1)],
+    "(e) with random negatives SPRec loses its debiasing": [("sprec-rn", "DivRatio@1", -1), ("sprec-rn", "ORRatio@1", +1)],
+}
+
+
+def claim_checks(rows: pd.DataFrame, base: str = "sft", claims: dict = CLAIMS) -> pd.DataFrame:
+    """Each part of ``claims`` (default :data:`CLAIMS`) against the runs in ``rows`` (one dataset
+    and profile), one row per part with ``holds`` True / False (None: runs missing).
+
+    A direction holds when the paired difference has the claimed sign in every seed; "HR@5 not
+    lost" (direction 0) holds when the mean paired difference is above minus :func:`hr_noise`."""
+    diffs = paired_differences(rows, base).set_index(["label", "metric"])
+    out = []
+    for claim, parts in claims.items():
+        for label, metric, direction in parts:
+            row = {"claim": claim, "method": label, "metric": metric, "expected": "", "difference": "", "seeds": 0,
+                   "holds": None}
+            if (label, metric) in diffs.index:
+                d = diffs.loc[(label, metric)]
+                if direction == 0:
+                    noise = hr_noise(rows, base, metric)
+                    holds, expected = bool(d["mean"] > -noise), f"> −{noise:.4f} (noise)"
+                else:
+                    holds = bool(d["sign"] == direction)
+                    expected = "up in every seed" if direction > 0 else "down in every seed"
+                row.update(expected=expected, difference=d["text"], seeds=int(d["seeds"]), holds=holds)
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def verdicts(checks: pd.DataFrame) -> pd.Series:
+    """One word per claim: reproduced (every part holds), not reproduced (one fails), or pending
+    (runs missing)."""
+    def word(parts):
+        if parts["holds"].isna().any():
+            return "pending"
+        return "reproduced" if parts["holds"].all() else "not reproduced"
+    return checks.groupby("claim", sort=False)[["holds"]].apply(word)
+
+
+PAPER_COLUMNS = ["table", "dataset", "method", "metric", "value", "source"]
+
+
+def paper_numbers(path: str | Path | None = None) -> pd.DataFrame:
+    """The paper's published numbers transcribed in ``sprec_lib/paper/sprec_tables.csv`` (see the
+    README beside it); an empty frame when none are. Raises ``ValueError`` naming the file and
+    the row of a malformed entry."""
+    path = Path(path) if path is not None else Path(__file__).parent / "paper" / "sprec_tables.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns) != PAPER_COLUMNS:
+        raise ValueError(f"{path}: columns {list(frame.columns)}, expected {PAPER_COLUMNS}")
+    values = []
+    for i, row in frame.iterrows():
+        where = f"{path}, row {i + 2}"  # the header is line 1
+        if row["table"] not in ("1", "2"):
+            raise ValueError(f"{where}: table {row['table']!r}, expected 1 or 2")
+        if row["metric"] not in TABLE_COLUMNS:
+            raise ValueError(f"{where}: metric {row['metric']!r}, expected one of {TABLE_COLUMNS}")
+        if not row["source"].strip():
+            raise ValueError(f"{where}: no source; say where the number was read")
+        try:
+            values.append(float(row["value"]))
+        except ValueError:
+            raise ValueError(f"{where}: value {row['value']!r} is not a number") from None
+    frame["value"] = pd.Series(values, index=frame.index, dtype=float)
+    frame["table"] = frame["table"].astype(int)
+    return frame

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
@@ -56,6 +57,11 @@ from trl.trainer.utils import pad, use_adapter
 
 from .config import StageConfig
 from .losses import sdpo_loss
+
+# trl tokenizes a stage's rows with ``datasets.map``, a few seconds with a progress bar per pass;
+# the trainer's own bar (steps, loss) is the one worth watching, and the per-pass bars flood logs
+# and notebook pages.
+datasets.disable_progress_bars()
 
 
 def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, **extra):

@@ -43,7 +43,7 @@ def built(tmp_path_factory):
     data = write_sprec_folder(make_synthetic(n_items=50, sizes=(200, 20, 40), seed=2), root / "data" / "synthetic")
     src = copy_book_sources(root / "book")
     t0 = time.perf_counter()
-    executed = book.run_notebooks(datasets=[str(data)], quick=True, book=src, log_output=False)
+    executed = book.run_notebooks(datasets=[str(data)], quick=True, book=src, log_output=False, study=str(data))
     t1 = time.perf_counter()
     index = book.build_book(strict=True, book=src, output=root / "out")
     t2 = time.perf_counter()
@@ -54,9 +54,11 @@ def built(tmp_path_factory):
 def test_book_builds_strictly(built):
     html = built["html"]
     names = sorted(p.name for p in built["executed"])
-    assert names == ["01_theorem.ipynb", "02_datasets-synthetic.ipynb"]
+    assert names == ["01_theorem.ipynb", "02_datasets-synthetic.ipynb", "03_training-synthetic.ipynb",
+                     "04_ablations.ipynb", "05_negative_samples.ipynb", "06_results.ipynb"]
     for page in ["intro", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
-                 "reproducibility", "howto", "results"]:
+                 "reproducibility", "howto", "results", "executed/03_training-synthetic", "executed/04_ablations",
+                 "executed/05_negative_samples", "executed/06_results"]:
         assert (html / f"{page}.html").is_file(), page
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     # Each dataset's page is titled by its dataset.
@@ -64,9 +66,9 @@ def test_book_builds_strictly(built):
     # The intro cites the theorem's recorded error with a glue role.
     recorded = book.recorded(built["book"] / "executed" / "01_theorem.ipynb")
     assert f"{recorded['theorem_max_abs_error']:.1e}" in (html / "intro.html").read_text(encoding="utf-8")
-    # Results are placeholders, marked as such: no figure on that page.
-    results = (html / "results.html").read_text(encoding="utf-8")
-    assert "Runs pending" in results and "<img" not in results
+    # The training page shows its figures (SPRec per iteration, GU per genre) as images.
+    training = (html / "executed" / "03_training-synthetic.html").read_text(encoding="utf-8")
+    assert training.count("<img") >= 2 and "<title>synthetic: Table 1" in training
 
 
 def test_no_page_loads_from_another_host(built):
@@ -78,9 +80,10 @@ def test_no_page_loads_from_another_host(built):
 def test_unchanged_notebooks_are_skipped(built, capsys):
     copies = built["executed"]
     before = {p: p.stat().st_mtime_ns for p in copies}
-    again = book.run_notebooks(datasets=[str(built["data"])], quick=True, book=built["book"], log_output=False)
+    again = book.run_notebooks(datasets=[str(built["data"])], quick=True, book=built["book"], log_output=False,
+                               study=str(built["data"]))
     assert again == copies and {p: p.stat().st_mtime_ns for p in copies} == before
-    assert capsys.readouterr().out.count("up to date") == 2
+    assert capsys.readouterr().out.count("up to date") == len(copies)
     meta = json.loads(copies[0].read_text(encoding="utf-8"))["metadata"]["sprec_book"]
     assert meta["parameters"] == {"quick": True} and meta["source"] == "notebooks/01_theorem.ipynb"
 
@@ -96,9 +99,11 @@ def test_changed_dataset_files_change_the_hash(built):
 
 def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "nowhere"))
-    jobs = book._jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True)
-    assert [j.spec.name for j in jobs] == ["01_theorem"]
-    assert "skip 02_datasets on Steam" in capsys.readouterr().out
+    jobs = book._jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, study=str(tmp_path / "none"))
+    assert [j.spec.name for j in jobs] == ["01_theorem", "06_results"]
+    out = capsys.readouterr().out
+    assert "skip 02_datasets on Steam" in out and "skip 03_training on Steam" in out
+    assert f"skip 04_ablations: no folder {tmp_path / 'none'}" in out
 
 
 def test_paths_quick_mode_and_records(tmp_path, monkeypatch):

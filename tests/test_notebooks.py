@@ -88,3 +88,48 @@ def test_datasets_notebook(tmp_path, monkeypatch, synthetic_folder):
         assert set(shares) == {f"genre{g}" for g in range(4)}
         assert math.isclose(sum(shares.values()), 1.0) and min(shares.values()) > 0
     assert 0 <= v["genre_mgu_of_targets"] < 0.2
+
+
+TABLE_WIDTH = 2 * 9 + 1  # mean and std of the 9 table metrics, and the seed count
+
+
+def in_unit_range(means: dict) -> bool:
+    return all(0.0 <= v <= 1.0 for m in means.values() for v in m.values())
+
+
+def test_training_notebook(tmp_path, monkeypatch, synthetic_folder):
+    """Quick mode trains all four methods (a few steps each) under runs/quick and tabulates them."""
+    monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
+    v = execute("03_training", tmp_path, data_dir="synthetic", seeds=[5, 6], train=False, quick=True)
+    assert v["runs_finished"] == v["runs_asked"] == 4  # one seed in quick mode; quick runs are always made
+    assert v["table_shape"] == [4, TABLE_WIDTH]
+    assert list(v["table_means"]) == ["sft", "dpo", "sdpo", "sprec"] and in_unit_range(v["table_means"])
+    assert len(v["differences_vs_sft"]) == 3 * 9
+    assert v["iterations"] == 2 and v["genres"] == 4
+    assert len(list((synthetic_folder.parent / "runs" / "quick").glob("synthetic-tiny-*/sprec-seed5/FINISHED"))) == 1
+    assert not (synthetic_folder.parent / "results").exists()  # quick runs are never exported
+
+
+def test_ablations_and_negative_samples_notebooks(tmp_path, monkeypatch, synthetic_folder):
+    monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
+    v = execute("04_ablations", tmp_path, data_dir="synthetic", quick=True)
+    assert v["runs_finished"] == v["runs_asked"] == 5
+    assert list(v["table_means"]) == ["sft", "sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn"]
+    assert in_unit_range(v["table_means"])
+    assert v["curve_labels"] == ["sprec", "sprec-nodpo", "sprec-nosft", "sprec-rn"]
+    v = execute("05_negative_samples", tmp_path, data_dir="synthetic", quick=True)
+    assert v["ratio_points"] == 2 and v["n_points"] == 2
+
+
+def test_results_notebook(tmp_path, monkeypatch, synthetic_folder):
+    """The verdicts of every claim on the quick runs (made here if the tests above did not run)."""
+    from sprec_lib.results import ABLATION_CLAIMS, CLAIMS
+
+    monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
+    v = execute("06_results", tmp_path, datasets=["synthetic", "no-such-folder"], study_dir="synthetic", quick=True)
+    assert v["datasets_with_runs"] == ["synthetic"]
+    words = {"reproduced", "not reproduced", "pending"}
+    assert set(v["table1_verdicts"]) == {"synthetic"} and list(v["table1_verdicts"]["synthetic"]) == list(CLAIMS)
+    assert set(v["table1_verdicts"]["synthetic"].values()) <= words
+    assert list(v["table2_verdicts"]) == list(ABLATION_CLAIMS) and set(v["table2_verdicts"].values()) <= words
+    assert v["paper_numbers"] >= 0

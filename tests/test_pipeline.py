@@ -6,21 +6,14 @@ import pytest
 import trl
 
 from sprec_lib.cli import main
-from sprec_lib.config import run_config
+from sprec_lib.config import QUICK_RUN, run_config
 from sprec_lib.data.sprec_format import write_sprec_folder
 from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.pipeline import train
 from sprec_lib.runs import Run, RunConfigMismatch
 
 # A micro model that learns the output format in 40 SFT steps (so self-play has real negatives).
-MICRO = [
-    "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
-    "model.vocab_size=400", "model.max_positions=256", "model.torch_threads=1",
-    "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
-    "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
-    "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
-    "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
-]
+MICRO = QUICK_RUN + ["model.torch_threads=1"]  # the library's quick-mode sizes
 
 
 @pytest.fixture(scope="module")

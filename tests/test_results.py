@@ -5,7 +5,8 @@ import json
 import pytest
 
 from sprec_lib.config import run_config
-from sprec_lib.results import finished_runs, format_mean_std, iteration_curves, run_rows, summary_table
+from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
+                               last_iterations_mean, paired_differences, run_rows, summary_table)
 from sprec_lib.runs import Run, write_json
 
 
@@ -38,3 +39,100 @@ def test_iteration_curves(tmp_path):
     run = fake_run(tmp_path, "sprec", 0, 0.5, "it2-dpo", ["sft", "it1", "it2"])
     curves = iteration_curves(run)
     assert list(curves["iteration"]) == [0, 1, 2] and list(curves["HR@5"]) == pytest.approx([0.5, 1.5, 2.5])
+
+
+def rows_frame(values):
+    """A run_rows-shaped frame from {(label, seed): {metric: value}} on one dataset (1000 test rows)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"dataset": "d", "profile": "tiny", "method": label.split("-")[0], "label": label,
+                          "seed": seed, "rows": 1000, **m} for (label, seed), m in values.items()])
+
+
+def test_paired_differences_by_seed():
+    rows = rows_frame({("sft", 0): {"HR@5": 0.010}, ("sft", 1): {"HR@5": 0.020},
+                       ("dpo", 0): {"HR@5": 0.013}, ("dpo", 1): {"HR@5": 0.027},
+                       ("sprec", 0): {"HR@5": 0.012}, ("sprec", 1): {"HR@5": 0.018}})
+    d = paired_differences(rows, columns=["HR@5"]).set_index("label")
+    # dpo - sft per seed: +0.003, +0.007 -> mean 0.005, std sqrt(2 * 0.002^2) = 0.0028284
+    assert d.loc["dpo", "mean"] == pytest.approx(0.005) and d.loc["dpo", "std"] == pytest.approx(0.0028284271)
+    assert d.loc["dpo", "sign"] == 1 and d.loc["dpo", "seeds"] == 2 and d.loc["dpo", "text"] == "+0.0050 ± 0.0028"
+    # sprec - sft: +0.002, -0.002 -> mean 0, mixed signs
+    assert d.loc["sprec", "mean"] == pytest.approx(0.0) and d.loc["sprec", "sign"] == 0
+
+
+def test_hr_noise_is_the_larger_of_seed_std_and_binomial_error():
+    one = rows_frame({("sft", 0): {"HR@5": 0.016}})
+    assert hr_noise(one) == pytest.approx((0.016 * 0.984 / 1000) ** 0.5)  # 0.003968
+    spread = rows_frame({("sft", 0): {"HR@5": 0.0}, ("sft", 1): {"HR@5": 0.04}})
+    assert hr_noise(spread) == pytest.approx(0.0282842712)  # std of (0, 0.04) beats sqrt(.02 * .98 / 1000)
+
+
+def test_claim_checks():
+    base = {"ORRatio@1": 0.3, "DivRatio@1": 0.1, "ORRatio@5": 0.1, "DivRatio@5": 0.08, "HR@5": 0.016}
+    rows = rows_frame({
+        ("sft", 0): base, ("sft", 1): base,
+        # DPO: ORRatio@1 up in both seeds, DivRatio@1 down in one seed only
+        ("dpo", 0): {**base, "ORRatio@1": 0.35, "DivRatio@1": 0.09}, ("dpo", 1): {**base, "ORRatio@1": 0.31, "DivRatio@1": 0.11},
+        # SPRec: diversity up, over-recommendation down, HR@5 down by 0.002 < noise 0.00397
+        ("sprec", 0): {**base, "DivRatio@1": 0.2, "ORRatio@1": 0.2, "HR@5": 0.014},
+        ("sprec", 1): {**base, "DivRatio@1": 0.3, "ORRatio@1": 0.1, "HR@5": 0.014},
+    })
+    checks = claim_checks(rows).set_index(["method", "metric"])["holds"]
+    assert checks.notna().all()
+    assert checks[("dpo", "ORRatio@1")] and not checks[("dpo", "DivRatio@1")]
+    assert not checks[("dpo", "ORRatio@5")]  # no change is not "up in every seed"
+    assert checks[("sprec", "DivRatio@1")] and checks[("sprec", "ORRatio@1")] and checks[("sprec", "HR@5")]
+    rows.loc[rows["label"] == "sprec", "HR@5"] = 0.010  # -0.006: beyond the binomial noise
+    assert not claim_checks(rows).set_index(["method", "metric"])["holds"][("sprec", "HR@5")]
+
+
+def test_last_iterations_mean_and_genre_gu(tmp_path):
+    run = Run(tmp_path / "sprec-nosft-seed4", run_config("tiny", dataset="/x/ml-1m", method="sprec", seed=4))
+    for it in range(1, 6):
+        write_json({"valid_ratio": 1.0 - 0.1 * it, "rows": 100, "stage": f"it{it}-dpo",
+                    "@1": {"HR": 0.01 * it, "GU": {"a": 0.1 * it, "b": 0.0}}}, run.metrics_path(f"it{it}"))
+    write_json({"method": "sprec", "final_stage": "it5-dpo"}, run.folder / "FINISHED")
+    m = last_iterations_mean(run, 3)  # iterations 3, 4, 5
+    assert m["valid_ratio"] == pytest.approx(0.6) and m["@1"]["HR"] == pytest.approx(0.04)
+    assert m["@1"]["GU"]["a"] == pytest.approx(0.4) and m["rows"] == 100
+    with pytest.raises(ValueError, match="5 iterations evaluated, 6 needed"):
+        last_iterations_mean(run, 6)
+    rows = run_rows([run])
+    assert rows.loc[0, "label"] == "sprec-nosft" and rows.loc[0, "HR@1"] == pytest.approx(0.05)
+    gu = genre_gu([run])
+    assert gu.loc["a", "sprec-nosft"] == pytest.approx(0.5) and gu.loc["b", "sprec-nosft"] == 0.0
+
+
+def test_summary_table_by_label_keeps_variants_apart():
+    rows = rows_frame({("sprec", 0): {"HR@5": 0.1}, ("sprec-rn", 0): {"HR@5": 0.3}, ("sft", 0): {"HR@5": 0.2}})
+    table = summary_table(rows, columns=["HR@5"], order=("sft", "sprec"), by="label")
+    assert list(table.index.get_level_values("label")) == ["sft", "sprec", "sprec-rn"]
+    assert table["HR@5"].tolist() == pytest.approx([0.2, 0.1, 0.3])
+
+
+def test_verdicts_and_ablation_claims():
+    base = {"HR@5": 0.02, "DivRatio@1": 0.3, "ORRatio@1": 0.2}
+    rows = rows_frame({("sprec", 0): base,
+                       ("sprec-nosft", 0): {**base, "HR@5": 0.01},
+                       ("sprec-nodpo", 0): {**base, "DivRatio@1": 0.1, "ORRatio@1": 0.3},
+                       ("sprec-rn", 0): {**base, "DivRatio@1": 0.1, "ORRatio@1": 0.1}})
+    checks = claim_checks(rows, base="sprec", claims=ABLATION_CLAIMS)
+    assert verdicts(checks).tolist() == ["reproduced", "reproduced", "not reproduced"]  # RN: ORRatio fell
+    missing = claim_checks(rows[rows["label"] != "sprec-rn"], base="sprec", claims=ABLATION_CLAIMS)
+    assert verdicts(missing).iloc[-1] == "pending"
+
+
+def test_paper_numbers_file(tmp_path):
+    committed = paper_numbers()  # the committed file parses (it may hold no numbers yet)
+    assert list(committed.columns) == ["table", "dataset", "method", "metric", "value", "source"]
+    f = tmp_path / "t.csv"
+    f.write_text("table,dataset,method,metric,value,source\n1,Steam,sprec,HR@5,0.0123,v3 Table 1\n")
+    got = paper_numbers(f)
+    assert got.loc[0, "value"] == pytest.approx(0.0123) and got.loc[0, "table"] == 1
+    f.write_text("table,dataset,method,metric,value,source\n1,Steam,sprec,HR@5,0.1,x\n1,Steam,sprec,HR@7,0.1,x\n")
+    with pytest.raises(ValueError, match=r"t.csv, row 3: metric 'HR@7'"):
+        paper_numbers(f)
+    f.write_text("table,dataset,method,metric,value,source\n2,Steam,sprec,HR@5,n/a,x\n")
+    with pytest.raises(ValueError, match=r"row 2: value 'n/a' is not a number"):
+        paper_numbers(f)

@@ -1,0 +1,118 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Training and evaluation: the Table-1 rows of one dataset
+#
+# Four ways to align a recommender LLM after the same start (for the `tiny` profile: domain
+# pretraining, then the paper's SFT on 4,096 rows):
+#
+# | method | what it trains on | paper |
+# |---|---|---|
+# | `sft` (BIGRec) | the positives, cross-entropy | the baseline of Table 1 |
+# | `dpo` | (positive, one uniformly random negative) | DPO with random negatives |
+# | `sdpo` | (positive, K random negatives), softmax loss | S-DPO |
+# | `sprec` | per iteration: SFT on positives, then DPO against the model's own top recommendation | SPRec |
+#
+# Every run is found or trained through `sprec_lib.experiments.obtain`: the committed copy under
+# `results/runs/` first, then a finished local run under `runs/`, then (when `train` is true) a
+# new or resumed run. So this notebook loads what exists and trains only what is missing. The
+# headline metrics of a run are those of its final stage (SPRec: its last iteration), on the test
+# split, mean ± std over seeds.
+
+# %% tags=["parameters"]
+data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
+profile: str = "tiny"  # tiny | small | paper
+methods: list = ["sft", "dpo", "sdpo", "sprec"]
+seeds: list = [0, 1, 2]
+train: bool = True  # False: use only runs that exist (committed or local); list the missing ones
+quick: bool = False  # a few training steps per stage, one seed, under runs/quick (plumbing, not results)
+
+# %% tags=["hide-output"]
+from sprec_lib import book, experiments, plots, results
+
+quick = book.quick_mode(quick)
+seeds = seeds[:1] if quick else seeds
+specs = experiments.specs(data_dir, methods, seeds, profile)
+pairs = experiments.obtain_all(specs, train=train, quick=quick)
+runs = [run for _, run in pairs]
+print(f"{len(runs)} of {len(specs)} runs finished")
+book.record("runs_finished", len(runs))
+book.record("runs_asked", len(specs))
+
+# %% [markdown]
+# ## The Table-1 rows
+#
+# HR@5 and NDCG@5 say how often the held-out next item is among the top 5; DivRatio@K is the
+# share of distinct items among all top-K lists (higher: less concentrated); ORRatio@K is the share
+# of recommendations taken by the three most recommended items (lower: less over-recommendation);
+# MGU@K is the mean gap between a genre's share of the recommendations and of the histories (lower:
+# fairer); `valid_ratio` is the share of generations that name a catalogue title (grounding maps
+# the others to their nearest title, so a model that stops writing titles would look "diverse").
+
+# %%
+rows = results.run_rows(runs)
+table = results.summary_table(rows) if runs else rows
+if runs:
+    book.record("table_shape", list(table.shape))
+    book.record("table_means", {m: table.xs(m, level="method")[results.TABLE_COLUMNS].iloc[0].to_dict()
+                                for m in table.index.get_level_values("method")})
+    display(results.format_mean_std(table))
+
+# %% [markdown]
+# Against SFT, seed by seed: the paired difference (method − SFT, same seed, so the shared
+# pretraining and SFT cancel), its mean and its std over seeds. The paper's directional claims are
+# that DPO with random negatives raises ORRatio and lowers DivRatio, and that SPRec does the
+# opposite without losing HR.
+
+# %%
+if runs and "sft" in set(rows["method"]):
+    diffs = results.paired_differences(rows, base="sft")
+    book.record("differences_vs_sft", {f"{r.label} {r.metric}": r.mean for r in diffs.itertuples()})
+    display(diffs.pivot(index="label", columns="metric", values="text")[results.TABLE_COLUMNS])
+
+# %% [markdown]
+# ## SPRec iteration by iteration (the paper's Fig. 4)
+#
+# Iteration 0 is the SFT model every method starts from; the lines are the mean over seeds, the
+# shading their range.
+
+# %%
+sprec_runs = [run for spec, run in pairs if spec.method == "sprec"]
+if sprec_runs:
+    curves = results.curves(sprec_runs)
+    fig = plots.plot_iteration_curves(curves, ["HR@5", "NDCG@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
+                                      title=f"{experiments.RunSpec(data_dir, 'sprec').dataset}: SPRec per iteration ({profile})")
+    book.record("iterations", int(curves["iteration"].max()))
+
+# %% [markdown]
+# ## Genre fairness per genre (the paper's Fig. 3)
+#
+# GU@1 of each evaluated genre: how far the genre's share of the top-1 recommendations is from
+# its share of the users' histories.
+
+# %%
+if runs:
+    gu = results.genre_gu(runs, k=1)
+    fig = plots.plot_genre_gu(gu, k=1)
+    book.record("genres", len(gu))
+
+# %% [markdown]
+# ## Summary
+#
+# The values this notebook recorded; the tests and the results chapter read them back.
+
+# %%
+book.summary()

@@ -1,0 +1,95 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %%
+
+# %% [markdown]
+# # Negative samples: how many, and from where (the paper's section 5.4)
+#
+# Two questions about SPRec's DPO step, each on MovieLens with 1,024 training rows per iteration,
+# each point the mean of the metrics after the last three of five iterations (as in the paper):
+#
+# * **Random ratio** (Fig. 5): a share of the negatives is drawn uniformly at random, the rest are
+#   the model's own recommendations. Ratio 0 is SPRec, ratio 1 is SPRec-RN. The paper finds that
+#   debiasing weakens as the random share grows.
+# * **Number of negatives N** (Fig. 6): the N most probable distinct titles of a beam search over
+#   2N beams, with S-DPO's softmax loss over them. The paper finds more negatives help, with
+#   diminishing returns.
+#
+# Variants: `experiments.ratio_variants`, `experiments.n_negative_variants`.
+
+# %% tags=["parameters"]
+data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
+profile: str = "tiny"  # tiny | small | paper
+seeds: list = [0]
+ratios: list = [0.0, 0.25, 0.5, 0.75, 1.0]
+n_negatives: list = [1, 2, 3, 4]
+train: bool = True  # False: use only runs that exist (committed or local); list the missing ones
+quick: bool = False  # a few training steps, two points per sweep, under runs/quick (plumbing, not results)
+
+# %%
+from sprec_lib import book, experiments, plots, results
+
+quick = book.quick_mode(quick)
+seeds = seeds[:1] if quick else seeds
+ratios = [ratios[0], ratios[-1]] if quick else ratios
+n_negatives = n_negatives[:2] if quick else n_negatives
+last = 1 if quick else experiments.LAST_ITERATIONS  # quick runs have 2 iterations
+
+
+def sweep(variants, setting, values):
+    """Find or train the runs of one sweep; one row per run, the last iterations' mean metrics."""
+    specs = experiments.specs(data_dir, ["sprec"], seeds, profile, variants=variants)
+    pairs = experiments.obtain_all(specs, train=train, quick=quick)
+    print(f"{setting}: {len(pairs)} of {len(specs)} runs finished")
+    runs = [run for _, run in pairs]
+    rows = results.run_rows(runs, metrics=lambda run: results.last_iterations_mean(run, last))
+    if len(rows):
+        by_label = dict(zip(variants, values))
+        rows[setting] = [by_label[spec.variant] for spec, _ in pairs]
+    return rows
+
+
+# %% [markdown]
+# ## The random ratio (Fig. 5)
+
+# %% tags=["hide-output"]
+ratio_rows = sweep(experiments.ratio_variants(ratios), "random_ratio", ratios)
+
+# %%
+book.record("ratio_points", len(ratio_rows))
+if len(ratio_rows):
+    fig = plots.plot_sweep(ratio_rows, "random_ratio", ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
+                           xlabel="share of random negatives", title="SPRec with a share of random negatives")
+    display(ratio_rows.groupby("random_ratio")[results.TABLE_COLUMNS].mean())
+
+# %% [markdown]
+# ## The number of negatives (Fig. 6)
+
+# %% tags=["hide-output"]
+n_rows = sweep(experiments.n_negative_variants(n_negatives), "n_negatives", n_negatives)
+
+# %%
+book.record("n_points", len(n_rows))
+if len(n_rows):
+    fig = plots.plot_sweep(n_rows, "n_negatives", ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
+                           xlabel="self-play negatives per row (N)", title="SPRec with N negatives")
+    display(n_rows.groupby("n_negatives")[results.TABLE_COLUMNS].mean())
+
+# %% [markdown]
+# ## Summary
+
+# %%
+book.summary()

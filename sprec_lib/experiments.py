@@ -1,0 +1,182 @@
+"""The runs behind the book's tables: named in one place, found or trained.
+
+A run is named by a :class:`RunSpec`: a dataset folder, a method, a variant (the ablations and the
+negative-sample studies are SPRec with a few settings changed), a profile and a seed. Its folder is
+``<root>/<dataset>-<profile>/<method>[-<variant>]-seed<seed>``, under two roots:
+
+* ``runs/`` (ignored by git): the whole run, checkpoints included; resumable;
+* ``results/runs/`` (committed): the small files :func:`sprec_lib.results.export_run` copies out.
+
+:func:`obtain` returns a finished run for a spec; the first of these wins:
+
+1. its exported copy under ``results/runs`` (so that a fresh clone builds the book from the
+   committed results, without hours of training),
+2. its finished local folder under ``runs/`` (exported first, so the results can be committed),
+3. training it, when ``train=True`` (:func:`sprec_lib.pipeline.train` resumes an unfinished folder).
+
+A found run counts only when its saved config is the one the spec asks for (the dataset compared by
+folder name, the thread count ignored); a stale copy is reported and not used. In quick mode the
+runs use :data:`~sprec_lib.config.QUICK_RUN` sizes, live under ``runs/quick/<dataset>-<profile>-<data
+hash>``, are trained whatever
+``train`` says (seconds each) and never touch ``results/``: their numbers check the plumbing and
+are not results.
+
+The book's experiments (the paper's section in brackets):
+
+* :data:`TABLE1_METHODS`: SFT (BIGRec), DPO, S-DPO and SPRec (Table 1);
+* :data:`ABLATIONS`: SPRec, SPRec-noSFT, SPRec-noDPO, SPRec-RN (Table 2);
+* :func:`ratio_variants`, :func:`n_negative_variants`: the random-ratio sweep and the number of
+  negatives N, each on :data:`NEGATIVE_STUDY` settings (section 5.4, Figs. 5 and 6).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import QUICK_RUN, RunConfig, run_config, to_dict
+from .runs import Run
+
+TABLE1_METHODS = ("sft", "dpo", "sdpo", "sprec")
+
+# Variant name -> overrides of the SPRec loop (Table 2).
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "": (),  # SPRec itself
+    "nosft": ("sprec.sft_step=false",),
+    "nodpo": ("sprec.dpo_step=false",),
+    "rn": ("sprec.negatives=random",),
+}
+ABLATION_LABELS = {"": "SPRec", "nosft": "SPRec-noSFT", "nodpo": "SPRec-noDPO", "rn": "SPRec-RN"}
+
+# Section 5.4 trains each iteration on 1,024 rows and averages the last three of five iterations.
+NEGATIVE_STUDY: tuple[str, ...] = ("sprec.train_rows=1024", "sprec.iterations=5")
+LAST_ITERATIONS = 3
+
+
+def ratio_variants(ratios=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, tuple[str, ...]]:
+    """The random-ratio sweep (Fig. 5): a share ``r`` of each iteration's negatives drawn at random,
+    the rest self-play."""
+    return {f"ratio{r:g}-n1024": NEGATIVE_STUDY + ("sprec.negatives=mix", f"sprec.random_ratio={r:g}")
+            for r in ratios}
+
+
+def n_negative_variants(ns=(1, 2, 3, 4)) -> dict[str, tuple[str, ...]]:
+    """The number of self-play negatives N (Fig. 6): beam search, the N most probable distinct titles,
+    S-DPO's loss over them (N = 1 is plain SPRec's DPO step)."""
+    return {f"neg{n}-n1024": NEGATIVE_STUDY + (f"sprec.n_negatives={n}",) for n in ns}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of an experiment."""
+
+    data_dir: str  # a dataset folder (relative to the repository root, or absolute)
+    method: str
+    seed: int = 0
+    profile: str = "tiny"
+    variant: str = ""  # names the overrides in the folder name ("" for the method as configured)
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def dataset(self) -> str:
+        return Path(self.data_dir).name
+
+    @property
+    def label(self) -> str:
+        """The method and variant, e.g. ``sprec-nosft`` (a table's row)."""
+        return self.method + (f"-{self.variant}" if self.variant else "")
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}-seed{self.seed}"
+
+    def group(self) -> str:
+        return f"{self.dataset}-{self.profile}"
+
+    def config(self, quick: bool = False) -> RunConfig:
+        from .book import resolve
+
+        extra = list(self.overrides) + (QUICK_RUN if quick else [])
+        return run_config(self.profile, extra, dataset=str(resolve(self.data_dir)), method=self.method, seed=self.seed)
+
+    def command(self, runs_root: str = "runs") -> str:
+        """The ``sprec train`` command that makes this run."""
+        args = ["sprec", "train", "--dataset", self.data_dir, "--method", self.method, "--profile", self.profile,
+                "--seed", str(self.seed), "--out", f"{runs_root}/{self.group()}/{self.name}"]
+        if self.overrides:
+            args += ["--set", *self.overrides]
+        return shlex.join(args)
+
+
+def specs(data_dir: str, methods=TABLE1_METHODS, seeds=(0,), profile: str = "tiny",
+          variants: dict[str, tuple[str, ...]] | None = None) -> list[RunSpec]:
+    """Every (method or variant, seed) of an experiment. ``variants`` (name -> overrides) apply to
+    the one method in ``methods`` (SPRec, for the ablations and the negative-sample studies)."""
+    out = []
+    for seed in seeds:
+        for method in methods:
+            for variant, extra in (variants or {"": ()}).items():
+                out.append(RunSpec(data_dir, method, int(seed), profile, variant, tuple(extra)))
+    return out
+
+
+def _comparable(cfg: RunConfig) -> dict:
+    c = to_dict(cfg)
+    c["dataset"] = Path(c["dataset"]).name
+    c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}
+    return c
+
+
+def matches(run: Run, spec: RunSpec, quick: bool = False) -> bool:
+    """Whether ``run`` was made with the config ``spec`` asks for."""
+    return _comparable(run.cfg) == _comparable(spec.config(quick))
+
+
+def _finished(folder: Path) -> Run | None:
+    return Run(folder) if (folder / "FINISHED").exists() and (folder / "config.json").exists() else None
+
+
+def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: str = "runs",
+           results_root: str = "results/runs", cache_dir=None) -> Run | None:
+    """A finished run for ``spec``: exported, local, or trained now (see the module docstring).
+    None when it is not there and ``train`` is False (the command that makes it is printed)."""
+    from .book import resolve
+    from .pipeline import train as train_run
+    from .results import export_run
+
+    if quick:  # quick runs of same-named test folders must not meet: the group names the data's hash
+        from .pipeline import dataset_hash
+
+        local = resolve(runs_root) / "quick" / f"{spec.group()}-{dataset_hash(resolve(spec.data_dir))[:8]}" / spec.name
+    else:
+        local = resolve(runs_root) / spec.group() / spec.name
+    exported = resolve(results_root) / spec.group() / spec.name
+    if not quick:
+        run = _finished(exported)
+        if run is not None and matches(run, spec):
+            return run
+        if run is not None:
+            print(f"{exported}: made with another config; not used")
+    run = _finished(local)
+    if run is not None and not matches(run, spec, quick):
+        print(f"{local}: made with another config; not used (move it away to train this spec there)")
+        return None
+    if run is None:
+        if not train and not quick:  # quick runs take seconds: always made
+            print(f"missing {spec.name} on {spec.dataset}: {spec.command(runs_root)}")
+            return None
+        run = train_run(spec.config(quick), local, cache_dir)
+    if not quick:
+        export_run(run, exported)
+    return run
+
+
+def obtain_all(specs: list[RunSpec], train: bool = True, quick: bool = False, **kw) -> list[tuple[RunSpec, Run]]:
+    """:func:`obtain` for each spec, in order; the (spec, run) pairs that are there."""
+    out = []
+    for spec in specs:
+        run = obtain(spec, train=train, quick=quick, **kw)
+        if run is not None:
+            out.append((spec, run))
+    return out

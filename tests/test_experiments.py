@@ -1,0 +1,62 @@
+"""Naming, finding and training the runs behind the book's tables (sprec_lib.experiments)."""
+
+import shlex
+
+from sprec_lib import experiments
+from sprec_lib.cli import build_parser
+from sprec_lib.experiments import RunSpec, obtain
+from sprec_lib.runs import Run, write_json
+
+
+def test_names_commands_and_variants():
+    spec = RunSpec("data/ml-1m", "sprec", seed=2, variant="nosft", overrides=("sprec.sft_step=false",))
+    assert spec.name == "sprec-nosft-seed2" and spec.group() == "ml-1m-tiny" and spec.label == "sprec-nosft"
+    cmd = shlex.split(spec.command())
+    # The printed command is one the CLI parses into the same config.
+    args = build_parser().parse_args(cmd[1:])
+    assert args.method == "sprec" and args.seed == 2 and args.set == ["sprec.sft_step=false"]
+    assert args.out == "runs/ml-1m-tiny/sprec-nosft-seed2"
+    assert spec.config().sprec.sft_step is False and spec.config().profile == "tiny"
+    specs = experiments.specs("d", ["sprec"], [0, 1], variants=experiments.ABLATIONS)
+    assert [s.name for s in specs[:4]] == ["sprec-seed0", "sprec-nosft-seed0", "sprec-nodpo-seed0", "sprec-rn-seed0"]
+    assert len(specs) == 8
+    ratio = experiments.ratio_variants((0.0, 0.5))
+    assert list(ratio) == ["ratio0-n1024", "ratio0.5-n1024"]
+    cfg = RunSpec("d", "sprec", variant="ratio0.5-n1024", overrides=ratio["ratio0.5-n1024"]).config()
+    assert (cfg.sprec.negatives, cfg.sprec.random_ratio, cfg.sprec.train_rows, cfg.sprec.iterations) == ("mix", 0.5, 1024, 5)
+    assert RunSpec("d", "sprec", overrides=experiments.n_negative_variants((3,))["neg3-n1024"]).config().sprec.n_negatives == 3
+
+
+def finished(folder, spec, hr=0.5):
+    run = Run(folder, spec.config())
+    write_json({"valid_ratio": 1.0, "rows": 10, "stage": "sft", "@5": {"HR": hr}}, run.metrics_path("sft"))
+    write_json({"method": spec.method, "final_stage": "sft"}, run.folder / "FINISHED")
+    return run
+
+
+def test_obtain_prefers_the_export_then_the_local_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    spec = RunSpec(str(tmp_path / "ml-1m"), "sft", seed=1)
+    # Nothing there and no training: None, and the command that makes it.
+    assert obtain(spec, train=False) is None
+    assert "missing sft-seed1 on ml-1m: sprec train" in capsys.readouterr().out
+    # A finished local run is exported to results/runs, then used.
+    local = finished(tmp_path / "runs" / "ml-1m-tiny" / "sft-seed1", spec, hr=0.25)
+    run = obtain(spec, train=False)
+    exported = tmp_path / "results" / "runs" / "ml-1m-tiny" / "sft-seed1"
+    assert run.folder == local.folder and (exported / "metrics" / "sft.json").is_file()
+    # From now on the export wins (a fresh clone has only it).
+    write_json({"valid_ratio": 1.0, "rows": 10, "stage": "sft", "@5": {"HR": 0.75}}, exported / "metrics" / "sft.json")
+    assert obtain(spec, train=False).folder == exported
+    # A run made with another config is reported and not used.
+    other = RunSpec(spec.data_dir, "sft", seed=1, overrides=("sft.lr=0.5",))
+    assert obtain(other, train=False) is None
+    out = capsys.readouterr().out
+    assert "made with another config; not used" in out
+
+
+def test_thread_count_and_dataset_path_do_not_matter(tmp_path):
+    spec = RunSpec("/somewhere/ml-1m", "sft")
+    run = finished(tmp_path / "r", RunSpec("/elsewhere/ml-1m", "sft", overrides=("model.torch_threads=1",)))
+    assert experiments.matches(run, spec)
+    assert not experiments.matches(run, RunSpec("/somewhere/ml-1m", "sft", seed=5))
