@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +45,15 @@ def test_readme_opens_with_two_commands_and_ci_runs_the_second():
     assert "\n" not in first and "\n" not in second
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert second in ci, f"{second!r} is not a line of .ci/run"
+
+
+def test_run_results_are_not_ignored_by_git():
+    """results/runs/ holds the committed run results; only the top-level runs/ is ignored."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = ["results/runs/ml-1m-tiny/sft-seed0/config.json", "runs/ml-1m-tiny/sft-seed0/config.json"]
+    out = subprocess.run(["git", "check-ignore", *probe], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    assert out == ["runs/ml-1m-tiny/sft-seed0/config.json"]
