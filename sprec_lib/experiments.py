@@ -14,8 +14,9 @@ negative-sample studies are SPRec with a few settings changed), a profile and a 
 2. its finished local folder under ``runs/`` (exported first, so the results can be committed),
 3. training it, when ``train=True`` (:func:`sprec_lib.pipeline.train` resumes an unfinished folder).
 
-A found run counts only when its saved config is the one the spec asks for (the dataset compared by
-folder name, the thread count ignored); a stale copy is reported and not used. In quick mode the
+A found run counts only when its saved config is the one the spec asks for, in the sections its
+method reads (the dataset compared by folder name, the thread count ignored); a stale copy is
+reported and not used. In quick mode the
 runs use :data:`~sprec_lib.config.QUICK_RUN` sizes, live under ``runs/quick/<dataset>-<profile>-<data
 hash>``, are trained whatever
 ``train`` says (seconds each) and never touch ``results/``: their numbers check the plumbing and
@@ -121,10 +122,18 @@ def specs(data_dir: str, methods=TABLE1_METHODS, seeds=(0,), profile: str = "tin
     return out
 
 
+# The config sections each method reads (the others, e.g. SPRec's settings in an SFT run, cannot
+# change its results and do not make it stale).
+PREFERENCE_SECTION = {"sft": None, "dpo": "dpo", "sdpo": "sdpo", "sprec": "sprec"}
+
+
 def _comparable(cfg: RunConfig) -> dict:
     c = to_dict(cfg)
     c["dataset"] = Path(c["dataset"]).name
     c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}
+    for method, section in PREFERENCE_SECTION.items():
+        if section is not None and method != cfg.method:
+            c.pop(section, None)
     return c
 
 

@@ -60,3 +60,15 @@ def test_thread_count_and_dataset_path_do_not_matter(tmp_path):
     run = finished(tmp_path / "r", RunSpec("/elsewhere/ml-1m", "sft", overrides=("model.torch_threads=1",)))
     assert experiments.matches(run, spec)
     assert not experiments.matches(run, RunSpec("/somewhere/ml-1m", "sft", seed=5))
+
+
+def test_settings_a_method_does_not_read_do_not_make_its_run_stale(tmp_path):
+    run = finished(tmp_path / "r", RunSpec("d/ml-1m", "sft", overrides=("sprec.dpo.lr=1e-9", "dpo.beta=3")))
+    assert experiments.matches(run, RunSpec("d/ml-1m", "sft"))
+    assert not experiments.matches(run, RunSpec("d/ml-1m", "sft", overrides=("sft.lr=1e-9",)))
+    dpo = finished(tmp_path / "p", RunSpec("d/ml-1m", "dpo", overrides=("sprec.dpo.lr=1e-9",)))
+    assert experiments.matches(dpo, RunSpec("d/ml-1m", "dpo"))
+    assert not experiments.matches(dpo, RunSpec("d/ml-1m", "dpo", overrides=("dpo.beta=3",)))
+    sprec = finished(tmp_path / "s", RunSpec("d/ml-1m", "sprec", overrides=("dpo.beta=3",)))
+    assert experiments.matches(sprec, RunSpec("d/ml-1m", "sprec"))
+    assert not experiments.matches(sprec, RunSpec("d/ml-1m", "sprec", overrides=("sprec.dpo.lr=1e-9",)))
