@@ -81,7 +81,7 @@ if runs:
 if runs and "sft" in set(rows["method"]):
     diffs = results.paired_differences(rows, base="sft")
     book.record("differences_vs_sft", {f"{r.label} {r.metric}": r.mean for r in diffs.itertuples()})
-    display(diffs.pivot(index="label", columns="metric", values="text")[results.TABLE_COLUMNS])
+    display(diffs.pivot(index="label", columns="metric", values="text").reindex(columns=results.TABLE_COLUMNS))
 
 # %% [markdown]
 # ## SPRec iteration by iteration (the paper's Fig. 4)

@@ -74,7 +74,7 @@ if runs:
 # %%
 if runs and "sft" in set(rows["label"]):
     diffs = results.paired_differences(rows, base="sft")
-    display(diffs.pivot(index="label", columns="metric", values="text")[results.TABLE_COLUMNS])
+    display(diffs.pivot(index="label", columns="metric", values="text").reindex(columns=results.TABLE_COLUMNS))
 
 # %% [markdown]
 # ## Per iteration

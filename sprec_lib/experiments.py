@@ -33,6 +33,7 @@ The book's experiments (the paper's section in brackets):
 from __future__ import annotations
 
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,8 +170,11 @@ def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: st
             print(f"{exported}: made with another config; not used")
     run = _finished(local)
     if run is not None and not matches(run, spec, quick):
-        print(f"{local}: made with another config; not used (move it away to train this spec there)")
-        return None
+        if not quick:
+            print(f"{local}: made with another config; not used (move it away to train this spec there)")
+            return None
+        shutil.rmtree(local)  # quick runs are disposable: remade with the current config
+        run = None
     if run is None:
         if not train and not quick:  # quick runs take seconds: always made
             print(f"missing {spec.name} on {spec.dataset}: {spec.command(runs_root)}")

@@ -72,3 +72,19 @@ def test_settings_a_method_does_not_read_do_not_make_its_run_stale(tmp_path):
     sprec = finished(tmp_path / "s", RunSpec("d/ml-1m", "sprec", overrides=("dpo.beta=3",)))
     assert experiments.matches(sprec, RunSpec("d/ml-1m", "sprec"))
     assert not experiments.matches(sprec, RunSpec("d/ml-1m", "sprec", overrides=("sprec.dpo.lr=1e-9",)))
+
+
+def test_a_stale_quick_run_is_remade(tmp_path, monkeypatch):
+    from sprec_lib.data.sprec_format import write_sprec_folder
+    from sprec_lib.data.synthetic import make_synthetic
+    from sprec_lib.pipeline import dataset_hash
+
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    data = write_sprec_folder(make_synthetic(n_items=30, sizes=(32, 8, 8), seed=4), tmp_path / "syn")
+    spec = RunSpec(str(data), "sft", seed=0, overrides=("model.torch_threads=1",))
+    folder = tmp_path / "runs" / "quick" / f"syn-tiny-{dataset_hash(data)[:8]}" / "sft-seed0"
+    stale = RunSpec(str(data), "sft", seed=0, overrides=("sft.weight_decay=0.5",))
+    Run(folder, stale.config(quick=True))
+    write_json({"method": "sft", "final_stage": "sft"}, folder / "FINISHED")
+    run = obtain(spec, train=False, quick=True, cache_dir=tmp_path / "cache")
+    assert run.folder == folder and experiments.matches(run, spec, quick=True) and run.metrics()["sft"]["rows"] == 8
