@@ -69,7 +69,7 @@ if runs:
     book.record("table_shape", list(table.shape))
     book.record("table_means", {m: table.xs(m, level="method")[results.TABLE_COLUMNS].iloc[0].to_dict()
                                 for m in table.index.get_level_values("method")})
-    display(results.format_mean_std(table))
+    display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]
 # Against SFT, seed by seed: the paired difference (method − SFT, same seed, so the shared
@@ -81,20 +81,22 @@ if runs:
 if runs and "sft" in set(rows["method"]):
     diffs = results.paired_differences(rows, base="sft")
     book.record("differences_vs_sft", {f"{r.label} {r.metric}": r.mean for r in diffs.itertuples()})
-    display(diffs.pivot(index="label", columns="metric", values="text").reindex(columns=results.TABLE_COLUMNS))
+    display(diffs.pivot(index="metric", columns="label", values="text").reindex(results.TABLE_COLUMNS))
 
 # %% [markdown]
 # ## SPRec iteration by iteration (the paper's Fig. 4)
 #
 # Iteration 0 is the SFT model every method starts from; the lines are the mean over seeds, the
-# shading their range.
+# shading their range; the dotted lines are DPO's and S-DPO's final values (mean over seeds).
 
 # %%
 sprec_runs = [run for spec, run in pairs if spec.method == "sprec"]
 if sprec_runs:
     curves = results.curves(sprec_runs)
+    others = rows[~rows["method"].isin(["sft", "sprec"])].groupby("method")[results.TABLE_COLUMNS].mean()
     fig = plots.plot_iteration_curves(curves, ["HR@5", "NDCG@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
-                                      title=f"{experiments.RunSpec(data_dir, 'sprec').dataset}: SPRec per iteration ({profile})")
+                                      title=f"{experiments.RunSpec(data_dir, 'sprec').dataset}: SPRec per iteration ({profile})",
+                                      references=others)
     book.record("iterations", int(curves["iteration"].max()))
 
 # %% [markdown]

@@ -66,7 +66,7 @@ if runs:
     book.record("table_shape", list(table.shape))
     book.record("table_means", {m: table.xs(m, level="label")[results.TABLE_COLUMNS].iloc[0].to_dict()
                                 for m in table.index.get_level_values("label")})
-    display(results.format_mean_std(table))
+    display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]
 # Each variant against SFT, paired by seed:
@@ -74,7 +74,7 @@ if runs:
 # %%
 if runs and "sft" in set(rows["label"]):
     diffs = results.paired_differences(rows, base="sft")
-    display(diffs.pivot(index="label", columns="metric", values="text").reindex(columns=results.TABLE_COLUMNS))
+    display(diffs.pivot(index="metric", columns="label", values="text").reindex(results.TABLE_COLUMNS))
 
 # %% [markdown]
 # ## Per iteration

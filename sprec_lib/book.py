@@ -422,7 +422,7 @@ def run_notebooks(
             str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
             kernel_name="python3", progress_bar=True, log_output=log_output,
         )
-        _stamp(job.output, digest, job)
+        _stamp(job.output, _content_hash(job), job)  # after the run: it may have exported results
         done.append(job.output)
     return done
 

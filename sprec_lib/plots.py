@@ -296,11 +296,17 @@ def _panels(n: int, width: float = 3.6, height: float = 3.0):
     return fig, list(axes.flat[:n])
 
 
-def plot_iteration_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str = "") -> Figure:
+def plot_iteration_curves(curves: pd.DataFrame, metrics: Sequence[str], title: str = "",
+                          references: pd.DataFrame | None = None) -> Figure:
     """One panel per metric: its value after each self-play iteration (0 = the SFT model), one line
-    per label (method or variant), the mean over seeds with the seeds' range shaded."""
+    per label (method or variant), the mean over seeds with the seeds' range shaded.
+    ``references``: other methods' final values (rows: labels, columns: metrics), drawn as
+    dotted horizontal lines, e.g. DPO and S-DPO."""
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics):
+        if references is not None:
+            for i, (label, row) in enumerate(references.iterrows()):
+                ax.axhline(row[metric], linestyle=":", linewidth=1.4, color=f"C{i + 3}", label=f"{label} (final)")
         for label, part in curves.groupby("label", sort=False):
             stats = part.groupby("iteration")[metric].agg(["mean", "min", "max"])
             line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=4, label=label)

@@ -90,3 +90,31 @@ def test_genre_shares(ds):
     assert list(table.index) == ds.genres and list(table.columns) == ["history", "target"]
     np.testing.assert_allclose(table.sum().to_numpy(), 1.0)
     assert_labelled(plots.plot_genre_shares(table, ds.name), 1)
+
+
+def test_iteration_curves_plot_the_mean_over_seeds_and_the_references():
+    import pandas as pd
+
+    curves = pd.DataFrame({"label": ["sprec"] * 4, "seed": [0, 0, 1, 1], "iteration": [0, 1, 0, 1],
+                           "HR@5": [0.1, 0.3, 0.2, 0.5]})
+    refs = pd.DataFrame({"HR@5": [0.25]}, index=["dpo"])
+    fig = plots.plot_iteration_curves(curves, ["HR@5"], references=refs)
+    ax = fig.axes[0]
+    sprec = next(line for line in ax.get_lines() if line.get_label() == "sprec")
+    assert list(sprec.get_xdata()) == [0, 1] and list(sprec.get_ydata()) == pytest.approx([0.15, 0.4])
+    dpo = next(line for line in ax.get_lines() if line.get_label() == "dpo (final)")
+    assert list(dpo.get_ydata()) == [0.25, 0.25]
+    assert ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_genre_gu_and_sweep_plots():
+    import pandas as pd
+
+    gu = pd.DataFrame({"sft": [0.1, 0.2], "sprec": [0.05, 0.1]}, index=["Drama", "Comedy"])
+    fig = plots.plot_genre_gu(gu)
+    heights = sorted(round(p.get_height(), 6) for p in fig.axes[0].patches)
+    assert heights == [0.05, 0.1, 0.1, 0.2] and fig.axes[0].get_ylabel() == "GU@1 (absolute share gap)"
+    sweep = pd.DataFrame({"random_ratio": [0.0, 0.0, 1.0], "HR@5": [0.1, 0.3, 0.5]})
+    fig = plots.plot_sweep(sweep, "random_ratio", ["HR@5"], xlabel="share of random negatives")
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [0.0, 1.0] and list(line.get_ydata()) == pytest.approx([0.2, 0.5])
