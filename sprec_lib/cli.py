@@ -65,6 +65,25 @@ def cmd_reference(args) -> None:
     _show(reference_report(ds, args.split).round(4))
 
 
+def cmd_results(args) -> None:
+    from .results import claim_checks, finished_runs, format_mean_std, run_rows, summary_table, verdicts
+
+    root = Path(args.root)
+    runs = [r for r in finished_runs(root) if r.folder.parent.name == args.group] if args.group else finished_runs(root)
+    if not runs:
+        raise SystemExit(f"error: no finished runs under {root}" + (f"/{args.group}" if args.group else ""))
+    rows = run_rows(runs)
+    for (dataset, profile), part in rows.groupby(["dataset", "profile"]):
+        print(f"\n{dataset}, {profile} profile: mean ± std over seeds (test split, final stage)")
+        _show(format_mean_std(summary_table(part, by="label")).droplevel(["dataset", "profile"]).T)
+        if "sft" in set(part["label"]):
+            checks = claim_checks(part)
+            print("\nthe paper's claims against SFT (a direction holds when it holds in every seed):")
+            _show(checks.drop(columns="claim").set_index(["method", "metric"]))
+            for claim, word in verdicts(checks).items():
+                print(f"  {word}: {claim}")
+
+
 def cmd_train(args) -> None:
     from .config import run_config
     from .pipeline import train
@@ -156,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     ref.add_argument("--split", default="test", choices=["train", "valid", "test"])
     ref.add_argument("--genre-dir", default=None)
     ref.set_defaults(func=cmd_reference)
+
+    res = sub.add_parser("results", help="mean ± std tables and the paper's claims over finished runs")
+    res.add_argument("root", nargs="?", default="results/runs", help="a folder of run folders (default: results/runs)")
+    res.add_argument("--group", default=None, help="only the runs of one subfolder, e.g. ml-1m-tiny")
+    res.set_defaults(func=cmd_results)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
     tr.add_argument("--dataset", required=True, help="a folder of the paper's format")

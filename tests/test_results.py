@@ -136,3 +136,26 @@ def test_paper_numbers_file(tmp_path):
     f.write_text("table,dataset,method,metric,value,source\n2,Steam,sprec,HR@5,n/a,x\n")
     with pytest.raises(ValueError, match=r"row 2: value 'n/a' is not a number"):
         paper_numbers(f)
+
+
+def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
+    from sprec_lib.cli import main
+
+    def run(method, seed, div1, or1, hr5):
+        r = Run(tmp_path / "ml-1m-tiny" / f"{method}-seed{seed}",
+                run_config("tiny", dataset="/x/ml-1m", method=method, seed=seed))
+        m = {"valid_ratio": 1.0, "rows": 1000, "stage": method,
+             "@1": {"HR": 0.0, "NDCG": 0.0, "DivRatio": div1, "ORRatio": or1, "MGU": 0.01},
+             "@5": {"HR": hr5, "NDCG": 0.0, "DivRatio": div1, "ORRatio": or1, "MGU": 0.01}}
+        write_json(m, r.metrics_path(method))
+        write_json({"method": method, "final_stage": method}, r.folder / "FINISHED")
+
+    for seed in (0, 1):
+        run("sft", seed, 0.1, 0.3, 0.015)
+        run("sprec", seed, 0.2 + seed / 10, 0.1, 0.016)
+    assert main(["results", str(tmp_path), "--group", "ml-1m-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "ml-1m, tiny profile" in out and "0.2500 ± 0.0707" in out  # sprec DivRatio@1 over seeds 0.2, 0.3
+    assert "reproduced: (b) SPRec" in out and "pending: (a) DPO" in out
+    with pytest.raises(SystemExit, match="no finished runs under"):
+        main(["results", str(tmp_path / "nothing")])
