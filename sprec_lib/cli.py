@@ -84,6 +84,19 @@ def cmd_results(args) -> None:
                 print(f"  {word}: {claim}")
 
 
+def cmd_runs_missing(args) -> None:
+    from .book import DATASETS, STUDY_DATASET, _portable, dataset_folder
+    from .experiments import book_specs, is_done
+
+    names = args.datasets or list(DATASETS)
+    folders = [_portable(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
+    study = _portable(dataset_folder(args.study or STUDY_DATASET))
+    todo = [s for s in book_specs(folders, study, args.seeds, args.profile) if not is_done(s)]
+    for spec in todo:
+        print(spec.command())
+    print(f"{len(todo)} runs missing", file=sys.stderr)
+
+
 def cmd_train(args) -> None:
     from .config import run_config
     from .pipeline import train
@@ -180,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("root", nargs="?", default="results/runs", help="a folder of run folders (default: results/runs)")
     res.add_argument("--group", default=None, help="only the runs of one subfolder, e.g. ml-1m-tiny")
     res.set_defaults(func=cmd_results)
+
+    runs = sub.add_parser("runs", help="the runs the book reads").add_subparsers(dest="runs_command", required=True)
+    miss = runs.add_parser("missing", help="print the `sprec train` command of every run the book reads and does not find "
+                                           "(one per line: pipe to `xargs -P 2 -I{} sh -c {}` to run two at a time)")
+    miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
+    miss.add_argument("--study", default=None, help="the ablations' dataset (default: ml-1m)")
+    miss.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    miss.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"])
+    miss.set_defaults(func=cmd_runs_missing)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
     tr.add_argument("--dataset", required=True, help="a folder of the paper's format")

@@ -193,3 +193,27 @@ def obtain_all(specs: list[RunSpec], train: bool = True, quick: bool = False, **
         if run is not None:
             out.append((spec, run))
     return out
+
+
+def book_specs(datasets: list[str], study: str, seeds=(0, 1, 2), profile: str = "tiny",
+               negative_seeds=(0,)) -> list[RunSpec]:
+    """Every run the book's notebooks read: Table 1 on each dataset folder, the ablations and the
+    two negative-sample sweeps on the ``study`` folder (the notebooks' default grids)."""
+    out = []
+    for data_dir in datasets:
+        out += specs(data_dir, TABLE1_METHODS, seeds, profile)
+    out += specs(study, ["sprec"], seeds, profile, variants=ABLATIONS)
+    out += specs(study, ["sprec"], negative_seeds, profile, variants=ratio_variants())
+    out += specs(study, ["sprec"], negative_seeds, profile, variants=n_negative_variants())
+    return list(dict.fromkeys(out))  # SPRec itself is in Table 1 and in the ablations
+
+
+def is_done(spec: RunSpec, runs_root: str = "runs", results_root: str = "results/runs") -> bool:
+    """Whether a finished run for ``spec`` exists (committed or local), without printing or training."""
+    from .book import resolve
+
+    for folder in (resolve(results_root) / spec.group() / spec.name, resolve(runs_root) / spec.group() / spec.name):
+        run = _finished(folder)
+        if run is not None and matches(run, spec):
+            return True
+    return False

@@ -88,3 +88,25 @@ def test_a_stale_quick_run_is_remade(tmp_path, monkeypatch):
     write_json({"method": "sft", "final_stage": "sft"}, folder / "FINISHED")
     run = obtain(spec, train=False, quick=True, cache_dir=tmp_path / "cache")
     assert run.folder == folder and experiments.matches(run, spec, quick=True) and run.metrics()["sft"]["rows"] == 8
+
+
+def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
+    from sprec_lib.cli import main
+
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    all_specs = experiments.book_specs(["a/ds1", "a/ds2"], "a/ds1", seeds=(0, 1))
+    # Table 1: 2 datasets x 4 methods x 2 seeds; ablations: 3 variants x 2 seeds (SPRec counted once);
+    # sweeps: 5 ratios + 4 values of N, one seed.
+    assert len(all_specs) == 16 + 6 + 9
+    assert len({s.name + s.data_dir for s in all_specs}) == len(all_specs)
+    spec = RunSpec("a/ds1", "sft", seed=0)
+    assert not experiments.is_done(spec)
+    finished(tmp_path / "results" / "runs" / "ds1-tiny" / "sft-seed0", spec)
+    assert experiments.is_done(spec) and not experiments.is_done(RunSpec("a/ds1", "sft", seed=1))
+    (tmp_path / "ds1").mkdir()
+    assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--study", str(tmp_path / "ds1"), "--seeds", "0"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 4 + 3 + 9 - 1 and "15 runs missing" in out.err  # sft-seed0 is done
+    assert all(line.startswith("sprec train --dataset ") for line in lines)
+    assert not any("--method sft " in line for line in lines)
