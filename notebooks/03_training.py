@@ -41,7 +41,10 @@ train: bool = True  # False: use only runs that exist (committed or local); list
 quick: bool = False  # a few training steps per stage, one seed, under runs/quick (plumbing, not results)
 
 # %% tags=["hide-output"]
+import pandas as pd
+
 from sprec_lib import book, experiments, plots, results
+from sprec_lib.data.sprec_format import read_sprec_folder
 
 quick = book.quick_mode(quick)
 seeds = seeds[:1] if quick else seeds
@@ -98,6 +101,24 @@ if sprec_runs:
                                       title=f"{experiments.RunSpec(data_dir, 'sprec').dataset}: SPRec per iteration ({profile})",
                                       references=others)
     book.record("iterations", int(curves["iteration"].max()))
+
+# %% [markdown]
+# ## What the self-play negatives are (section 4.2)
+#
+# SPRec's claim rests on one mechanism: the model's own recommendations, used as negatives, are
+# the items it over-recommends, so DPO pushes probability away from the popular head, where
+# uniformly random negatives mostly fall on the long tail. Here: the share of each iteration's
+# titles that fall on the 10% of catalogue items most often a training target.
+
+# %%
+negs = [results.negatives_table(run, read_sprec_folder(book.resolve(data_dir))) for run in sprec_runs]
+negs = [n.assign(seed=run.cfg.seed) for n, run in zip(negs, sprec_runs) if n is not None and len(n)]
+if negs:
+    negs = pd.concat(negs, ignore_index=True)
+    fig = plots.plot_negatives_popularity(negs)
+    head_share = negs.groupby("kind")["head_share"].mean()
+    book.record("negatives_head_share", head_share.to_dict())
+    display(negs.groupby(["iteration", "kind"])[["head_share", "top3_share", "distinct"]].mean().round(3))
 
 # %% [markdown]
 # ## Genre fairness per genre (the paper's Fig. 3)

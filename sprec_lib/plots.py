@@ -27,7 +27,9 @@ The runs' figures (notebooks ``03_training`` to ``05_negative_samples``, from th
 * :func:`plot_genre_gu` (table: :func:`sprec_lib.results.genre_gu`): GU per genre and method
   (Fig. 3);
 * :func:`plot_sweep`: a metric against a swept setting, e.g. the random ratio or the number of
-  negatives (Figs. 5 and 6).
+  negatives (Figs. 5 and 6);
+* :func:`plot_negatives_popularity` (table: :func:`sprec_lib.results.negatives_popularity`): how
+  much of SPRec's negatives fall on the popular head, against the positives and a uniform draw.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = [
     "plot_iteration_curves",
     "plot_genre_gu",
     "plot_sweep",
+    "plot_negatives_popularity",
 ]
 
 SFT_STYLE = dict(color="black", linestyle="--", linewidth=1.6)
@@ -355,5 +358,26 @@ def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], xlabel: str,
         ax.grid(True, alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_negatives_popularity(table: pd.DataFrame, head: float = 0.1, title: str = "") -> Figure:
+    """Share of titles on the popularity head per SPRec iteration: the positives and the negatives
+    by source (mean over seeds when ``table`` stacks several), and a uniform draw (dotted)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    for kind, part in table.groupby("kind", sort=False):
+        stats = part.groupby("iteration")["head_share"].mean()
+        ax.plot(stats.index, 100 * stats.values, marker="o",
+                label={"positive": "positives (the rows' targets)", "self": "self-play negatives",
+                       "random": "random negatives"}.get(kind, kind))
+    ax.axhline(100 * head, linestyle=":", color="gray", label="a uniform draw over the catalogue")
+    ax.set_xlabel("self-play iteration")
+    ax.set_ylabel(f"titles among the top {head:.0%} popular items (%)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "How popular SPRec's negatives are")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

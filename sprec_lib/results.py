@@ -73,7 +73,8 @@ def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, dig
 
 
 def export_run(run: Run, dest: str | Path) -> Path:
-    """Copy a run's small result files (config, log, metrics, training losses) to ``dest``, for git.
+    """Copy a run's small result files (config, log, metrics, training losses, and a popularity
+    summary of its self-play negatives: :func:`negatives_popularity`) to ``dest``, for git.
 
     Checkpoints, predictions and negatives stay in the run folder (large, or derived from data
     whose terms forbid redistribution)."""
@@ -89,7 +90,26 @@ def export_run(run: Run, dest: str | Path) -> Path:
     for p in (run.folder / "stages").glob("*/log_history.json"):
         (dest / "losses").mkdir(exist_ok=True)
         shutil.copy2(p, dest / "losses" / f"{p.parent.name}.json")
+    if any(run.folder.glob("negatives/it*.parquet")) and Path(run.cfg.dataset).is_dir():
+        from .data.sprec_format import read_sprec_folder
+
+        table = negatives_popularity(run, read_sprec_folder(run.cfg.dataset))
+        table.to_json(dest / NEGATIVES_SUMMARY, orient="records", indent=1)
     return dest
+
+
+NEGATIVES_SUMMARY = "negatives_popularity.json"  # an export's summary of its self-play negatives
+
+
+def negatives_table(run: Run, ds=None) -> pd.DataFrame | None:
+    """:func:`negatives_popularity` of a run: read from an export's summary, else computed from the
+    run's negatives with dataset ``ds``; None when neither is there."""
+    path = run.folder / NEGATIVES_SUMMARY
+    if path.exists():
+        return pd.read_json(path, orient="records")
+    if ds is not None and any(run.folder.glob("negatives/it*.parquet")):
+        return negatives_popularity(run, ds)
+    return None
 
 
 def last_iterations_mean(run: Run, n: int = 3) -> dict:
@@ -256,3 +276,33 @@ def paper_numbers(path: str | Path | None = None) -> pd.DataFrame:
     frame["value"] = pd.Series(values, index=frame.index, dtype=float)
     frame["table"] = frame["table"].astype(int)
     return frame
+
+
+def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
+    """How popular SPRec's negatives are, iteration by iteration: the mechanism of section 4.2.
+
+    Popularity is an item's count as a target of the training split; the *head* is the ``head``
+    share of catalogue items most often a target (ties broken by id). One row per iteration and
+    kind (``positive``: the rows' targets; ``self`` / ``random``: the negatives of that source):
+    ``head_share`` (share of the titles in the head; a uniform draw over the catalogue scores
+    ``head``), ``top3_share`` (share taken by the three most frequent titles) and ``distinct``
+    (distinct titles / titles). Titles that name no catalogue item are left out.
+    """
+    counts = ds.target_popularity("train")
+    ranked = sorted(ds.catalogue.id_of.values(), key=lambda i: (-counts.get(i, 0), i))
+    head_ids = set(ranked[: max(1, round(head * len(ranked)))])
+    rows = []
+    for path in sorted(run.folder.glob("negatives/it*.parquet"), key=lambda p: int(p.stem[2:])):
+        negs = pd.read_parquet(path)
+        groups = {"positive": list(negs["positive"])}
+        for source, part in negs.groupby("source"):
+            groups[source] = [t for ts in part["negatives"] for t in ts]
+        for kind, titles in groups.items():
+            ids = [ds.catalogue.id_of[t] for t in titles if t in ds.catalogue.id_of]
+            if not ids:
+                continue
+            top3 = sum(c for _, c in pd.Series(ids).value_counts().head(3).items())
+            rows.append({"iteration": int(path.stem[2:]), "kind": kind, "titles": len(ids),
+                         "head_share": sum(i in head_ids for i in ids) / len(ids), "top3_share": top3 / len(ids),
+                         "distinct": len(set(ids)) / len(ids)})
+    return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct"])

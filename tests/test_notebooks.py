@@ -106,6 +106,7 @@ def test_training_notebook(tmp_path, monkeypatch, synthetic_folder):
     assert list(v["table_means"]) == ["sft", "dpo", "sdpo", "sprec"] and in_unit_range(v["table_means"])
     assert len(v["differences_vs_sft"]) == 3 * 9
     assert v["iterations"] == 2 and v["genres"] == 4
+    assert set(v["negatives_head_share"]) == {"positive", "self"} and in_unit_range({"": v["negatives_head_share"]})
     assert len(list((synthetic_folder.parent / "runs" / "quick").glob("synthetic-tiny-*/sprec-seed5/FINISHED"))) == 1
     assert not (synthetic_folder.parent / "results").exists()  # quick runs are never exported
 

@@ -118,3 +118,14 @@ def test_genre_gu_and_sweep_plots():
     fig = plots.plot_sweep(sweep, "random_ratio", ["HR@5"], xlabel="share of random negatives")
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_xdata()) == [0.0, 1.0] and list(line.get_ydata()) == pytest.approx([0.2, 0.5])
+
+
+def test_negatives_popularity_plot():
+    import pandas as pd
+
+    table = pd.DataFrame({"iteration": [1, 1, 1, 1, 2, 2], "kind": ["positive", "self", "positive", "self", "positive", "self"],
+                          "head_share": [0.5, 0.7, 0.5, 0.9, 0.4, 0.6]})
+    fig = plots.plot_negatives_popularity(table, head=0.1)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert list(lines["self-play negatives"].get_ydata()) == pytest.approx([80.0, 60.0])  # mean over seeds, in %
+    assert list(lines["a uniform draw over the catalogue"].get_ydata()) == pytest.approx([10.0, 10.0])

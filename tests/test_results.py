@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sprec_lib.config import run_config
-from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
+from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, negatives_popularity, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
                                last_iterations_mean, paired_differences, run_rows, summary_table)
 from sprec_lib.runs import Run, write_json
 
@@ -159,3 +159,25 @@ def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
     assert "reproduced: (b) SPRec" in out and "pending: (a) DPO" in out
     with pytest.raises(SystemExit, match="no finished runs under"):
         main(["results", str(tmp_path / "nothing")])
+
+
+def test_negatives_popularity_by_brute_force(tmp_path):
+    import pandas as pd
+
+    from sprec_lib.data.synthetic import make_synthetic
+
+    ds = make_synthetic(n_items=20, sizes=(200, 10, 10), seed=7)
+    counts = {i: sum(s.target == i for s in ds.train) for i in ds.catalogue.id_of.values()}
+    ranked = sorted(counts, key=lambda i: (-counts[i], i))
+    title = {i: t for t, i in ds.catalogue.id_of.items()}
+    popular, tail = title[ranked[0]], title[ranked[-1]]
+    run = Run(tmp_path / "sprec-seed0", run_config("tiny", dataset="/x/syn", method="sprec"))
+    (run.folder / "negatives").mkdir()
+    pd.DataFrame({"positive": [popular, tail, tail, tail], "generated": [[popular]] * 4,
+                  "negatives": [[popular], [popular], ["not a title"], [tail]],
+                  "source": ["self", "self", "self", "random"], "in_catalogue": [[True]] * 4}
+                 ).to_parquet(run.negatives_path("it1"))
+    table = negatives_popularity(run, ds).set_index("kind")
+    assert table.loc["positive", "head_share"] == pytest.approx(0.25)  # 1 of 4 positives in the head
+    assert table.loc["self", "titles"] == 2 and table.loc["self", "head_share"] == 1.0  # "not a title" left out
+    assert table.loc["self", "distinct"] == 0.5 and table.loc["random", "head_share"] == 0.0
