@@ -18,9 +18,9 @@
 # %% [markdown]
 # # The paper's claims against our runs
 #
-# One verdict per claim of the paper, on every dataset that has runs: **reproduced** (every part
-# of the claim holds in every seed), **not reproduced** (a part fails), or **pending** (runs
-# missing; the training pages list the commands). A direction holds when the paired difference
+# One verdict per claim of the paper, on every dataset there is: **reproduced** (every part of
+# the claim holds in every seed), **not reproduced** (a part fails), or **pending** (runs
+# missing; the training pages list the commands, `sprec runs missing` prints them all). A direction holds when the paired difference
 # (method − baseline, same seed) has the claimed sign in every seed; "without losing HR@5" holds
 # when the mean drop is smaller than the noise (the larger of the seeds' spread and the binomial
 # standard error of a hit rate over the test rows). The rules live in `sprec_lib.results`
@@ -55,12 +55,12 @@ def table1_rows(name):
         return None
     specs = experiments.specs(str(folder), experiments.TABLE1_METHODS, seeds, profile)
     runs = [run for _, run in experiments.obtain_all(specs, train=False, quick=quick)]
-    return results.run_rows(runs) if runs else None
+    return results.run_rows(runs)
 
 
-rows = {name: table1_rows(name) for name in datasets}
+rows = {book.dataset_folder(name).name: table1_rows(name) for name in datasets}
 rows = {name: r for name, r in rows.items() if r is not None}
-book.record("datasets_with_runs", sorted(rows))
+book.record("datasets_with_runs", sorted(name for name, r in rows.items() if len(r)))
 
 # %% [markdown]
 # ## Table 1: the main claims, per dataset
@@ -77,7 +77,9 @@ if checks is not None:
 
 # %%
 if checks is not None:
-    display(checks.reset_index(level=0).set_index(["claim", "dataset", "method", "metric"]))
+    parts = checks.reset_index(level=0)
+    parts["claim"] = parts["claim"].str.split(")").str[0] + ")"  # (a), (b): the full text is above
+    display(parts[parts["seeds"] > 0].set_index(["dataset", "claim", "method", "metric"]))
 
 # %% [markdown]
 # ## Table 2: the ablations, against SPRec

@@ -170,6 +170,8 @@ def paired_differences(rows: pd.DataFrame, base: str = "sft", columns: list[str]
     (ddof 1; 0 for one seed), ``seeds``, ``sign`` (+1 / −1 when every seed's difference is
     positive / negative, else 0) and ``text`` (``+0.0123 ± 0.0045``)."""
     keys = ["dataset", "profile", "seed"]
+    if rows.empty or by not in rows.columns:
+        return pd.DataFrame(columns=["label", "metric", "mean", "std", "seeds", "sign", "text"])
     columns = [c for c in columns if c in rows.columns]
     base_rows = rows[rows[by] == base].set_index(keys)[columns]
     out = []

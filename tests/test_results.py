@@ -181,3 +181,10 @@ def test_negatives_popularity_by_brute_force(tmp_path):
     assert table.loc["positive", "head_share"] == pytest.approx(0.25)  # 1 of 4 positives in the head
     assert table.loc["self", "titles"] == 2 and table.loc["self", "head_share"] == 1.0  # "not a title" left out
     assert table.loc["self", "distinct"] == 0.5 and table.loc["random", "head_share"] == 0.0
+
+
+def test_claims_on_no_runs_are_pending():
+    import pandas as pd
+
+    checks = claim_checks(pd.DataFrame())
+    assert checks["holds"].isna().all() and set(verdicts(checks)) == {"pending"}
