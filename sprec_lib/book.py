@@ -236,11 +236,11 @@ class NotebookSpec:
 
     ``takes``: which of ``data_dir`` (one executed copy per dataset), ``study_dir`` (one copy, on
     the study dataset: the ablations and negative-sample studies run on MovieLens), ``datasets``
-    (one copy, given every dataset folder there is), ``profile``,
-    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``). A
-    notebook that takes ``profile`` reads runs: the committed results under ``results/runs`` are
-    part of its hash. ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# `` heading), with
-    ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
+    (one copy, given every dataset folder there is), ``profile`` (the notebook reads runs: the
+    committed results and the names of the finished local runs are part of its hash),
+    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``).
+    ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# ``
+    heading), with ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
     """
 
     name: str
@@ -348,7 +348,10 @@ def _content_hash(job: Job) -> str:
     nb = nbformat.read(str(job.source), as_version=4)
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
     data = _fingerprint(job.data) if job.data is not None else None
-    runs = _content_fingerprint(resolve(RESULTS)) if "profile" in job.spec.takes else None
+    runs = None
+    if "profile" in job.spec.takes:  # the committed results, and which local runs have finished
+        local = sorted(p.parent.relative_to(resolve("runs")).as_posix() for p in resolve("runs").glob("*/*/FINISHED"))
+        runs = [_content_fingerprint(resolve(RESULTS)), local]
     blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data,
                        "results": runs}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
