@@ -49,9 +49,8 @@ from sprec_lib.data.sprec_format import read_sprec_folder
 quick = book.quick_mode(quick)
 seeds = seeds[:1] if quick else seeds
 specs = experiments.specs(data_dir, methods, seeds, profile)
-pairs = experiments.obtain_all(specs, train=train, quick=quick)
+pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
 runs = [run for _, run in pairs]
-print(f"{len(runs)} of {len(specs)} runs finished")
 book.record("runs_finished", len(runs))
 book.record("runs_asked", len(specs))
 
@@ -70,8 +69,7 @@ rows = results.run_rows(runs)
 table = results.summary_table(rows) if runs else rows
 if runs:
     book.record("table_shape", list(table.shape))
-    book.record("table_means", {m: table.xs(m, level="method")[results.TABLE_COLUMNS].iloc[0].to_dict()
-                                for m in table.index.get_level_values("method")})
+    book.record("table_means", results.table_means(table))
     display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]
@@ -111,7 +109,8 @@ if sprec_runs:
 # titles that fall on the 10% of catalogue items most often a training target.
 
 # %%
-negs = [results.negatives_table(run, read_sprec_folder(book.resolve(data_dir))) for run in sprec_runs]
+ds = read_sprec_folder(book.resolve(data_dir)) if sprec_runs else None  # read once, for every run
+negs = [results.negatives_table(run, ds) for run in sprec_runs]
 negs = [n.assign(seed=run.cfg.seed) for n, run in zip(negs, sprec_runs) if n is not None and len(n)]
 if negs:
     negs = pd.concat(negs, ignore_index=True)

@@ -46,9 +46,8 @@ quick = book.quick_mode(quick)
 seeds = seeds[:1] if quick else seeds
 specs = experiments.specs(data_dir, ["sprec"], seeds, profile, variants=experiments.ABLATIONS)
 specs += experiments.specs(data_dir, ["sft"], seeds, profile)  # the common start, for reference
-pairs = experiments.obtain_all(specs, train=train, quick=quick)
+pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
 runs = [run for _, run in pairs]
-print(f"{len(runs)} of {len(specs)} runs finished")
 book.record("runs_finished", len(runs))
 book.record("runs_asked", len(specs))
 
@@ -64,8 +63,7 @@ order = ["sft", "sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn"]
 table = results.summary_table(rows, order=order, by="label") if runs else rows
 if runs:
     book.record("table_shape", list(table.shape))
-    book.record("table_means", {m: table.xs(m, level="label")[results.TABLE_COLUMNS].iloc[0].to_dict()
-                                for m in table.index.get_level_values("label")})
+    book.record("table_means", results.table_means(table))
     display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]

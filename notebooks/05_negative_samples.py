@@ -52,14 +52,21 @@ last = 1 if quick else experiments.LAST_ITERATIONS  # quick runs have 2 iteratio
 def sweep(variants, setting, values):
     """Find or train the runs of one sweep; one row per run, the last iterations' mean metrics."""
     specs = experiments.specs(data_dir, ["sprec"], seeds, profile, variants=variants)
-    pairs = experiments.obtain_all(specs, train=train, quick=quick)
-    print(f"{setting}: {len(pairs)} of {len(specs)} runs finished")
+    pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
     runs = [run for _, run in pairs]
     rows = results.run_rows(runs, metrics=lambda run: results.last_iterations_mean(run, last))
     if len(rows):
         by_label = dict(zip(variants, values))
         rows[setting] = [by_label[spec.variant] for spec, _ in pairs]
     return rows
+
+
+def show(rows, setting, xlabel, title):
+    """The sweep's figure and its table (mean over seeds per setting)."""
+    if len(rows):
+        plots.plot_sweep(rows, setting, ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
+                         xlabel=xlabel, title=title)
+        display(rows.groupby(setting)[results.TABLE_COLUMNS].mean())
 
 
 # %% [markdown]
@@ -70,10 +77,7 @@ ratio_rows = sweep(experiments.ratio_variants(ratios), "random_ratio", ratios)
 
 # %%
 book.record("ratio_points", len(ratio_rows))
-if len(ratio_rows):
-    fig = plots.plot_sweep(ratio_rows, "random_ratio", ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
-                           xlabel="share of random negatives", title="SPRec with a share of random negatives")
-    display(ratio_rows.groupby("random_ratio")[results.TABLE_COLUMNS].mean())
+show(ratio_rows, "random_ratio", "share of random negatives", "SPRec with a share of random negatives")
 
 # %% [markdown]
 # ## The number of negatives (Fig. 6)
@@ -83,10 +87,7 @@ n_rows = sweep(experiments.n_negative_variants(n_negatives), "n_negatives", n_ne
 
 # %%
 book.record("n_points", len(n_rows))
-if len(n_rows):
-    fig = plots.plot_sweep(n_rows, "n_negatives", ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
-                           xlabel="self-play negatives per row (N)", title="SPRec with N negatives")
-    display(n_rows.groupby("n_negatives")[results.TABLE_COLUMNS].mean())
+show(n_rows, "n_negatives", "self-play negatives per row (N)", "SPRec with N negatives")
 
 # %% [markdown]
 # ## Summary

@@ -147,6 +147,19 @@ def _finished(folder: Path) -> Run | None:
     return Run(folder) if (folder / "FINISHED").exists() and (folder / "config.json").exists() else None
 
 
+def _folders(spec: RunSpec, quick: bool, runs_root: str, results_root: str) -> tuple[Path, Path]:
+    """Where ``spec``'s exported copy and its local run folder are."""
+    from .book import resolve
+
+    if quick:  # quick runs of same-named test folders must not meet: the group names the data's hash
+        from .pipeline import dataset_hash
+
+        local = resolve(runs_root) / "quick" / f"{spec.group()}-{dataset_hash(resolve(spec.data_dir))[:8]}" / spec.name
+    else:
+        local = resolve(runs_root) / spec.group() / spec.name
+    return resolve(results_root) / spec.group() / spec.name, local
+
+
 def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: str = "runs",
            results_root: str = "results/runs", cache_dir=None) -> Run | None:
     """A finished run for ``spec``: exported, local, or trained now (see the module docstring).
@@ -155,13 +168,7 @@ def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: st
     from .pipeline import train as train_run
     from .results import export_run
 
-    if quick:  # quick runs of same-named test folders must not meet: the group names the data's hash
-        from .pipeline import dataset_hash
-
-        local = resolve(runs_root) / "quick" / f"{spec.group()}-{dataset_hash(resolve(spec.data_dir))[:8]}" / spec.name
-    else:
-        local = resolve(runs_root) / spec.group() / spec.name
-    exported = resolve(results_root) / spec.group() / spec.name
+    exported, local = _folders(spec, quick, runs_root, results_root)
     if not quick:
         run = _finished(exported)
         if run is not None and matches(run, spec):
@@ -186,12 +193,14 @@ def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: st
 
 
 def obtain_all(specs: list[RunSpec], train: bool = True, quick: bool = False, **kw) -> list[tuple[RunSpec, Run]]:
-    """:func:`obtain` for each spec, in order; the (spec, run) pairs that are there."""
+    """:func:`obtain` for each spec, in order; the (spec, run) pairs that are there (their count is
+    printed)."""
     out = []
     for spec in specs:
         run = obtain(spec, train=train, quick=quick, **kw)
         if run is not None:
             out.append((spec, run))
+    print(f"{len(out)} of {len(specs)} runs finished")
     return out
 
 
@@ -210,9 +219,7 @@ def book_specs(datasets: list[str], study: str, seeds=(0, 1, 2), profile: str = 
 
 def is_done(spec: RunSpec, runs_root: str = "runs", results_root: str = "results/runs") -> bool:
     """Whether a finished run for ``spec`` exists (committed or local), without printing or training."""
-    from .book import resolve
-
-    for folder in (resolve(results_root) / spec.group() / spec.name, resolve(runs_root) / spec.group() / spec.name):
+    for folder in _folders(spec, False, runs_root, results_root):
         run = _finished(folder)
         if run is not None and matches(run, spec):
             return True

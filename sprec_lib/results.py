@@ -63,6 +63,11 @@ def summary_table(rows: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, order=
     return table.reindex(names, level=by)
 
 
+def table_means(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS) -> dict:
+    """``{method or label: {metric: mean}}`` of a :func:`summary_table` of one dataset and profile."""
+    return {name: row[columns].to_dict() for name, row in table.droplevel(["dataset", "profile"]).iterrows()}
+
+
 def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, digits: int = 4) -> pd.DataFrame:
     """``mean +- std`` strings for a printed or rendered table."""
     out = pd.DataFrame(index=table.index)

@@ -133,4 +133,6 @@ def test_results_notebook(tmp_path, monkeypatch, synthetic_folder):
     assert set(v["table1_verdicts"]) == {"synthetic"} and list(v["table1_verdicts"]["synthetic"]) == list(CLAIMS)
     assert set(v["table1_verdicts"]["synthetic"].values()) <= words
     assert list(v["table2_verdicts"]) == list(ABLATION_CLAIMS) and set(v["table2_verdicts"].values()) <= words
-    assert v["paper_numbers"] >= 0
+    from sprec_lib.results import paper_numbers
+
+    assert v["paper_numbers"] == len(paper_numbers())

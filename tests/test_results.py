@@ -6,7 +6,7 @@ import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, negatives_popularity, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
-                               last_iterations_mean, paired_differences, run_rows, summary_table)
+                               last_iterations_mean, paired_differences, run_rows, summary_table, table_means)
 from sprec_lib.runs import Run, write_json
 
 
@@ -188,3 +188,9 @@ def test_claims_on_no_runs_are_pending():
 
     checks = claim_checks(pd.DataFrame())
     assert checks["holds"].isna().all() and set(verdicts(checks)) == {"pending"}
+
+
+def test_table_means():
+    rows = rows_frame({("sft", 0): {"HR@5": 0.1}, ("sft", 1): {"HR@5": 0.3}, ("sprec", 0): {"HR@5": 0.5}})
+    assert table_means(summary_table(rows, columns=["HR@5"]), columns=["HR@5"]) == {
+        "sft": {"HR@5": pytest.approx(0.2)}, "sprec": {"HR@5": 0.5}}
