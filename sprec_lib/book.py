@@ -443,6 +443,12 @@ def _stamp(output: Path, digest: str, job: Job) -> None:
             if cell.cell_type == "markdown" and cell.source.startswith("# "):
                 cell.source = "\n".join([f"# {title}", *cell.source.split("\n")[1:]])
                 break
+    # papermill records absolute paths of this machine; the committed copy names them from the
+    # repository root, like the rest of the book.
+    paths = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in paths:
+            paths[key] = portable_path(Path(paths[key]))
     nb.metadata["sprec_book"] = {
         "hash": digest,
         "source": f"notebooks/{job.source.name}",

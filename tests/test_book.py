@@ -84,8 +84,11 @@ def test_unchanged_notebooks_are_skipped(built, capsys):
                                study=str(built["data"]))
     assert again == copies and {p: p.stat().st_mtime_ns for p in copies} == before
     assert capsys.readouterr().out.count("up to date") == len(copies)
-    meta = json.loads(copies[0].read_text(encoding="utf-8"))["metadata"]["sprec_book"]
+    metadata = json.loads(copies[0].read_text(encoding="utf-8"))["metadata"]
+    meta = metadata["sprec_book"]
     assert meta["parameters"] == {"quick": True} and meta["source"] == "notebooks/01_theorem.ipynb"
+    # papermill's own record names the notebook from the repository root, not this machine's path.
+    assert metadata["papermill"]["input_path"] == "notebooks/01_theorem.ipynb"
 
 
 def test_changed_dataset_files_change_the_hash(built):
