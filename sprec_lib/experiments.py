@@ -54,19 +54,24 @@ ABLATION_LABELS = {"": "SPRec", "nosft": "SPRec-noSFT", "nodpo": "SPRec-noDPO", 
 # Section 5.4 trains each iteration on 1,024 rows and averages the last three of five iterations.
 NEGATIVE_STUDY: tuple[str, ...] = ("sprec.train_rows=1024", "sprec.iterations=5")
 LAST_ITERATIONS = 3
+# The point both sweeps share: SPRec itself on those settings (no random negatives, N = 1). One run
+# serves as ratio 0 of Fig. 5 and as N = 1 of Fig. 6, instead of two runs of the same recipe.
+STUDY_SPREC = "n1024"
 
 
 def ratio_variants(ratios=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict[str, tuple[str, ...]]:
     """The random-ratio sweep (Fig. 5): a share ``r`` of each iteration's negatives drawn at random,
-    the rest self-play."""
-    return {f"ratio{r:g}-n1024": NEGATIVE_STUDY + ("sprec.negatives=mix", f"sprec.random_ratio={r:g}")
+    the rest self-play (``r = 0`` is :data:`STUDY_SPREC`)."""
+    return {(STUDY_SPREC if r == 0 else f"ratio{r:g}-n1024"):
+            NEGATIVE_STUDY + (() if r == 0 else ("sprec.negatives=mix", f"sprec.random_ratio={r:g}"))
             for r in ratios}
 
 
 def n_negative_variants(ns=(1, 2, 3, 4)) -> dict[str, tuple[str, ...]]:
     """The number of self-play negatives N (Fig. 6): beam search, the N most probable distinct titles,
-    S-DPO's loss over them (N = 1 is plain SPRec's DPO step)."""
-    return {f"neg{n}-n1024": NEGATIVE_STUDY + (f"sprec.n_negatives={n}",) for n in ns}
+    S-DPO's loss over them (N = 1 is plain SPRec's DPO step, :data:`STUDY_SPREC`)."""
+    return {(STUDY_SPREC if n == 1 else f"neg{n}-n1024"):
+            NEGATIVE_STUDY + (() if n == 1 else (f"sprec.n_negatives={n}",)) for n in ns}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,11 @@ def test_names_commands_and_variants():
     assert [s.name for s in specs[:4]] == ["sprec-seed0", "sprec-nosft-seed0", "sprec-nodpo-seed0", "sprec-rn-seed0"]
     assert len(specs) == 8
     ratio = experiments.ratio_variants((0.0, 0.5))
-    assert list(ratio) == ["ratio0-n1024", "ratio0.5-n1024"]
+    assert list(ratio) == ["n1024", "ratio0.5-n1024"]
+    # Ratio 0 and N = 1 are one recipe (SPRec on the study settings), so one run serves both sweeps.
+    same = RunSpec("d", "sprec", overrides=ratio["n1024"]).config().sprec
+    assert ratio["n1024"] == experiments.n_negative_variants((1,))["n1024"] == experiments.NEGATIVE_STUDY
+    assert (same.negatives, same.random_ratio, same.n_negatives, same.train_rows) == ("self", 0.0, 1, 1024)
     cfg = RunSpec("d", "sprec", variant="ratio0.5-n1024", overrides=ratio["ratio0.5-n1024"]).config()
     assert (cfg.sprec.negatives, cfg.sprec.random_ratio, cfg.sprec.train_rows, cfg.sprec.iterations) == ("mix", 0.5, 1024, 5)
     assert RunSpec("d", "sprec", overrides=experiments.n_negative_variants((3,))["neg3-n1024"]).config().sprec.n_negatives == 3
@@ -96,8 +100,8 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
     all_specs = experiments.book_specs(["a/ds1", "a/ds2"], "a/ds1", seeds=(0, 1))
     # Table 1: 2 datasets x 4 methods x 2 seeds; ablations: 3 variants x 2 seeds (SPRec counted once);
-    # sweeps: 5 ratios + 4 values of N, one seed.
-    assert len(all_specs) == 16 + 6 + 9
+    # sweeps: 5 ratios + 4 values of N, one seed, sharing one run (ratio 0 = N 1).
+    assert len(all_specs) == 16 + 6 + 8
     assert len({s.name + s.data_dir for s in all_specs}) == len(all_specs)
     spec = RunSpec("a/ds1", "sft", seed=0)
     assert not experiments.is_done(spec)
@@ -107,6 +111,6 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--study", str(tmp_path / "ds1"), "--seeds", "0"]) == 0
     out = capsys.readouterr()
     lines = out.out.splitlines()
-    assert len(lines) == 4 + 3 + 9 - 1 and "15 runs missing" in out.err  # sft-seed0 is done
+    assert len(lines) == 4 + 3 + 8 - 1 and "14 runs missing" in out.err  # sft-seed0 is done
     assert all(line.startswith("sprec train --dataset ") for line in lines)
     assert not any("--method sft " in line for line in lines)
