@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from sprec_lib.config import run_config
@@ -44,8 +45,6 @@ def test_iteration_curves(tmp_path):
 
 def rows_frame(values):
     """A run_rows-shaped frame from {(label, seed): {metric: value}} on one dataset (1000 test rows)."""
-    import pandas as pd
-
     return pd.DataFrame([{"dataset": "d", "profile": "tiny", "method": label.split("-")[0], "label": label,
                           "seed": seed, "rows": 1000, **m} for (label, seed), m in values.items()])
 
@@ -120,8 +119,6 @@ def test_verdicts_and_ablation_claims():
                        ("sprec-rn", 0): {**base, "DivRatio@1": 0.1, "ORRatio@1": 0.1}})
     checks = claim_checks(rows, base="sprec", claims=ABLATION_CLAIMS)
     assert verdicts(checks).tolist() == ["reproduced (1 seed)", "reproduced (1 seed)", "not reproduced (1 seed)"]  # RN: ORRatio fell
-    import pandas as pd
-
     two = pd.concat([rows, rows.assign(seed=1)])
     assert verdicts(claim_checks(two, base="sprec", claims=ABLATION_CLAIMS)).tolist() == ["reproduced", "reproduced", "not reproduced"]
     missing = claim_checks(rows[rows["label"] != "sprec-rn"], base="sprec", claims=ABLATION_CLAIMS)
@@ -167,8 +164,6 @@ def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
 
 
 def test_negatives_popularity_by_brute_force(tmp_path):
-    import pandas as pd
-
     from sprec_lib.data.synthetic import make_synthetic
 
     ds = make_synthetic(n_items=20, sizes=(200, 10, 10), seed=7)
@@ -189,8 +184,6 @@ def test_negatives_popularity_by_brute_force(tmp_path):
 
 
 def test_claims_on_no_runs_are_pending():
-    import pandas as pd
-
     checks = claim_checks(pd.DataFrame())
     assert checks["holds"].isna().all() and set(verdicts(checks)) == {"pending"}
 
