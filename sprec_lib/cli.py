@@ -102,7 +102,8 @@ def cmd_train(args) -> None:
     from .pipeline import train
 
     cfg = run_config(args.profile, args.set, dataset=str(Path(args.dataset).resolve()), method=args.method, seed=args.seed)
-    run = train(cfg, args.out, cache_dir=args.cache_dir)
+    minutes = None if args.no_checkpoints else args.checkpoint_minutes
+    run = train(cfg, args.out, cache_dir=args.cache_dir, checkpoint_minutes=minutes)
     _show(metrics_table(run))
 
 
@@ -212,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override a RunConfig field, dotted for sections: --set sprec.iterations=3")
     tr.add_argument("--cache-dir", default=None)
+    tr.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                    help="inside a stage, save a trainer checkpoint to resume from every this many minutes")
+    tr.add_argument("--no-checkpoints", action="store_true", help="no checkpoints inside a stage (resume stage by stage)")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run's model (the final stage by default)")

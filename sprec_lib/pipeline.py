@@ -95,8 +95,9 @@ def shared_stage_lock(path: Path, on_wait=lambda: None):
 class Pipeline:
     """The model in memory, the stage it came from, and the run it belongs to."""
 
-    def __init__(self, run: Run, ds: Dataset, cache_dir=None):
+    def __init__(self, run: Run, ds: Dataset, cache_dir=None, checkpoint_minutes: float | None = 10.0):
         self.run, self.cfg, self.ds, self.cache_dir = run, run.cfg, ds, cache_dir
+        self.checkpoint_minutes = checkpoint_minutes  # passed to every trainer (trainers._train)
         self.model = self.tokenizer = None
         self.at: str | None = "nothing"
         self._grounder = None
@@ -153,10 +154,14 @@ class Pipeline:
             tmp.replace(cached)
 
     def _train_stage(self, name: str, start: str | None, fn) -> None:
+        from . import trainers
+
         run = self.run
         self.load(start)
         seed = PRETRAIN_SEED if name == "pretrain" else stage_seed(self.cfg.seed, name)
         run.log(f"stage {name}: starting from {start or 'the base model'} (seed {seed})")
+        if resume := trainers.last_checkpoint(run.stage_dir(name)):
+            run.log(f"stage {name}: resuming from {resume.name} (its trainer state, optimizer and RNG)")
         model = fn(self.model, self.tokenizer, seed, run.stage_dir(name))
         models.save(model, self.tokenizer, run.model_dir(name))
         self.model, self.at = model, name
@@ -193,7 +198,7 @@ class Pipeline:
         from . import trainers
 
         self.stage("pretrain", None, lambda m, t, seed, out: trainers.pretrain(
-            m, t, pretrain_texts(self.ds), self.cfg.pretrain, out, seed))
+            m, t, pretrain_texts(self.ds), self.cfg.pretrain, out, seed, checkpoint_minutes=self.checkpoint_minutes))
         return "pretrain"
 
     def sft_stage(self, start: str | None) -> str:
@@ -204,7 +209,7 @@ class Pipeline:
         def fn(model, tokenizer, seed, out):
             if self.cfg.model.lora and not hasattr(model, "peft_config"):
                 model = models.add_lora(model, self.cfg.model)
-            return trainers.sft(model, tokenizer, rows, self.cfg.sft, out, seed)
+            return trainers.sft(model, tokenizer, rows, self.cfg.sft, out, seed, checkpoint_minutes=self.checkpoint_minutes)
 
         self.stage("sft", start, fn)
         return "sft"
@@ -219,7 +224,7 @@ class Pipeline:
         negs = negatives_for(rows, self.ds, SPRecConfig(negatives="random", n_negatives=n_negatives), rng)
         pairs, _ = preference_rows(rows, negs, self.ds, n_negatives, stage_cfg.template)
         train = trainers.dpo if n_negatives == 1 else trainers.sdpo
-        self.stage(name, start, lambda m, t, seed, out: train(m, t, pairs, stage_cfg, out, seed))
+        self.stage(name, start, lambda m, t, seed, out: train(m, t, pairs, stage_cfg, out, seed, checkpoint_minutes=self.checkpoint_minutes))
         return name
 
     def sprec_iterations(self, start: str) -> str:
@@ -249,7 +254,7 @@ class Pipeline:
                          f"no title parsed); {in_cat:.1%} of the negatives are catalogue titles")
             if cfg.sft_step:
                 self.stage(f"it{it}-sft", prev, lambda m, t, seed, out: trainers.sft(
-                    m, t, sft_rows(rows, self.ds), cfg.sft, out, seed, eval_rows=sft_rows(valid, self.ds)))
+                    m, t, sft_rows(rows, self.ds), cfg.sft, out, seed, eval_rows=sft_rows(valid, self.ds), checkpoint_minutes=self.checkpoint_minutes))
                 prev = f"it{it}-sft"
             if cfg.dpo_step:
                 train = trainers.dpo if cfg.n_negatives == 1 else trainers.sdpo
@@ -258,7 +263,7 @@ class Pipeline:
                     if not pairs:  # every negative was skipped: nothing to learn from
                         self.run.log(f"it{it}-dpo: no preference pairs; the model passes through unchanged")
                         return m
-                    return train(m, t, pairs, cfg.dpo, out, seed)
+                    return train(m, t, pairs, cfg.dpo, out, seed, checkpoint_minutes=self.checkpoint_minutes)
 
                 self.stage(f"it{it}-dpo", prev, dpo_step)
                 prev = f"it{it}-dpo"
@@ -266,13 +271,17 @@ class Pipeline:
         return prev
 
 
-def train(cfg: RunConfig, folder: str | Path, cache_dir=None) -> Run:
-    """Run (or resume) ``cfg.method`` in ``folder``; returns the run (metrics under ``metrics/``)."""
+def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes: float | None = 10.0) -> Run:
+    """Run (or resume) ``cfg.method`` in ``folder``; returns the run (metrics under ``metrics/``).
+
+    A stage cut short resumes from its latest checkpoint, saved every ``checkpoint_minutes`` of
+    training (None: no checkpoints inside a stage; the run still resumes stage by stage). The
+    interval is not part of the run's config: it changes when work is saved, not the result."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r} (methods: {', '.join(METHODS)})")
     run = Run(folder, cfg)
     ds = read_sprec_folder(cfg.dataset)
-    p = Pipeline(run, ds, cache_dir)
+    p = Pipeline(run, ds, cache_dir, checkpoint_minutes)
     run.log(f"{cfg.method} on {ds.name} ({cfg.profile} profile, seed {cfg.seed})")
     start = p.base_stage()
     last = p.sft_stage(start)

@@ -6,14 +6,16 @@ RUN/log.txt                  what happened, appended
 RUN/stages/<stage>/model/    the checkpoint after the stage (a full model, or a LoRA adapter)
 RUN/stages/<stage>/log_history.json   the trainer's losses
 RUN/stages/<stage>/DONE      written last: the stage finished
+RUN/stages/<stage>/checkpoint-<step>/  while a stage trains: its latest trainer checkpoint
 RUN/negatives/<stage>.parquet         self-play negatives
 RUN/predictions/<stage>.parquet       evaluation predictions
 RUN/metrics/<stage>.json              evaluation metrics
 ```
 
 Running again on the same folder skips every stage whose ``DONE`` marker exists and starts the
-first unfinished one from the last finished checkpoint; every stage seeds itself from the run's
-seed and its own name, so a resumed run ends where an uninterrupted one would.
+first unfinished one from the last finished stage's model, or from the unfinished stage's latest
+trainer checkpoint where it has one (saved every few minutes of training); every stage seeds
+itself from the run's seed and its own name, so a resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -100,9 +102,12 @@ class Run:
         self.log(f"stage {stage} done {info if info else ''}")
 
     def clear(self, stage: str) -> None:
-        """Remove what an interrupted attempt at ``stage`` left behind."""
+        """Remove what an interrupted attempt at ``stage`` left behind, except its trainer
+        checkpoints (``checkpoint-<step>/``), from which the stage resumes."""
         if self.stage_dir(stage).exists() and not self.done(stage):
-            shutil.rmtree(self.stage_dir(stage))
+            for path in self.stage_dir(stage).iterdir():
+                if not (path.is_dir() and path.name.startswith("checkpoint-")):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def model_dir(self, stage: str) -> Path:
         return self.stage_dir(stage) / "model"

@@ -43,28 +43,38 @@ def test_sprec_run_folder_and_metrics(dataset, tmp_path):
     assert all(before[p] == t for p, t in after.items())
 
 
-def test_interrupted_run_resumes_to_the_same_metrics(dataset, tmp_path, monkeypatch):
-    """Kill a run in the middle of its first DPO step; the resumed run ends exactly where an
-    uninterrupted run with the same seed ends (separate caches: nothing is shared between them)."""
+@pytest.mark.parametrize("checkpoint_minutes", [None, 0])
+def test_interrupted_run_resumes_to_the_same_metrics(dataset, tmp_path, monkeypatch, checkpoint_minutes):
+    """Kill a run at the second training step of its first DPO stage; the resumed run ends exactly
+    where an uninterrupted run with the same seed ends (separate caches: nothing is shared between
+    them). Without checkpoints the stage starts again; with a checkpoint after every step
+    (``checkpoint_minutes=0``) it resumes from ``checkpoint-1``."""
     whole = train(config(dataset), tmp_path / "whole", cache_dir=tmp_path / "cache-a").metrics()
 
     calls = {"n": 0}
     original = trl.DPOTrainer.training_step
+    micro_batches = config(dataset).sprec.dpo.grad_accum  # training_step runs once per micro-batch
 
     def crash_on_second_step(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == micro_batches + 1:
             raise KeyboardInterrupt("simulated interruption mid-DPO")
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(trl.DPOTrainer, "training_step", crash_on_second_step)
     with pytest.raises(KeyboardInterrupt):
-        train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b")
+        train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b", checkpoint_minutes=checkpoint_minutes)
     run = Run(tmp_path / "resumed")
     assert run.done("it1-sft") and not run.done("it1-dpo") and run.stage_dir("it1-dpo").exists()
+    checkpoints = [p.name for p in run.stage_dir("it1-dpo").glob("checkpoint-*")]
+    assert checkpoints == ([] if checkpoint_minutes is None else ["checkpoint-1"])
     monkeypatch.setattr(trl.DPOTrainer, "training_step", original)
-    resumed = train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b").metrics()
+    resumed = train(config(dataset), tmp_path / "resumed", cache_dir=tmp_path / "cache-b",
+                    checkpoint_minutes=checkpoint_minutes).metrics()
     assert resumed == whole
+    resumed_from = "stage it1-dpo: resuming from checkpoint-1" in (run.folder / "log.txt").read_text()
+    assert resumed_from == (checkpoint_minutes == 0)
+    assert not list(run.folder.rglob("checkpoint-*"))  # deleted as each stage finished
 
 
 def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):

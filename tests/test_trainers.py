@@ -353,3 +353,74 @@ def test_stages_chain_and_return_plain_models(ds, tok, tmp_path):
         clone.model.norm.weight.mul_(2.0)
         ids = torch.tensor([tok(sft_rows(ds, 1)[0]["prompt"])["input_ids"]])
         assert not torch.allclose(model(input_ids=ids).logits, clone(input_ids=ids).logits)
+
+
+# -- checkpoints inside a stage -----------------------------------------------------------------
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo", "sdpo"])
+def test_stage_resumes_from_its_checkpoint_to_the_same_weights(ds, tok, tmp_path, kind, monkeypatch):
+    """Kill a stage at the start of its 4th of 6 steps (checkpoints after every step); run it again
+    in the same folder: it resumes from ``checkpoint-3`` and ends with the weights and losses of an
+    uninterrupted run. Dropout stays on in SFT, so the restored RNG state matters there."""
+    cfg = dataclasses.replace(CFG, epochs=3, batch_size=2, lr=1e-2)  # 4 rows / 2 per batch x 3 epochs
+    rows = {"sft": sft_rows, "dpo": dpo_rows, "sdpo": sdpo_rows}[kind](ds, 4)
+    train = getattr(trainers, kind)
+
+    def stage(out, **kw):
+        model = tiny_model(tok)
+        for module in model.modules():
+            if hasattr(module, "attention_dropout"):  # Llama's attention reads it at every forward
+                module.attention_dropout = 0.1
+        return train(model, tok, rows, cfg, out, 0, **kw)
+
+    whole = stage(tmp_path / "whole", checkpoint_minutes=None)
+    assert not list((tmp_path / "whole").glob("checkpoint-*"))
+
+    class Steps(trainers.TrainerCallback):
+        def __init__(self, stop_at=None):
+            self.stop_at, self.trained = stop_at, []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == self.stop_at:
+                raise Interrupt
+            self.trained.append(state.global_step + 1)
+
+    original = trainers._train
+
+    def with_callback(callback):
+        def train_with(trainer, out_dir, checkpoint_minutes):
+            trainer.add_callback(callback)
+            return original(trainer, out_dir, checkpoint_minutes)
+        monkeypatch.setattr(trainers, "_train", train_with)
+        return callback
+
+    with_callback(Steps(stop_at=3))
+    with pytest.raises(Interrupt):
+        stage(tmp_path / "cut", checkpoint_minutes=0)
+    assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-3"]  # only the latest kept
+    assert trainers.last_checkpoint(tmp_path / "cut").name == "checkpoint-3"
+
+    second = with_callback(Steps())
+    resumed = stage(tmp_path / "cut", checkpoint_minutes=0)
+    assert second.trained == [4, 5, 6]  # steps 1-3 came from the checkpoint
+    assert not list((tmp_path / "cut").glob("checkpoint-*"))  # deleted once the stage has finished
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not torch.allclose(a["model.norm.weight"], tiny_model(tok).state_dict()["model.norm.weight"])  # it trained
+    assert losses_logged(tmp_path / "cut") == pytest.approx(losses_logged(tmp_path / "whole"), abs=1e-6)
+    assert len(losses_logged(tmp_path / "whole")) == 6
+
+
+def test_last_checkpoint_passes_over_one_cut_short_while_saving(tmp_path):
+    for step, complete in [(2, True), (10, True), (12, False)]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert trainers.last_checkpoint(tmp_path).name == "checkpoint-10"  # 10 > 2 by number, not by name
+    assert trainers.last_checkpoint(tmp_path / "missing") is None
