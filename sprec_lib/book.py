@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -422,13 +423,35 @@ def run_notebooks(
             done.append(job.output)
             continue
         tqdm.write(f"running {job.source.name} -> {rel} with {job.parameters}")
-        pm.execute_notebook(
-            str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
-            kernel_name="python3", progress_bar=True, log_output=log_output,
-        )
+        with _kernel_warning_filter():
+            pm.execute_notebook(
+                str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
+                kernel_name="python3", progress_bar=True, log_output=log_output,
+            )
         _stamp(job.output, _content_hash(job), job)  # after the run: it may have exported results
         done.append(job.output)
     return done
+
+
+# In a kernel without ipywidgets, importing ``tqdm.auto`` warns "IProgress not found" (and falls
+# back to text bars); the warning names this machine's venv path and would sit in every executed
+# page. JupyterLab users still see it, with its advice to install ipywidgets.
+KERNEL_WARNING_FILTER = "ignore:IProgress not found"
+
+
+@contextmanager
+def _kernel_warning_filter():
+    """Add :data:`KERNEL_WARNING_FILTER` to ``PYTHONWARNINGS`` (comma-separated) for the kernels
+    papermill starts (they inherit our environment); put back afterwards."""
+    saved = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(x for x in (saved, KERNEL_WARNING_FILTER) if x)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONWARNINGS")
+        else:
+            os.environ["PYTHONWARNINGS"] = saved
 
 
 def _stamp(output: Path, digest: str, job: Job) -> None:
