@@ -1,5 +1,5 @@
 """What a checkpoint inside a stage costs: seconds to save one, its size, and the share of training
-time it takes at the default interval (``sprec_lib.trainers.CHECKPOINT_MINUTES``).
+time it takes at the default interval (``sprec_lib.runs.CHECKPOINT_MINUTES``).
 
     python benchmarks/checkpoints.py --steps 8 --repeats 3
 
@@ -33,7 +33,7 @@ from sprec_lib import models, trainers  # noqa: E402
 from sprec_lib.config import run_config  # noqa: E402
 from sprec_lib.data.sprec_format import read_sprec_folder  # noqa: E402
 from sprec_lib.pipeline import sft_rows  # noqa: E402
-from sprec_lib.runs import versions  # noqa: E402
+from sprec_lib.runs import CHECKPOINT_MINUTES, versions  # noqa: E402
 
 
 def main() -> None:
@@ -82,7 +82,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in timings.items()}
     per_checkpoint = (med["every step"] - med["none"]) / args.steps
-    interval = trainers.CHECKPOINT_MINUTES * 60
+    interval = CHECKPOINT_MINUTES * 60
     result = {
         "profile": "tiny", "dataset": folder.name, "steps": args.steps, "repeats": args.repeats, "threads": 1,
         "parameters": sum(p.numel() for p in models.build_tiny_model(cfg.model, tokenizer, seed=0).parameters()),
@@ -95,7 +95,7 @@ def main() -> None:
     for k, v in med.items():
         print(f"| checkpoints {k} | {v:.1f} |")
     print(f"\none checkpoint: {per_checkpoint:.2f} s, {size_mb:.1f} MB on disk; "
-          f"at one per {trainers.CHECKPOINT_MINUTES:g} min of training: {per_checkpoint / interval:.2%} of the time")
+          f"at one per {CHECKPOINT_MINUTES:g} min of training: {per_checkpoint / interval:.2%} of the time")
     path = ROOT / "benchmarks" / "results" / "checkpoints-tiny.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")

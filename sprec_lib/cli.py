@@ -11,6 +11,7 @@ import pandas as pd
 
 from .config import ConfigError, PrepareConfig, override
 from .data import DataFormatError
+from .runs import CHECKPOINT_MINUTES
 
 
 def _show(table: pd.DataFrame) -> None:
@@ -213,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override a RunConfig field, dotted for sections: --set sprec.iterations=3")
     tr.add_argument("--cache-dir", default=None)
-    tr.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                    help="inside a stage, save a trainer checkpoint to resume from every this many minutes")
+    tr.add_argument("--checkpoint-minutes", type=float, default=CHECKPOINT_MINUTES, metavar="M",
+                    help="inside a stage, save a trainer checkpoint to resume from every M minutes of training (default %(default)s)")
     tr.add_argument("--no-checkpoints", action="store_true", help="no checkpoints inside a stage (resume stage by stage)")
     tr.set_defaults(func=cmd_train)
 

@@ -35,7 +35,7 @@ from .data import Dataset
 from .data.sprec_format import read_sprec_folder
 from .evaluation import evaluate
 from .prompts import input_text, prompt, target_completion
-from .runs import Run, stage_seed, write_json
+from .runs import CHECKPOINT_MINUTES, Run, stage_seed, write_json
 from .selfplay import negatives_for, preference_rows, sample_rows
 
 PRETRAIN_SEED = 0
@@ -95,7 +95,7 @@ def shared_stage_lock(path: Path, on_wait=lambda: None):
 class Pipeline:
     """The model in memory, the stage it came from, and the run it belongs to."""
 
-    def __init__(self, run: Run, ds: Dataset, cache_dir=None, checkpoint_minutes: float | None = 10.0):
+    def __init__(self, run: Run, ds: Dataset, cache_dir=None, checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
         self.run, self.cfg, self.ds, self.cache_dir = run, run.cfg, ds, cache_dir
         self.checkpoint_minutes = checkpoint_minutes  # passed to every trainer (trainers._train)
         self.model = self.tokenizer = None
@@ -271,7 +271,7 @@ class Pipeline:
         return prev
 
 
-def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes: float | None = 10.0) -> Run:
+def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes: float | None = CHECKPOINT_MINUTES) -> Run:
     """Run (or resume) ``cfg.method`` in ``folder``; returns the run (metrics under ``metrics/``).
 
     A stage cut short resumes from its latest checkpoint, saved every ``checkpoint_minutes`` of

@@ -30,6 +30,9 @@ from pathlib import Path
 
 from .config import RunConfig, from_dict, to_dict
 
+# Minutes of training between two trainer checkpoints inside a stage (sprec_lib.trainers._train).
+CHECKPOINT_MINUTES = 10.0
+
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "tokenizers", "sentence-transformers", "sprec-book")
 
 

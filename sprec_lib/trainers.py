@@ -26,7 +26,7 @@ Choices shared by all stages (:func:`training_args`):
   latest is kept), and :func:`_train` resumes from the latest one it finds there, so a stage killed
   after an hour loses at most ``checkpoint_minutes``. The checkpoints are deleted when the stage
   finishes: the run folder saves the returned model itself. A time interval rather than a step
-  interval, because a step costs 100x more on our CPU than on a GPU. Resuming is exact: the trainer
+  interval, because a step costs far more on our CPU than on a GPU. Resuming is exact: the trainer
   restores the RNG states and skips the batches already seen (``tests/test_trainers.py`` compares
   a resumed stage with an uninterrupted one).
 * Reference model of DPO and S-DPO: the model the stage starts from (the SFT model). For a
@@ -68,13 +68,12 @@ from trl.trainer.utils import pad, use_adapter
 
 from .config import StageConfig
 from .losses import sdpo_loss
+from .runs import CHECKPOINT_MINUTES
 
 # trl tokenizes a stage's rows with ``datasets.map``, a few seconds with a progress bar per pass;
 # the trainer's own bar (steps, loss) is the one worth watching, and the per-pass bars flood logs
 # and notebook pages.
 datasets.disable_progress_bars()
-
-CHECKPOINT_MINUTES = 10.0  # default interval between checkpoints inside a stage (None: none)
 
 
 def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, **extra):

@@ -130,3 +130,22 @@ def test_shared_stage_lock_makes_a_second_run_wait(tmp_path):
         events.append("first releases")
     thread.join()
     assert events == ["first holds", "second waits", "first releases", "second holds"]
+
+
+@pytest.mark.parametrize("flags, minutes", [([], 10.0), (["--checkpoint-minutes", "2.5"], 2.5), (["--no-checkpoints"], None)])
+def test_cli_train_passes_the_checkpoint_interval(dataset, tmp_path, monkeypatch, flags, minutes):
+    import sprec_lib.pipeline
+
+    seen = {}
+
+    class NoMetrics:
+        def metrics(self):
+            return {}
+
+    def fake_train(cfg, folder, cache_dir=None, checkpoint_minutes="unset"):
+        seen["minutes"] = checkpoint_minutes
+        return NoMetrics()
+
+    monkeypatch.setattr(sprec_lib.pipeline, "train", fake_train)
+    main(["train", "--dataset", str(dataset), "--method", "sft", "--out", str(tmp_path / "run"), *flags])
+    assert seen["minutes"] == minutes
