@@ -143,7 +143,8 @@ class Pipeline:
         with shared_stage_lock(cached.with_name(cached.name + ".lock"), lambda: run.log(
                 f"stage {name}: waiting for another run that trains it ({cached.name})")):
             if (cached / "DONE").exists():
-                shutil.copytree(cached, run.stage_dir(name), dirs_exist_ok=True)
+                shutil.rmtree(run.stage_dir(name), ignore_errors=True)  # e.g. our own interrupted attempt's checkpoints
+                shutil.copytree(cached, run.stage_dir(name))
                 run.log(f"stage {name}: reused {cached}")
                 return
             self._train_stage(name, start, fn)

@@ -80,10 +80,13 @@ def test_interrupted_run_resumes_to_the_same_metrics(dataset, tmp_path, monkeypa
 def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
     cache = tmp_path / "cache"
     dpo = train(config(dataset, "dpo"), tmp_path / "dpo", cache_dir=cache)
+    stale = tmp_path / "sdpo" / "stages" / "sft" / "checkpoint-7"  # as if its own SFT had been cut short
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text("{}")
     sdpo = train(config(dataset, "sdpo"), tmp_path / "sdpo", cache_dir=cache)
     assert list(dpo.metrics()) == ["sft", "dpo"] and list(sdpo.metrics()) == ["sft", "sdpo"]
-    # Same seed and SFT settings: the second run reused the first run's SFT model.
-    assert "reused" in (sdpo.folder / "log.txt").read_text()
+    # Same seed and SFT settings: the second run reused the first run's SFT model (not its own checkpoint).
+    assert "reused" in (sdpo.folder / "log.txt").read_text() and not stale.exists()
     assert dpo.metrics()["sft"] == sdpo.metrics()["sft"]
 
 
