@@ -61,7 +61,9 @@ def main() -> None:
 
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            CheckpointSize.mb = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file()) / 2**20
+            self.mb = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file()) / 2**20
+
+    size = CheckpointSize()
 
     timings: dict[str, list[float]] = {"every step": [], "none": []}
     work = Path(tempfile.mkdtemp(prefix="sprec-ckpt-bench-"))
@@ -71,21 +73,21 @@ def main() -> None:
                 out = work / f"{label.replace(' ', '-')}-{r}"
                 model = models.build_tiny_model(cfg.model, tokenizer, seed=0)
                 trainer = trainers.make_sft_trainer(model, tokenizer, rows, stage, out, seed=0)
-                trainer.add_callback(CheckpointSize())
+                trainer.add_callback(size)
                 t0 = time.perf_counter()
                 trainers._train(trainer, out, checkpoint_minutes=minutes)
                 timings[label].append(time.perf_counter() - t0)
                 print(f"repeat {r + 1}/{args.repeats}, checkpoints {label}: {timings[label][-1]:.1f} s", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    size_mb = CheckpointSize.mb
+    size_mb, parameters = size.mb, sum(p.numel() for p in model.parameters())
 
     med = {k: statistics.median(v) for k, v in timings.items()}
     per_checkpoint = (med["every step"] - med["none"]) / args.steps
     interval = CHECKPOINT_MINUTES * 60
     result = {
         "profile": "tiny", "dataset": folder.name, "steps": args.steps, "repeats": args.repeats, "threads": 1,
-        "parameters": sum(p.numel() for p in models.build_tiny_model(cfg.model, tokenizer, seed=0).parameters()),
+        "parameters": parameters,
         "stage_seconds": timings, "stage_seconds_median": med,
         "seconds_per_checkpoint": per_checkpoint, "checkpoint_mb": size_mb,
         "interval_seconds": interval, "overhead_at_interval": per_checkpoint / interval,
