@@ -28,7 +28,9 @@
 #   2N beams, with S-DPO's softmax loss over them. The paper finds more negatives help, with
 #   diminishing returns.
 #
-# Variants: `experiments.ratio_variants`, `experiments.n_negative_variants`.
+# Variants: `experiments.ratio_variants`, `experiments.n_negative_variants`. Below each figure, the
+# claim as a trend (`results.SWEEP_CLAIMS`, `results.trend_checks`): the least-squares slope of a
+# metric against the setting, with the claimed sign in every seed. A verdict on one seed says so.
 
 # %% tags=["parameters"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
@@ -46,48 +48,41 @@ quick = book.quick_mode(quick)
 seeds = seeds[:1] if quick else seeds
 ratios = [ratios[0], ratios[-1]] if quick else ratios
 n_negatives = n_negatives[:2] if quick else n_negatives
-last = 1 if quick else experiments.LAST_ITERATIONS  # quick runs have 2 iterations
 
 
-def sweep(variants, setting, values):
-    """Find or train the runs of one sweep; one row per run, the last iterations' mean metrics."""
-    specs = experiments.specs(data_dir, ["sprec"], seeds, profile, variants=variants)
-    pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
-    runs = [run for _, run in pairs]
-    rows = results.run_rows(runs, metrics=lambda run: results.last_iterations_mean(run, last))
-    if len(rows):
-        by_label = dict(zip(variants, values))
-        rows[setting] = [by_label[spec.variant] for spec, _ in pairs]
-    return rows
-
-
-def show(rows, setting, xlabel, title):
-    """The sweep's figure and its table (mean over seeds per setting)."""
+def show(rows, setting, values, xlabel, title):
+    """The sweep's figure, its table (mean over seeds per setting) and the paper's claim about it
+    (`results.SWEEP_CLAIMS`: the slope's sign in every seed); returns the verdict."""
     if len(rows):
         plots.plot_sweep(rows, setting, ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
                          xlabel=xlabel, title=title)
         display(rows.groupby(setting)[results.TABLE_COLUMNS].mean())
+    checks = results.trend_checks(rows, setting, values)
+    display(checks)
+    return results.verdicts(checks).to_dict()
 
 
 # %% [markdown]
 # ## The random ratio (Fig. 5)
 
 # %% tags=["hide-output"]
-ratio_rows = sweep(experiments.ratio_variants(ratios), "random_ratio", ratios)
+ratio_rows = experiments.sweep(data_dir, "random_ratio", ratios, seeds, profile, train=train, quick=quick)
 
 # %%
 book.record("ratio_points", len(ratio_rows))
-show(ratio_rows, "random_ratio", "share of random negatives", "SPRec with a share of random negatives")
+book.record("ratio_verdict", show(ratio_rows, "random_ratio", ratios, "share of random negatives",
+                                  "SPRec with a share of random negatives"))
 
 # %% [markdown]
 # ## The number of negatives (Fig. 6)
 
 # %% tags=["hide-output"]
-n_rows = sweep(experiments.n_negative_variants(n_negatives), "n_negatives", n_negatives)
+n_rows = experiments.sweep(data_dir, "n_negatives", n_negatives, seeds, profile, train=train, quick=quick)
 
 # %%
 book.record("n_points", len(n_rows))
-show(n_rows, "n_negatives", "self-play negatives per row (N)", "SPRec with N negatives")
+book.record("n_verdict", show(n_rows, "n_negatives", n_negatives, "self-play negatives per row (N)",
+                              "SPRec with N negatives"))
 
 # %% [markdown]
 # ## Summary

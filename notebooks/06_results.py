@@ -24,7 +24,7 @@
 # (method − baseline, same seed) has the claimed sign in every seed; "without losing HR@5" holds
 # when the mean drop is smaller than the noise (the larger of the seeds' spread and the binomial
 # standard error of a hit rate over the test rows). The rules live in `sprec_lib.results`
-# (`CLAIMS`, `ABLATION_CLAIMS`, `claim_checks`).
+# (`CLAIMS`, `ABLATION_CLAIMS`, `claim_checks`; for the sweeps, `SWEEP_CLAIMS`, `trend_checks`).
 #
 # **What cannot be compared.** Our runs use the `tiny` profile: a 6M-parameter model trained from
 # scratch on a CPU, where the paper fine-tunes Llama-3.2-1B with LoRA. Values (HR@5 of about 0.015
@@ -33,10 +33,12 @@
 
 # %% tags=["parameters"]
 datasets: list = ["ml-1m", "MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam"]  # names or folders
-study_dir: str = "data/ml-1m"  # the ablations' dataset (notebook 04)
+study_dir: str = "data/ml-1m"  # the ablations' and sweeps' dataset (notebooks 04 and 05)
+sweep_ratios: list = [0.0, 0.25, 0.5, 0.75, 1.0]  # notebook 05's sweeps
+sweep_n_negatives: list = [1, 2, 3, 4]
 profile: str = "tiny"  # tiny | small | paper
 seeds: list = [0, 1, 2]
-quick: bool = False  # under runs/quick: the quick runs of notebooks 03 and 04 (plumbing, not results)
+quick: bool = False  # under runs/quick: the quick runs of notebooks 03, 04 and 05 (plumbing, not results)
 
 # %% tags=["hide-output"]
 import pandas as pd
@@ -45,6 +47,8 @@ from sprec_lib import book, experiments, results
 
 quick = book.quick_mode(quick)
 seeds = seeds[:1] if quick else seeds
+sweep_ratios = [sweep_ratios[0], sweep_ratios[-1]] if quick else sweep_ratios
+sweep_n_negatives = sweep_n_negatives[:2] if quick else sweep_n_negatives
 
 
 def table1_rows(name):
@@ -93,6 +97,23 @@ if ablation_runs:
     ablation_checks = results.claim_checks(results.run_rows(ablation_runs), base="sprec", claims=results.ABLATION_CLAIMS)
     book.record("table2_verdicts", results.verdicts(ablation_checks).to_dict())
     display(ablation_checks)
+
+# %% [markdown]
+# ## Section 5.4: the negative-sample sweeps, as trends
+#
+# Each claim is a trend over one sweep of SPRec on the study's dataset (notebook 05): the
+# least-squares slope of a metric against the swept setting, with the claimed sign in every seed
+# that has the whole sweep (`SWEEP_CLAIMS`, `trend_checks`).
+
+# %% tags=["hide-output"]
+sweep_checks = pd.concat([
+    results.trend_checks(experiments.sweep(study_dir, setting, values, seeds, profile, train=False, quick=quick),
+                         setting, values)
+    for setting, values in [("random_ratio", sweep_ratios), ("n_negatives", sweep_n_negatives)]])
+
+# %%
+book.record("sweep_verdicts", results.verdicts(sweep_checks).to_dict())
+display(sweep_checks)
 
 # %% [markdown]
 # ## The paper's numbers beside ours

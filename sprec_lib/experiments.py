@@ -74,6 +74,23 @@ def n_negative_variants(ns=(1, 2, 3, 4)) -> dict[str, tuple[str, ...]]:
             NEGATIVE_STUDY + (() if n == 1 else (f"sprec.n_negatives={n}",)) for n in ns}
 
 
+# Each sweep's setting (the column of its rows) -> the variants of its values.
+SWEEPS = {"random_ratio": ratio_variants, "n_negatives": n_negative_variants}
+
+
+def sweep(data_dir: str, setting: str, values, seeds=(0,), profile: str = "tiny", train: bool = True,
+          quick: bool = False):
+    """One negative-sample sweep (``setting``: a key of :data:`SWEEPS`): find, or train, its runs;
+    one row per finished run with the mean metrics of its last :data:`LAST_ITERATIONS` iterations
+    (quick runs have two: their last one) and the setting's value
+    (:func:`sprec_lib.results.sweep_rows`)."""
+    from .results import sweep_rows
+
+    variants = SWEEPS[setting](values)
+    pairs = obtain_all(specs(data_dir, ["sprec"], seeds, profile, variants=variants), train=train, quick=quick)
+    return sweep_rows(pairs, setting, dict(zip(variants, values)), 1 if quick else LAST_ITERATIONS)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of an experiment."""

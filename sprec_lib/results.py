@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .evaluation import flat_metrics
@@ -251,6 +252,60 @@ def claim_checks(rows: pd.DataFrame, base: str = "sft", claims: dict = CLAIMS) -
                 row.update(expected=expected, difference=d["text"], seeds=int(d["seeds"]), holds=holds)
             out.append(row)
     return pd.DataFrame(out)
+
+
+# Section 5.4, as trends over a sweep of SPRec (our reading of Figs. 5 and 6): the setting each
+# sweep varies, and (metric, direction of its trend). "Help" in (g) we read as better on accuracy
+# and on debiasing alike; the paper's figures show NDCG and the bias metrics together.
+SWEEP_CLAIMS: dict[str, tuple[str, list[tuple[str, int]]]] = {
+    "(f) the larger the share of random negatives, the weaker SPRec's debiasing (Fig. 5)":
+        ("random_ratio", [("DivRatio@1", -1), ("ORRatio@1", +1)]),
+    "(g) more self-play negatives help SPRec (Fig. 6)":
+        ("n_negatives", [("HR@5", +1), ("DivRatio@1", +1), ("ORRatio@1", -1)]),
+}
+
+
+def sweep_rows(pairs: list[tuple], setting: str, values_by_variant: dict, last: int = 3) -> pd.DataFrame:
+    """One row per run of a sweep: :func:`run_rows` on the mean of its last ``last`` iterations
+    (:func:`last_iterations_mean`), with the swept ``setting`` as a column, read from the run's
+    variant through ``values_by_variant``. ``pairs``: (spec, run), as ``experiments.obtain_all``
+    returns them."""
+    rows = run_rows([run for _, run in pairs], metrics=lambda run: last_iterations_mean(run, last))
+    if len(rows):
+        rows[setting] = [values_by_variant[spec.variant] for spec, _ in pairs]
+    return rows
+
+
+def trend_checks(rows: pd.DataFrame, setting: str, values, claims: dict = SWEEP_CLAIMS) -> pd.DataFrame:
+    """The claims of ``claims`` about ``setting`` against a sweep's rows (:func:`sweep_rows`), in
+    the form of :func:`claim_checks` (so :func:`verdicts` reads them).
+
+    A trend holds when the least-squares slope of the metric against the setting has the claimed
+    sign in every seed. The slope, not "rises at every step": at one seed neighbouring points differ
+    by less than the noise, and a slope weighs the whole sweep. A seed counts only with every value
+    of ``values`` present; with none complete, the claim is pending."""
+    values = sorted(values)
+    complete = []
+    if len(rows) and setting in rows.columns:
+        for seed, part in rows.groupby("seed"):
+            if set(values) <= set(part[setting]):
+                complete.append(part[part[setting].isin(values)].sort_values(setting))
+    out = []
+    for claim, (swept, parts) in claims.items():
+        if swept != setting:
+            continue
+        for metric, direction in parts:
+            row = {"claim": claim, "method": f"slope over {setting}", "metric": metric,
+                   "expected": "", "difference": "", "seeds": len(complete), "holds": None}
+            if complete:
+                slopes = pd.Series([float(np.polyfit(p[setting].astype(float), p[metric].astype(float), 1)[0])
+                                    for p in complete])
+                std = float(slopes.std(ddof=1)) if len(slopes) > 1 else 0.0
+                row.update(expected=f"slope {'> 0' if direction > 0 else '< 0'} in every seed",
+                           difference=mean_std_text(float(slopes.mean()), std, len(slopes), sign="+"),
+                           holds=bool((np.sign(slopes) == direction).all()))
+            out.append(row)
+    return pd.DataFrame(out, columns=["claim", "method", "metric", "expected", "difference", "seeds", "holds"])
 
 
 def verdicts(checks: pd.DataFrame) -> pd.Series:

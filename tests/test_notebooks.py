@@ -120,11 +120,17 @@ def test_ablations_and_negative_samples_notebooks(tmp_path, monkeypatch, synthet
     assert v["curve_labels"] == ["sprec", "sprec-nodpo", "sprec-nosft", "sprec-rn"]
     v = execute("05_negative_samples", tmp_path, data_dir="synthetic", quick=True)
     assert v["ratio_points"] == 2 and v["n_points"] == 2
+    # Both sweeps are whole (two points, one seed): a verdict on one seed, never "pending".
+    from sprec_lib.results import SWEEP_CLAIMS
+
+    claims = list(SWEEP_CLAIMS)
+    assert list(v["ratio_verdict"]) == claims[:1] and list(v["n_verdict"]) == claims[1:]
+    assert set(v["ratio_verdict"].values()) | set(v["n_verdict"].values()) <= {"reproduced (1 seed)", "not reproduced (1 seed)"}
 
 
 def test_results_notebook(tmp_path, monkeypatch, synthetic_folder):
     """The verdicts of every claim on the quick runs (made here if the tests above did not run)."""
-    from sprec_lib.results import ABLATION_CLAIMS, CLAIMS
+    from sprec_lib.results import ABLATION_CLAIMS, CLAIMS, SWEEP_CLAIMS
 
     monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
     v = execute("06_results", tmp_path, datasets=["synthetic", "no-such-folder"], study_dir="synthetic", quick=True)
@@ -133,6 +139,7 @@ def test_results_notebook(tmp_path, monkeypatch, synthetic_folder):
     assert set(v["table1_verdicts"]) == {"synthetic"} and list(v["table1_verdicts"]["synthetic"]) == list(CLAIMS)
     assert set(v["table1_verdicts"]["synthetic"].values()) <= words
     assert list(v["table2_verdicts"]) == list(ABLATION_CLAIMS) and set(v["table2_verdicts"].values()) <= words
+    assert list(v["sweep_verdicts"]) == list(SWEEP_CLAIMS) and set(v["sweep_verdicts"].values()) <= words
     from sprec_lib.results import paper_numbers
 
     assert v["paper_numbers"] == len(paper_numbers())

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from sprec_lib.config import run_config
-from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, negatives_popularity, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
+from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, sweep_rows, trend_checks, negatives_popularity, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
                                last_iterations_mean, paired_differences, run_rows, summary_table, table_means)
+from sprec_lib.experiments import RunSpec
 from sprec_lib.runs import Run, write_json
 
 
@@ -192,3 +193,50 @@ def test_table_means():
     rows = rows_frame({("sft", 0): {"HR@5": 0.1}, ("sft", 1): {"HR@5": 0.3}, ("sprec", 0): {"HR@5": 0.5}})
     assert table_means(summary_table(rows, columns=["HR@5"]), columns=["HR@5"]) == {
         "sft": {"HR@5": pytest.approx(0.2)}, "sprec": {"HR@5": 0.5}}
+
+
+def sweep_frame(points):
+    """Rows of a sweep: {(seed, ratio): (DivRatio@1, ORRatio@1)}."""
+    return pd.DataFrame([{"seed": seed, "random_ratio": r, "DivRatio@1": div, "ORRatio@1": orr}
+                         for (seed, r), (div, orr) in points.items()])
+
+
+def test_trend_checks_slopes_by_hand():
+    # Seed 0: DivRatio = 0.3 - 0.1 r exactly (slope -0.1); ORRatio 0.2, 0.1, 0.3 at r = 0, 0.5, 1:
+    # slope = sum((r - 0.5)(y - 0.2)) / sum((r - 0.5)^2) = (-0.5 * 0 + 0 * -0.1 + 0.5 * 0.1) / 0.5 = 0.1.
+    one = sweep_frame({(0, 0.0): (0.30, 0.2), (0, 0.5): (0.25, 0.1), (0, 1.0): (0.20, 0.3)})
+    checks = trend_checks(one, "random_ratio", [0.0, 0.5, 1.0]).set_index("metric")
+    assert set(checks["method"]) == {"slope over random_ratio"} and (checks["seeds"] == 1).all()
+    assert checks.loc["DivRatio@1", "difference"] == "-0.1000" and checks.loc["ORRatio@1", "difference"] == "+0.1000"
+    assert checks["holds"].tolist() == [True, True]  # not monotone in ORRatio, but its slope is up
+    assert verdicts(checks.reset_index()).tolist() == ["reproduced (1 seed)"]
+    # A second seed whose DivRatio rises (slope +0.2): the direction no longer holds in every seed.
+    two = pd.concat([one, sweep_frame({(1, 0.0): (0.1, 0.2), (1, 0.5): (0.2, 0.25), (1, 1.0): (0.3, 0.3)})])
+    checks = trend_checks(two, "random_ratio", [0.0, 0.5, 1.0]).set_index("metric")
+    assert checks.loc["DivRatio@1", "difference"] == "+0.0500 ± 0.2121"  # mean(-0.1, 0.2), std 0.3 / sqrt 2
+    assert checks["holds"].tolist() == [False, True]
+    assert verdicts(checks.reset_index()).tolist() == ["not reproduced"]
+
+
+def test_trend_checks_pending_until_a_seed_is_complete():
+    partial = sweep_frame({(0, 0.0): (0.3, 0.2), (0, 1.0): (0.2, 0.3), (1, 0.5): (0.2, 0.3)})
+    checks = trend_checks(partial, "random_ratio", [0.0, 0.5, 1.0])
+    assert checks["holds"].isna().all() and verdicts(checks).tolist() == ["pending"]
+    assert verdicts(trend_checks(pd.DataFrame(), "n_negatives", [1, 2])).tolist() == ["pending"]
+    # Only the complete seed counts; a setting outside the sweep is left out of the slope.
+    extra = pd.concat([partial, sweep_frame({(0, 0.5): (0.25, 0.1), (0, 2.0): (9.0, 9.0)})])
+    checks = trend_checks(extra, "random_ratio", [0.0, 0.5, 1.0]).set_index("metric")
+    assert (checks["seeds"] == 1).all() and checks.loc["DivRatio@1", "difference"] == "-0.1000"
+
+
+def test_sweep_rows_reads_the_setting_from_the_variant(tmp_path):
+    pairs = []
+    for variant, hr in [("n1024", 0.1), ("ratio1-n1024", 0.4)]:
+        run = Run(tmp_path / f"sprec-{variant}-seed0", run_config("tiny", dataset="/x/ml-1m", method="sprec"))
+        for it in range(1, 4):
+            write_json({"stage": f"it{it}-dpo", "rows": 10, "valid_ratio": 1.0, "@5": {"HR": hr * it}}, run.metrics_path(f"it{it}"))
+        pairs.append((RunSpec("/x/ml-1m", "sprec", variant=variant), run))
+    rows = sweep_rows(pairs, "random_ratio", {"n1024": 0.0, "ratio1-n1024": 1.0}, last=2)
+    # The mean of iterations 2 and 3: 2.5 * hr.
+    assert rows["random_ratio"].tolist() == [0.0, 1.0] and rows["HR@5"].tolist() == pytest.approx([0.25, 1.0])
+    assert rows["label"].tolist() == ["sprec-n1024", "sprec-ratio1-n1024"]
