@@ -169,7 +169,7 @@ self_play_loss = theory.expected_dpo_loss(logits, p_data, pi_0, p_data, beta)
 reweighted = theory.reweighted_loss(logits, p_data, q, pi_0 / q, p_data, beta)
 grad_self, = torch.autograd.grad(self_play_loss, logits)
 grad_reweighted, = torch.autograd.grad(reweighted, logits)
-book.record("reweighting_loss_gap", abs(float(self_play_loss - reweighted)))
+book.record("reweighting_loss_gap", abs(float((self_play_loss - reweighted).detach())))
 book.record("reweighting_grad_gap",
             float((grad_self - grad_reweighted).abs().max()))
 pd.DataFrame({
