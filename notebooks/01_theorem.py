@@ -169,14 +169,15 @@ self_play_loss = theory.expected_dpo_loss(logits, p_data, pi_0, p_data, beta)
 reweighted = theory.reweighted_loss(logits, p_data, q, pi_0 / q, p_data, beta)
 grad_self, = torch.autograd.grad(self_play_loss, logits)
 grad_reweighted, = torch.autograd.grad(reweighted, logits)
-book.record("reweighting_loss_gap", abs(float((self_play_loss - reweighted).detach())))
+self_play_loss, reweighted = self_play_loss.item(), reweighted.item()  # numbers from here on
+book.record("reweighting_loss_gap", abs(self_play_loss - reweighted))
 book.record("reweighting_grad_gap",
             float((grad_self - grad_reweighted).abs().max()))
 pd.DataFrame({
     "self-play negatives":
-        [float(self_play_loss), *grad_self[:head_k].tolist()],
+        [self_play_loss, *grad_self[:head_k].tolist()],
     "uniform negatives, re-weighted":
-        [float(reweighted), *grad_reweighted[:head_k].tolist()],
+        [reweighted, *grad_reweighted[:head_k].tolist()],
 }, index=["loss", *[f"gradient, item {i + 1}" for i in range(head_k)]])
 
 # %% [markdown]
