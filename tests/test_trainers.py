@@ -424,3 +424,37 @@ def test_last_checkpoint_passes_over_one_cut_short_while_saving(tmp_path):
     (tmp_path / "checkpoint-x").mkdir()
     assert trainers.last_checkpoint(tmp_path).name == "checkpoint-10"  # 10 > 2 by number, not by name
     assert trainers.last_checkpoint(tmp_path / "missing") is None
+
+
+def _checkpoint_decisions(rank, world, port, due_on_rank, out):
+    """One process of :func:`test_checkpoint_decision_is_rank_zeros`: the callback's decision on
+    this rank, when only rank ``due_on_rank``'s clock says a checkpoint is due."""
+    import types
+
+    from transformers import TrainerControl
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        callback = trainers.CheckpointEvery(minutes=0.0 if rank == due_on_rank else 1e6)
+        control = TrainerControl()
+        callback.on_step_end(types.SimpleNamespace(device=torch.device("cpu")), None, control)
+        out[rank] = control.should_save
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("due_on_rank, saves", [(0, True), (1, False)])
+def test_checkpoint_decision_is_rank_zeros(due_on_rank, saves):
+    """Under several processes all save at the same step, when rank 0's clock says so: its decision
+    is broadcast (two CPU processes over gloo)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    # fork, not spawn: a spawned process would import this module, and trl with it, again.
+    mp.start_processes(_checkpoint_decisions, args=(2, port, due_on_rank, out), nprocs=2, join=True, start_method="fork")
+    assert dict(out) == {0: saves, 1: saves}
