@@ -256,7 +256,7 @@ def claim_checks(rows: pd.DataFrame, base: str = "sft", claims: dict = CLAIMS) -
 
 # Section 5.4, as trends over a sweep of SPRec (our reading of Figs. 5 and 6): the setting each
 # sweep varies, and (metric, direction of its trend). "Help" in (g) we read as better on accuracy
-# and on debiasing alike; the paper's figures show NDCG and the bias metrics together.
+# and on debiasing alike.
 SWEEP_CLAIMS: dict[str, tuple[str, list[tuple[str, int]]]] = {
     "(f) the larger the share of random negatives, the weaker SPRec's debiasing (Fig. 5)":
         ("random_ratio", [("DivRatio@1", -1), ("ORRatio@1", +1)]),
@@ -284,12 +284,8 @@ def trend_checks(rows: pd.DataFrame, setting: str, values, claims: dict = SWEEP_
     sign in every seed. The slope, not "rises at every step": at one seed neighbouring points differ
     by less than the noise, and a slope weighs the whole sweep. A seed counts only with every value
     of ``values`` present; with none complete, the claim is pending."""
-    values = sorted(values)
-    complete = []
-    if len(rows) and setting in rows.columns:
-        for seed, part in rows.groupby("seed"):
-            if set(values) <= set(part[setting]):
-                complete.append(part[part[setting].isin(values)].sort_values(setting))
+    complete = [] if setting not in rows.columns else [
+        part[part[setting].isin(values)] for _, part in rows.groupby("seed") if set(values) <= set(part[setting])]
     out = []
     for claim, (swept, parts) in claims.items():
         if swept != setting:

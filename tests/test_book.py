@@ -81,8 +81,11 @@ def test_executed_copies_skip_tqdms_ipprogress_warning(built):
         text = path.read_text()
         assert "IProgress not found" not in text, path.name
         assert json.loads(text)["metadata"]["papermill"]["input_path"].startswith("notebooks/"), path.name
-    # The theorem page trains nothing: not one warning on its stderr (a tensor turned into a float
-    # while it still required grad used to print one).
+
+
+def test_theorem_page_has_no_warning(built):
+    """The theorem page trains nothing: not one warning on its stderr (a tensor turned into a float
+    while it still required grad used to print one)."""
     theorem = json.loads((built["book"] / "executed" / "01_theorem.ipynb").read_text())
     stderr = ["".join(o["text"]) for c in theorem["cells"] for o in c.get("outputs", [])
               if o.get("output_type") == "stream" and o.get("name") == "stderr"]

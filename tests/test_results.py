@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from sprec_lib.config import run_config
+from sprec_lib.experiments import RunSpec
 from sprec_lib.results import (ABLATION_CLAIMS, claim_checks, sweep_rows, trend_checks, negatives_popularity, paper_numbers, verdicts, finished_runs, format_mean_std, genre_gu, hr_noise, iteration_curves,
                                last_iterations_mean, paired_differences, run_rows, summary_table, table_means)
-from sprec_lib.experiments import RunSpec
 from sprec_lib.runs import Run, write_json
 
 

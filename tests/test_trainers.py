@@ -454,7 +454,10 @@ def test_checkpoint_decision_is_rank_zeros(due_on_rank, saves):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = mp.Manager().dict()
-    # fork, not spawn: a spawned process would import this module, and trl with it, again.
-    mp.start_processes(_checkpoint_decisions, args=(2, port, due_on_rank, out), nprocs=2, join=True, start_method="fork")
-    assert dict(out) == {0: saves, 1: saves}
+    with mp.Manager() as manager:
+        out = manager.dict()
+        # fork, not spawn: a spawned process would import this module, and trl with it, again.
+        mp.start_processes(_checkpoint_decisions, args=(2, port, due_on_rank, out), nprocs=2, join=True,
+                           start_method="fork")
+        decisions = dict(out)
+    assert decisions == {0: saves, 1: saves}
