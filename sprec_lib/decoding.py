@@ -116,6 +116,28 @@ def _encode(tokenizer, texts: list[str], device):
 _NO_SAMPLING = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
 
+def _generate_batches(model, tokenizer, prompts: Sequence[str], batch_size: int, desc: str, progress: bool,
+                      bucket: bool = True, per_batch=lambda prompt_len: {}, **generate_kwargs):
+    """The one batched-generation loop: yields ``(indices, generated ids)`` per batch of prompts.
+
+    Prompts are batched by length (:func:`_length_batches`), left-padded, and decoded in eval mode
+    under ``torch.no_grad`` (not ``inference_mode``: self-play decodes inside a training loop, and
+    inference tensors cached by a module would break backward later), sampling off. The generated
+    ids are the part after the (padded) prompt. ``per_batch(prompt_len)`` gives the generate
+    arguments that depend on the batch's prompt length (stopping criteria, trie constraints)."""
+    if not prompts:
+        return
+    device = _model_device(model)
+    with torch.no_grad(), _eval_mode(model), _left_padding(tokenizer):
+        for idx in tqdm(_length_batches(tokenizer, prompts, batch_size, bucket), desc=desc, unit="batch",
+                        disable=not progress):
+            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
+            prompt_len = enc["input_ids"].shape[1]
+            seqs = model.generate(**enc, pad_token_id=_pad_id(tokenizer), **generate_kwargs, **per_batch(prompt_len),
+                                  **_NO_SAMPLING)
+            yield idx, seqs[:, prompt_len:]
+
+
 # --- free decoding ------------------------------------------------------------------------------
 
 
@@ -136,7 +158,6 @@ class QuoteStop(StoppingCriteria):
         return torch.tensor([t.count('"') >= self.n_quotes for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
-@torch.no_grad()
 def generate_free(
     model,
     tokenizer,
@@ -159,31 +180,15 @@ def generate_free(
     decodes inside a training loop, and inference tensors cached by a module would break backward
     later); its train/eval mode is restored afterwards.
     """
-    device = _model_device(model)
     out: list[str] = [""] * len(prompts)
-    if not prompts:
-        return out
-    with _eval_mode(model), _left_padding(tokenizer):
-        batches = _length_batches(tokenizer, prompts, batch_size, bucket)
-        for idx in tqdm(batches, desc="generate", unit="batch", disable=not progress):
-            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
-            prompt_len = enc["input_ids"].shape[1]
-            stopping = StoppingCriteriaList([QuoteStop(tokenizer, prompt_len)]) if stop_at_quote else None
-            seqs = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                pad_token_id=_pad_id(tokenizer),
-                stopping_criteria=stopping,
-                **_NO_SAMPLING,
-            )
-            texts = tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
-            for i, text in zip(idx, texts):
-                out[i] = cut_at_closing_quote(text) if stop_at_quote else text
+    batches = _generate_batches(model, tokenizer, prompts, batch_size, "generate", progress, bucket,
+                                per_batch=_quote_stop(tokenizer, stop_at_quote), max_new_tokens=max_new_tokens, num_beams=1)
+    for idx, generated in batches:
+        for i, text in zip(idx, tokenizer.batch_decode(generated, skip_special_tokens=True)):
+            out[i] = cut_at_closing_quote(text) if stop_at_quote else text
     return out
 
 
-@torch.no_grad()
 def generate_beams(
     model,
     tokenizer,
@@ -202,31 +207,22 @@ def generate_beams(
     transformers' default (1.0) would divide by length. A beam stops at its title's closing quote
     when ``stop_at_quote``, and its text is cut there.
     """
-    device = _model_device(model)
     out: list[list[str]] = [[] for _ in prompts]
-    if not prompts:
-        return out
-    with _eval_mode(model), _left_padding(tokenizer):
-        batches = _length_batches(tokenizer, prompts, batch_size)
-        for idx in tqdm(batches, desc="beam search", unit="batch", disable=not progress):
-            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
-            prompt_len = enc["input_ids"].shape[1]
-            stopping = StoppingCriteriaList([QuoteStop(tokenizer, prompt_len)]) if stop_at_quote else None
-            seqs = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                num_return_sequences=num_beams,
-                length_penalty=length_penalty,
-                pad_token_id=_pad_id(tokenizer),
-                stopping_criteria=stopping,
-                **_NO_SAMPLING,
-            )
-            texts = tokenizer.batch_decode(seqs[:, prompt_len:], skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                beams = texts[j * num_beams : (j + 1) * num_beams]
-                out[i] = [cut_at_closing_quote(t) if stop_at_quote else t for t in beams]
+    batches = _generate_batches(model, tokenizer, prompts, batch_size, "beam search", progress,
+                                per_batch=_quote_stop(tokenizer, stop_at_quote), max_new_tokens=max_new_tokens,
+                                num_beams=num_beams, num_return_sequences=num_beams, length_penalty=length_penalty)
+    for idx, generated in batches:
+        texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            out[i] = [cut_at_closing_quote(t) if stop_at_quote else t for t in texts[j * num_beams : (j + 1) * num_beams]]
     return out
+
+
+def _quote_stop(tokenizer, stop_at_quote: bool):
+    """``per_batch`` arguments of :func:`_generate_batches`: stop each row at its closing quote."""
+    if not stop_at_quote:
+        return lambda prompt_len: {}
+    return lambda prompt_len: {"stopping_criteria": StoppingCriteriaList([QuoteStop(tokenizer, prompt_len)])}
 
 
 # --- constrained decoding -----------------------------------------------------------------------
@@ -330,7 +326,6 @@ def tokenization_is_additive(tokenizer, prompt: str, text: str) -> bool:
     return whole == parts
 
 
-@torch.no_grad()
 def constrained_beam_search(
     model,
     tokenizer,
@@ -349,41 +344,29 @@ def constrained_beam_search(
     that is not a complete title (possible only when fewer titles than beams exist) is dropped, so
     a list may be shorter than ``num_beams``. ``num_beams=1`` is greedy decoding under the trie.
     """
-    device = _model_device(model)
     out: list[list[int]] = [[] for _ in prompts]
     if not prompts:
         return out
     if trie.eos_id is None:
         raise ValueError("constrained_beam_search: the trie has no eos_id (build it with TitleTrie.from_catalogue)")
     _warn_if_not_additive(tokenizer, prompts[0], trie)
-    with _eval_mode(model), _left_padding(tokenizer):
-        batches = _length_batches(tokenizer, prompts, batch_size)
-        for idx in tqdm(batches, desc="constrained beam search", unit="batch", disable=not progress):
-            enc = _encode(tokenizer, [prompts[i] for i in idx], device)
-            prompt_len = enc["input_ids"].shape[1]
 
-            def allowed(batch_id: int, sent: torch.Tensor) -> list[int]:
-                return trie.allowed(sent[prompt_len:].tolist())
+    def constrain(prompt_len: int) -> dict:
+        return {"prefix_allowed_tokens_fn": lambda batch_id, sent: trie.allowed(sent[prompt_len:].tolist())}
 
-            beam_kwargs = {"num_return_sequences": num_beams, "length_penalty": length_penalty} if num_beams > 1 else {}
-            seqs = model.generate(
-                **enc,
-                max_new_tokens=trie.max_depth,
-                num_beams=num_beams,
-                prefix_allowed_tokens_fn=allowed,
-                eos_token_id=trie.eos_id,
-                pad_token_id=_pad_id(tokenizer),
-                **beam_kwargs,
-                **_NO_SAMPLING,
-            )
-            gen = seqs[:, prompt_len:].tolist()
-            for j, i in enumerate(idx):
-                ranked: list[int] = []
-                for g in gen[j * num_beams : (j + 1) * num_beams]:
-                    item = trie.item_of(g)
-                    if item is not None and item not in ranked:
-                        ranked.append(item)
-                out[i] = ranked
+    beam_kwargs = {"num_return_sequences": num_beams, "length_penalty": length_penalty} if num_beams > 1 else {}
+    batches = _generate_batches(model, tokenizer, prompts, batch_size, "constrained beam search", progress,
+                                per_batch=constrain, max_new_tokens=trie.max_depth, num_beams=num_beams,
+                                eos_token_id=trie.eos_id, **beam_kwargs)
+    for idx, generated in batches:
+        gen = generated.tolist()
+        for j, i in enumerate(idx):
+            ranked: list[int] = []
+            for g in gen[j * num_beams : (j + 1) * num_beams]:
+                item = trie.item_of(g)
+                if item is not None and item not in ranked:
+                    ranked.append(item)
+            out[i] = ranked
     return out
 
 

@@ -82,11 +82,14 @@ class Grounder:
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
-    """``{"HR@5": ..., "DivRatio@1": ..., "valid_ratio": ...}`` for tables."""
+    """``{"HR@5": ..., "DivRatio@1": ..., "valid_ratio": ...}`` for tables; a metric that does not
+    apply (MGU without genres: None) is NaN, so means skip it and tables show it as missing."""
     out = {"valid_ratio": metrics["valid_ratio"]}
     for key, m in metrics.items():
         if key.startswith("@"):
             for name, value in m.items():
-                if isinstance(value, (int, float, np.floating)) and name != "valid":
+                if value is None and name in ("MGU", "DGU"):
+                    out[f"{name}{key}"] = float("nan")
+                elif isinstance(value, (int, float, np.floating)) and name != "valid":
                     out[f"{name}{key}"] = float(value)
     return out

@@ -17,14 +17,14 @@ negative-sample studies are SPRec with a few settings changed), a profile and a 
 A found run counts only when its saved config is the one the spec asks for, in the sections its
 method reads (the dataset compared by folder name, the thread count ignored); a stale copy is
 reported and not used. In quick mode the
-runs use :data:`~sprec_lib.config.QUICK_RUN` sizes, live under ``runs/quick/<dataset>-<profile>-<data
+runs use :data:`~sprec_lib.quick.QUICK_RUN` sizes, live under ``runs/quick/<dataset>-<profile>-<data
 hash>``, are trained whatever
 ``train`` says (seconds each) and never touch ``results/``: their numbers check the plumbing and
 are not results.
 
 The book's experiments (the paper's section in brackets):
 
-* :data:`TABLE1_METHODS`: SFT (BIGRec), DPO, S-DPO and SPRec (Table 1);
+* :func:`table1_methods`: the registry's Table-1 methods (:func:`sprec_lib.methods.table1`);
 * :data:`ABLATIONS`: SPRec, SPRec-noSFT, SPRec-noDPO, SPRec-RN (Table 2);
 * :func:`ratio_variants`, :func:`n_negative_variants`: the random-ratio sweep and the number of
   negatives N, each on :data:`NEGATIVE_STUDY` settings (section 5.4, Figs. 5 and 6).
@@ -32,15 +32,21 @@ The book's experiments (the paper's section in brackets):
 
 from __future__ import annotations
 
-import shlex
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-from .config import QUICK_RUN, RunConfig, run_config, to_dict
-from .runs import Run
+from . import methods
+from .config import RunConfig, to_dict
+from .paths import RESULTS, RUNS, resolve
+from .runs import Run, RunSpec, open_run
 
-TABLE1_METHODS = ("sft", "dpo", "sdpo", "sprec")
+__all__ = ["RunSpec", "table1_methods", "ABLATIONS", "ABLATION_LABELS", "NEGATIVE_STUDY", "ratio_variants",
+           "n_negative_variants", "sweep", "specs", "matches", "obtain", "obtain_all", "book_specs", "is_done"]
+
+
+def table1_methods() -> tuple[str, ...]:
+    """The methods of Table 1, from the registry (``sprec_lib.methods``)."""
+    return methods.table1()
 
 # Variant name -> overrides of the SPRec loop (Table 2).
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -91,72 +97,25 @@ def sweep(data_dir: str, setting: str, values, seeds=(0,), profile: str = "tiny"
     return sweep_rows(pairs, setting, dict(zip(variants, values)), 1 if quick else LAST_ITERATIONS)
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of an experiment."""
-
-    data_dir: str  # a dataset folder (relative to the repository root, or absolute)
-    method: str
-    seed: int = 0
-    profile: str = "tiny"
-    variant: str = ""  # names the overrides in the folder name ("" for the method as configured)
-    overrides: tuple[str, ...] = ()
-
-    @property
-    def dataset(self) -> str:
-        return Path(self.data_dir).name
-
-    @property
-    def label(self) -> str:
-        """The method and variant, e.g. ``sprec-nosft`` (a table's row)."""
-        return self.method + (f"-{self.variant}" if self.variant else "")
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}-seed{self.seed}"
-
-    def group(self) -> str:
-        return f"{self.dataset}-{self.profile}"
-
-    def config(self, quick: bool = False) -> RunConfig:
-        from .book import resolve
-
-        extra = list(self.overrides) + (QUICK_RUN if quick else [])
-        return run_config(self.profile, extra, dataset=str(resolve(self.data_dir)), method=self.method, seed=self.seed)
-
-    def command(self, runs_root: str = "runs") -> str:
-        """The ``sprec train`` command that makes this run."""
-        args = ["sprec", "train", "--dataset", self.data_dir, "--method", self.method, "--profile", self.profile,
-                "--seed", str(self.seed), "--out", f"{runs_root}/{self.group()}/{self.name}"]
-        if self.overrides:
-            args += ["--set", *self.overrides]
-        return shlex.join(args)
-
-
-def specs(data_dir: str, methods=TABLE1_METHODS, seeds=(0,), profile: str = "tiny",
+def specs(data_dir: str, methods=None, seeds=(0,), profile: str = "tiny",
           variants: dict[str, tuple[str, ...]] | None = None) -> list[RunSpec]:
     """Every (method or variant, seed) of an experiment. ``variants`` (name -> overrides) apply to
     the one method in ``methods`` (SPRec, for the ablations and the negative-sample studies)."""
     out = []
     for seed in seeds:
-        for method in methods:
+        for method in methods or table1_methods():
             for variant, extra in (variants or {"": ()}).items():
                 out.append(RunSpec(data_dir, method, int(seed), profile, variant, tuple(extra)))
     return out
 
 
-# The config sections each method reads (the others, e.g. SPRec's settings in an SFT run, cannot
-# change its results and do not make it stale).
-PREFERENCE_SECTION = {"sft": None, "dpo": "dpo", "sdpo": "sdpo", "sprec": "sprec"}
-
-
 def _comparable(cfg: RunConfig) -> dict:
-    c = to_dict(cfg)
+    """The config fields the method reads (the registry's sections: e.g. SPRec's settings in an SFT
+    run cannot change its results and do not make it stale), the dataset by folder name, the
+    thread count left out."""
+    c = {k: v for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
     c["dataset"] = Path(c["dataset"]).name
     c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}
-    for method, section in PREFERENCE_SECTION.items():
-        if section is not None and method != cfg.method:
-            c.pop(section, None)
     return c
 
 
@@ -165,39 +124,35 @@ def matches(run: Run, spec: RunSpec, quick: bool = False) -> bool:
     return _comparable(run.cfg) == _comparable(spec.config(quick))
 
 
-def _finished(folder: Path) -> Run | None:
-    return Run(folder) if (folder / "FINISHED").exists() and (folder / "config.json").exists() else None
-
-
 def _folders(spec: RunSpec, quick: bool, runs_root: str, results_root: str) -> tuple[Path, Path]:
     """Where ``spec``'s exported copy and its local run folder are."""
-    from .book import resolve
-
     if quick:  # quick runs of same-named test folders must not meet: the group names the data's hash
         from .pipeline import dataset_hash
 
         local = resolve(runs_root) / "quick" / f"{spec.group()}-{dataset_hash(resolve(spec.data_dir))[:8]}" / spec.name
     else:
-        local = resolve(runs_root) / spec.group() / spec.name
-    return resolve(results_root) / spec.group() / spec.name, local
+        local = spec.folder(resolve(runs_root))
+    return spec.folder(resolve(results_root)), local
 
 
-def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: str = "runs",
-           results_root: str = "results/runs", cache_dir=None) -> Run | None:
+def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: str = RUNS,
+           results_root: str = RESULTS, cache_dir=None) -> Run | None:
     """A finished run for ``spec``: exported, local, or trained now (see the module docstring).
     None when it is not there and ``train`` is False (the command that makes it is printed)."""
-    from .book import resolve
     from .pipeline import train as train_run
+    from .quick import quick_mode
     from .results import export_run
+
+    quick = quick_mode(quick)
 
     exported, local = _folders(spec, quick, runs_root, results_root)
     if not quick:
-        run = _finished(exported)
+        run = open_run(exported)
         if run is not None and matches(run, spec):
             return run
         if run is not None:
             print(f"{exported}: made with another config; not used")
-    run = _finished(local)
+    run = open_run(local)
     if run is not None and not matches(run, spec, quick):
         if not quick:
             print(f"{local}: made with another config; not used (move it away to train this spec there)")
@@ -208,7 +163,7 @@ def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: st
         if not train and not quick:  # quick runs take seconds: always made
             print(f"missing {spec.name} on {spec.dataset}: {spec.command(runs_root)}")
             return None
-        run = train_run(spec.config(quick), local, cache_dir)
+        run = train_run(spec.config(quick), local, cache_dir, variant=spec.variant)
     if not quick:
         export_run(run, exported)
     return run
@@ -232,17 +187,17 @@ def book_specs(datasets: list[str], study: str, seeds=(0, 1, 2), profile: str = 
     two negative-sample sweeps on the ``study`` folder (the notebooks' default grids)."""
     out = []
     for data_dir in datasets:
-        out += specs(data_dir, TABLE1_METHODS, seeds, profile)
+        out += specs(data_dir, table1_methods(), seeds, profile)
     out += specs(study, ["sprec"], seeds, profile, variants=ABLATIONS)
     out += specs(study, ["sprec"], negative_seeds, profile, variants=ratio_variants())
     out += specs(study, ["sprec"], negative_seeds, profile, variants=n_negative_variants())
     return list(dict.fromkeys(out))  # SPRec itself is in Table 1 and in the ablations
 
 
-def is_done(spec: RunSpec, runs_root: str = "runs", results_root: str = "results/runs") -> bool:
+def is_done(spec: RunSpec, runs_root: str = RUNS, results_root: str = RESULTS) -> bool:
     """Whether a finished run for ``spec`` exists (committed or local), without printing or training."""
     for folder in _folders(spec, False, runs_root, results_root):
-        run = _finished(folder)
+        run = open_run(folder)
         if run is not None and matches(run, spec):
             return True
     return False

@@ -105,7 +105,7 @@ def embedding_cache_path(titles: Sequence[str], model_name: str, cache_dir=None)
     return cache_root(cache_dir) / "embeddings" / f"{key}.npy"
 
 
-def catalogue_embeddings(catalogue, embedder: TitleEmbedder, cache_dir=None, progress: bool = True) -> np.ndarray:
+def catalogue_embeddings(catalogue, embedder: TitleEmbedder, cache_dir=None, progress: bool = False) -> np.ndarray:
     """Embeddings of every catalogue title (row i = item i), computed once per catalogue and model.
 
     Cached as ``.npy`` under the asset cache (:func:`embedding_cache_path`), written atomically

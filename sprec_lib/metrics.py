@@ -30,7 +30,8 @@ taken as all zeros. With ``d_g = GP_g - GH_g``::
     MGU@K = mean_g |d_g|      DGU@K = max_g d_g - min_g d_g      GU_g = |d_g|
 
 Edge cases: ``N = 0`` gives HR = NDCG = 0.0; ``V = 0`` gives DivRatio = ORRatio = 0.0 and
-GP = 0; an empty ``genres`` list gives MGU = DGU = 0.0 and ``GU = {}``.
+GP = 0; an empty ``genres`` list (a dataset without genre information) gives MGU = DGU = GU = None:
+not applicable, never a 0.0 that would read as "perfectly fair".
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 __all__ = ["ranking_metrics", "valid_ratio"]
 
 
-def _genre_shares(
+def genre_shares(
     items: Iterable[int], item_genres: Mapping[int, Iterable[str]], genres: Sequence[str]
 ) -> dict[str, float]:
     """Per-genre share of ``items``: each item splits mass 1 evenly over its evaluated genres."""
@@ -101,8 +102,8 @@ def ranking_metrics(
     slots = v * k
     top3 = sum(c for _, c in counts.most_common(3))
 
-    gp = _genre_shares((item for row in valid_lists for item in row), item_genres, genres)
-    gh = _genre_shares((item for row in histories for item in row), item_genres, genres)
+    gp = genre_shares((item for row in valid_lists for item in row), item_genres, genres)
+    gh = genre_shares((item for row in histories for item in row), item_genres, genres)
     d = {g: gp[g] - gh[g] for g in genres}
 
     return {
@@ -110,9 +111,9 @@ def ranking_metrics(
         "NDCG": gains / n if n else 0.0,
         "DivRatio": len(counts) / slots if slots else 0.0,
         "ORRatio": top3 / slots if slots else 0.0,
-        "MGU": sum(abs(x) for x in d.values()) / len(d) if d else 0.0,
-        "DGU": max(d.values()) - min(d.values()) if d else 0.0,
-        "GU": {g: abs(x) for g, x in d.items()},
+        "MGU": sum(abs(x) for x in d.values()) / len(d) if d else None,
+        "DGU": max(d.values()) - min(d.values()) if d else None,
+        "GU": {g: abs(x) for g, x in d.items()} if d else None,
         "valid": v,
     }
 

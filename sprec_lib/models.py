@@ -17,10 +17,16 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from .config import ModelConfig
 from .data import Dataset
 from .prompts import ALPACA, completion, input_text
+
+# Saving and loading a checkpoint draw transformers' "Writing model shards" / "Loading weights" bars
+# at every stage boundary; a run's log should show the training bars, labelled by stage. (The
+# trainer's bar is tqdm's own and stays.)
+hf_logging.disable_progress_bar()
 
 SPECIAL = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
 
@@ -149,18 +155,32 @@ def add_lora(model, cfg: ModelConfig):
 
 
 def save(model, tokenizer, folder: str | Path) -> Path:
-    """Save ``model`` and its tokenizer to ``folder`` atomically (a LoRA model saves its adapter only)."""
+    """Save ``model`` and its tokenizer to ``folder`` atomically (a LoRA model saves its adapter only):
+    into a temporary folder of this process's own (``<folder>.tmp<pid>``, so two processes saving
+    to one place never write into each other's files), then renamed into place."""
     import shutil
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for _ in range(3):  # another process may put its folder in place between the removal and the rename
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            try:
+                os.replace(tmp, folder)
+                break
+            except OSError:
+                if not folder.exists():
+                    raise
+        else:
+            raise OSError(f"could not move {tmp} to {folder}: another process keeps writing there")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

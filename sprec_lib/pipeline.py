@@ -1,14 +1,13 @@
-"""A method as a sequence of stages in a run folder: ``train(cfg, folder)`` runs or resumes it.
+"""The stage engine: ``train(cfg, folder)`` runs or resumes ``cfg.method``'s recipe in a run folder.
 
-| method | stages (each starts from the one before) |
-|---|---|
-| ``sft``  (BIGRec) | [pretrain (tiny)] -> sft |
-| ``dpo``  | ... sft -> dpo (one uniformly random negative per row) |
-| ``sdpo`` | ... sft -> sdpo (``sdpo.n_negatives`` random negatives, Softmax-DPO loss) |
-| ``sprec``| ... sft -> it1-negatives -> it1-sft -> it1-dpo -> it2-negatives -> ... (T iterations) |
+A method is a recipe in :mod:`sprec_lib.methods` (one file each); it drives a :class:`Pipeline`,
+which runs named stages (each starts from the model another stage ended with), evaluates them and
+keeps everything in a :class:`sprec_lib.runs.Run`. The shared start of every method is
+:meth:`Pipeline.shared_start`: ``pretrain`` (tiny profile), then ``sft``, evaluated.
 
-Every model stage is evaluated on the test split (``metrics/<stage>.json``); for SPRec that is the
-end of every iteration (the per-iteration curves of the paper's Fig. 4). ``sft`` is iteration 0.
+Every model stage a recipe evaluates is evaluated on the test split (``metrics/<label>.json``); for
+SPRec that is the end of every iteration (the per-iteration curves of the paper's Fig. 4). ``sft``
+is iteration 0.
 
 Stages shared between runs: ``pretrain`` depends on the dataset and the model only (its seed is
 fixed: it plays the part of a pretrained LLM's weights), ``sft`` on those plus the SFT settings
@@ -35,19 +34,17 @@ from .data import Dataset
 from .data.sprec_format import read_sprec_folder
 from .evaluation import evaluate
 from .prompts import input_text, prompt, target_completion
-from .runs import CHECKPOINT_MINUTES, Run, stage_seed, write_json
+from .cpu import keep_freed_memory
+from .paths import folder_hash
+from .runs import CHECKPOINT_MINUTES, Run, copy_stage, stage_finished, stage_seed, verify_stage
 from .selfplay import negatives_for, preference_rows, sample_rows
 
 PRETRAIN_SEED = 0
-METHODS = ("sft", "dpo", "sdpo", "sprec")
 
 
 def dataset_hash(folder: str | Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).rglob("*.json")):
-        h.update(p.relative_to(folder).as_posix().encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    """The dataset's key in the shared stage cache: its JSON files' names and contents."""
+    return folder_hash(folder, "*.json")[:16]
 
 
 def training_rows(ds: Dataset, cfg: RunConfig):
@@ -67,6 +64,24 @@ def pretrain_texts(ds: Dataset) -> list[str]:
     if ds.sequences:
         return [input_text(tuple(seq), ds.catalogue, ds.wording) for seq in ds.sequences]
     return [prompt(s, ds.catalogue, ds.wording) + target_completion(s, ds.catalogue, ds.wording) for s in ds.train]
+
+
+def shared_stage_key(cfg: RunConfig, stage: str, data_key: str) -> str | None:
+    """Cache key of a stage that runs of other methods can reuse (None: not shared)."""
+    c = to_dict(cfg)
+    if stage == "pretrain":
+        parts = {"data": data_key, "model": c["model"], "pretrain": c["pretrain"]}
+    elif stage == "sft":
+        parts = {"data": data_key, "model": c["model"], "pretrain": c["pretrain"], "sft": c["sft"],
+                 "train_rows": c["train_rows"], "seed": c["seed"]}
+    else:
+        return None
+    return stage + "-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shared_stage_path(cfg: RunConfig, stage: str, data_key: str, cache_dir=None) -> Path | None:
+    key = shared_stage_key(cfg, stage, data_key)
+    return None if key is None else cache_root(cache_dir) / "stages" / key
 
 
 @contextmanager
@@ -102,6 +117,11 @@ class Pipeline:
         self.at: str | None = "nothing"
         self._grounder = None
         self.data_key = dataset_hash(self.cfg.dataset)
+        keep_freed_memory()  # 1.5x faster training steps on CPU, same numbers (sprec_lib.cpu)
+        if self.cfg.model.torch_threads:  # here, not with the base model: a run may start from cached stages
+            import torch
+
+            torch.set_num_threads(self.cfg.model.torch_threads)
 
     # -- models --------------------------------------------------------------------------------
     def load(self, stage: str | None):
@@ -116,41 +136,51 @@ class Pipeline:
         self.at = stage
 
     def shared_key(self, stage: str) -> str | None:
-        """Cache key of a stage that runs of other methods can reuse (None: not shared)."""
-        c = to_dict(self.cfg)
-        if stage == "pretrain":
-            parts = {"data": self.data_key, "model": c["model"], "pretrain": c["pretrain"]}
-        elif stage == "sft":
-            parts = {"data": self.data_key, "model": c["model"], "pretrain": c["pretrain"], "sft": c["sft"],
-                     "train_rows": c["train_rows"], "seed": c["seed"]}
-        else:
-            return None
-        return stage + "-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+        return shared_stage_key(self.cfg, stage, self.data_key)
 
     def stage(self, name: str, start: str | None, fn) -> None:
-        """Run ``fn(model, tokenizer, seed, out_dir) -> model`` as stage ``name`` unless it is done."""
+        """Run ``fn(model, tokenizer, seed, out_dir) -> model`` as stage ``name`` unless it is done.
+
+        A finished stage is verified first (its model against the checksums in its ``DONE``): one
+        that does not verify runs again, and the log says why. A shared stage is copied from the
+        shared stage cache and back, each copy verified; a cached copy that does not verify is
+        removed and rebuilt by this run."""
         run = self.run
         if run.done(name):
-            return
+            problem = run.verify(name)
+            if problem is None:
+                return
+            run.reopen(name, f"its saved model does not verify ({problem})")
         run.clear(name)
         key = self.shared_key(name)
         if key is None:
             self._train_stage(name, start, fn)
             return
-        cached = cache_root(self.cache_dir) / "stages" / key
+        cached = shared_stage_path(self.cfg, name, self.data_key, self.cache_dir)
         # One run at a time trains a shared stage: a second run of the same stage (two seeds' DPO
         # and S-DPO started together) waits, then reuses it instead of training it twice.
         with shared_stage_lock(cached.with_name(cached.name + ".lock"), lambda: run.log(
                 f"stage {name}: waiting for another run that trains it ({cached.name})")):
-            if (cached / "DONE").exists():
-                shutil.rmtree(run.stage_dir(name), ignore_errors=True)  # e.g. our own interrupted attempt's checkpoints
-                shutil.copytree(cached, run.stage_dir(name))
-                run.log(f"stage {name}: reused {cached}")
-                return
+            if stage_finished(cached):
+                problem = verify_stage(cached)
+                if problem is None:  # copied over our own interrupted attempt's checkpoints, if any
+                    problem = copy_stage(cached, run.stage_dir(name))
+                    if problem is None:
+                        run.adopt(name, cached)
+                        return
+                    run.log(f"stage {name}: the copy from {cached} does not verify ({problem}); training it here")
+                else:
+                    run.log(f"stage {name}: the shared cache's copy does not verify ({problem}); removing it, "
+                            "training the stage again and caching it anew")
+                    shutil.rmtree(cached, ignore_errors=True)
+                run.clear(name)
             self._train_stage(name, start, fn)
             tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-            shutil.copytree(run.stage_dir(name), tmp, dirs_exist_ok=True)
-            if cached.exists():  # left by a copy that did not finish (no DONE): replace it
+            problem = copy_stage(run.stage_dir(name), tmp)
+            if problem is not None:
+                run.log(f"stage {name}: not cached, the copy does not verify ({problem})")
+                return
+            if cached.exists():  # left by a copy that did not finish, or one that did not verify: replace it
                 shutil.rmtree(cached)
             tmp.replace(cached)
 
@@ -161,7 +191,9 @@ class Pipeline:
         self.load(start)
         seed = PRETRAIN_SEED if name == "pretrain" else stage_seed(self.cfg.seed, name)
         run.log(f"stage {name}: starting from {start or 'the base model'} (seed {seed})")
-        if resume := trainers.last_checkpoint(run.stage_dir(name)):
+        # A checkpoint that does not load is deleted here (and said so in the log): the stage falls
+        # back to an earlier checkpoint, or to its start, and no later run trips on it again.
+        if resume := trainers.last_checkpoint(run.stage_dir(name), log=lambda m: run.log(f"stage {name}: {m}")):
             run.log(f"stage {name}: resuming from {resume.name} (its trainer state, optimizer and RNG)")
         model = fn(self.model, self.tokenizer, seed, run.stage_dir(name))
         models.save(model, self.tokenizer, run.model_dir(name))
@@ -171,9 +203,8 @@ class Pipeline:
     def evaluate(self, stage: str, label: str | None = None) -> dict:
         """Evaluate the model ``stage`` ended with (once: a finished evaluation is read back)."""
         label = label or stage
-        path = self.run.metrics_path(label)
-        if path.exists():
-            return json.loads(path.read_text())
+        if self.run.has_metrics(label):
+            return self.run.metrics()[label]
         self.load(stage)
         if self.cfg.eval.mode == "grounded" and self._grounder is None:
             from .evaluation import Grounder
@@ -181,10 +212,10 @@ class Pipeline:
             self._grounder = Grounder(self.ds, self.cache_dir)
         predictions, metrics = evaluate(self.model, self.tokenizer, self.ds, self.cfg.eval, self.cache_dir, self._grounder)
         metrics["stage"] = stage
-        path_p = self.run.predictions_path(label)
-        path_p.parent.mkdir(parents=True, exist_ok=True)
-        predictions.to_parquet(path_p)
-        write_json(metrics, path)
+        if self.ds.warnings:  # recorded with the numbers they qualify
+            metrics["dataset_warnings"] = list(self.ds.warnings)
+        self.run.save_predictions(label, predictions)
+        self.run.record_metrics(label, metrics)
         at1, at5 = metrics.get("@1", {}), metrics.get(f"@{max(self.cfg.eval.ks)}", {})
         self.run.log(f"eval {label}: valid_ratio {metrics['valid_ratio']:.3f}, HR@{max(self.cfg.eval.ks)} "
                      f"{at5.get('HR', float('nan')):.4f}, DivRatio@1 {at1.get('DivRatio', float('nan')):.4f}, "
@@ -215,6 +246,12 @@ class Pipeline:
         self.stage("sft", start, fn)
         return "sft"
 
+    def shared_start(self) -> str:
+        """Every method's start: ``pretrain`` (tiny profile), then ``sft``, evaluated; returns ``"sft"``."""
+        last = self.sft_stage(self.base_stage())
+        self.evaluate(last)
+        return last
+
     def preference_stage(self, name: str, start: str, n_negatives: int, stage_cfg) -> str:
         """DPO (n = 1) or S-DPO (n > 1) on uniformly random negatives."""
         from . import trainers
@@ -228,76 +265,28 @@ class Pipeline:
         self.stage(name, start, lambda m, t, seed, out: train(m, t, pairs, stage_cfg, out, seed, checkpoint_minutes=self.checkpoint_minutes))
         return name
 
-    def sprec_iterations(self, start: str) -> str:
-        from . import trainers
 
-        cfg = self.cfg.sprec
-        pool = training_rows(self.ds, self.cfg)
-        prev = start
-        for it in range(1, cfg.iterations + 1):
-            rng = np.random.default_rng([self.cfg.seed, 100 + it])
-            rows = sample_rows(pool, cfg.train_rows, rng)
-            valid = sample_rows(self.ds.valid, cfg.valid_rows, rng)  # the SFT step's eval loss
-            negs_path = self.run.negatives_path(f"it{it}")
-            if negs_path.exists():
-                import pandas as pd
+def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes: float | None = CHECKPOINT_MINUTES,
+          variant: str | None = None) -> Run:
+    """Run (or resume) ``cfg.method``'s recipe in ``folder``; returns the run (metrics under ``metrics/``).
 
-                negs = pd.read_parquet(negs_path)
-                negs["negatives"] = negs["negatives"].map(list)
-            else:
-                self.load(prev)
-                negs = negatives_for(rows, self.ds, cfg, rng, self.model, self.tokenizer, self.cfg.eval.batch_size)
-                negs_path.parent.mkdir(parents=True, exist_ok=True)
-                negs.to_parquet(negs_path)
-            pairs, skipped = preference_rows(rows, negs, self.ds, cfg.n_negatives, cfg.dpo.template)
-            in_cat = float(np.mean([all(v) for v in negs["in_catalogue"] if len(v)])) if len(pairs) else 0.0
-            self.run.log(f"it{it}: {len(pairs)} preference pairs, {skipped} rows skipped (negative = positive or "
-                         f"no title parsed); {in_cat:.1%} of the negatives are catalogue titles")
-            if cfg.sft_step:
-                self.stage(f"it{it}-sft", prev, lambda m, t, seed, out: trainers.sft(
-                    m, t, sft_rows(rows, self.ds), cfg.sft, out, seed, eval_rows=sft_rows(valid, self.ds), checkpoint_minutes=self.checkpoint_minutes))
-                prev = f"it{it}-sft"
-            if cfg.dpo_step:
-                train = trainers.dpo if cfg.n_negatives == 1 else trainers.sdpo
-
-                def dpo_step(m, t, seed, out, pairs=pairs, train=train, it=it):
-                    if not pairs:  # every negative was skipped: nothing to learn from
-                        self.run.log(f"it{it}-dpo: no preference pairs; the model passes through unchanged")
-                        return m
-                    return train(m, t, pairs, cfg.dpo, out, seed, checkpoint_minutes=self.checkpoint_minutes)
-
-                self.stage(f"it{it}-dpo", prev, dpo_step)
-                prev = f"it{it}-dpo"
-            self.evaluate(prev, label=f"it{it}")
-        return prev
-
-
-def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes: float | None = CHECKPOINT_MINUTES) -> Run:
-    """Run (or resume) ``cfg.method`` in ``folder``; returns the run (metrics under ``metrics/``).
+    ``variant`` names the settings that make this run differ from the method as configured (its
+    table label is ``<method>-<variant>``); None: read from a folder named ``<label>-seed<S>``.
 
     A stage cut short resumes from its latest checkpoint, saved every ``checkpoint_minutes`` of
     training (None: no checkpoints inside a stage; the run still resumes stage by stage). The
     interval is not part of the run's config: it changes when work is saved, not the result."""
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.method!r} (methods: {', '.join(METHODS)})")
-    run = Run(folder, cfg)
-    ds = read_sprec_folder(cfg.dataset)
-    p = Pipeline(run, ds, cache_dir, checkpoint_minutes)
-    run.log(f"{cfg.method} on {ds.name} ({cfg.profile} profile, seed {cfg.seed})")
-    start = p.base_stage()
-    last = p.sft_stage(start)
-    p.evaluate("sft")
-    if cfg.method == "dpo":
-        last = p.preference_stage("dpo", "sft", 1, cfg.dpo)
-        p.evaluate(last)
-    elif cfg.method == "sdpo":
-        last = p.preference_stage("sdpo", "sft", cfg.sdpo.n_negatives, cfg.sdpo)
-        p.evaluate(last)
-    elif cfg.method == "sprec":
-        last = p.sprec_iterations("sft")
-    if not (run.folder / "FINISHED").exists():
-        write_json({"method": cfg.method, "final_stage": last}, run.folder / "FINISHED")
-        run.log(f"finished: {cfg.method}, final stage {last}")
+    from . import methods
+
+    recipe = methods.get(cfg.method)
+    ds = read_sprec_folder(cfg.dataset)  # read (and checked) before anything is written
+    run = Run(folder, cfg, variant)
+    with run.lock():
+        p = Pipeline(run, ds, cache_dir, checkpoint_minutes)
+        run.log(f"{run.label} on {ds.name} ({cfg.profile} profile, seed {cfg.seed})")
+        for warning in ds.warnings:
+            run.log(f"dataset warning: {warning}")
+        run.finish(recipe.run(p))
     return run
 
 
@@ -312,12 +301,15 @@ def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list
 
     run = Run(folder)
     if stage is None:
-        finished = run.folder / "FINISHED"
-        if not finished.exists():
-            raise FileNotFoundError(f"{finished}: the run has not finished; name a finished stage with --stage")
-        stage = json.loads(finished.read_text())["final_stage"]
-    if not run.done(stage):
-        raise FileNotFoundError(f"{run.stage_dir(stage)}: stage {stage!r} has not finished")
+        if not run.is_finished:
+            raise FileNotFoundError(f"{run.folder}: the run has not finished; name a finished stage with --stage")
+        stage = run.final_stage
+    if stage not in run.stages:  # also keeps --stage from naming a path outside the run
+        raise FileNotFoundError(f"{run.folder}: no finished stage {stage!r} (finished: {', '.join(run.stages) or 'none'})")
+    problem = run.verify(stage)
+    if problem:
+        raise FileNotFoundError(f"{run.folder}: stage {stage!r} does not verify ({problem}); "
+                                "run `sprec train` on this folder to remake it")
     cfg = override(run.cfg, assignments)
     label = stage
     if cfg.eval != run.cfg.eval:
@@ -326,3 +318,109 @@ def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list
     p.cfg = dataclasses.replace(p.cfg, eval=cfg.eval)
     p.evaluate(stage, label)
     return run
+
+
+# -- what a run will do, without doing it (``sprec train --dry-run``) ---------------------------------
+BENCHMARKS = "benchmarks/results"
+
+
+def _stage_cfg(cfg: RunConfig, section: str | None):
+    out = cfg
+    for part in (section or "").split("."):
+        out = getattr(out, part) if part else None
+    return out
+
+
+def _steps(rows: int | None, stage) -> int | None:
+    """Optimizer steps of a stage on ``rows`` rows (its ``max_steps`` when set)."""
+    if stage.max_steps > 0:
+        return stage.max_steps
+    if rows is None:
+        return None
+    per_step = stage.batch_size * stage.grad_accum
+    return max(1, -(-int(rows * stage.epochs) // per_step))
+
+
+def _benchmark(profile: str) -> dict | None:
+    from .paths import resolve
+
+    path = resolve(BENCHMARKS) / f"sprec_iteration-{profile}.json"
+    return json.loads(path.read_text()) | {"path": str(path)} if path.is_file() else None
+
+
+def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict | None) -> tuple[float | None, int | None]:
+    """(seconds, tokens) of a stage, scaled from the benchmark's per-row figures (None: no basis).
+    Pretraining is packed: its tokens are steps x batch x length, timed at the SFT stage's token rate."""
+    measured = None
+    if bench is not None:
+        key = {"pretrain": "sft", "sft": "sft", "dpo": "dpo", "sdpo": "dpo", "negatives": "negatives", "eval": "eval"}[kind]
+        measured = bench["stages"].get(key)
+    if kind == "pretrain":
+        tokens = steps * stage.batch_size * stage.grad_accum * stage.max_length if steps else None
+        rate = measured.get("tokens_per_s") if measured else None
+        return (tokens / rate if tokens and rate else None), tokens
+    if measured is None or rows is None:
+        return None, None
+    per_row = measured["seconds_median"] / bench["eval_rows" if kind == "eval" else "rows"]
+    tokens_per_row = measured["tokens"] / bench["rows"] if measured.get("tokens") else None
+    epochs = stage.epochs if stage is not None else 1
+    if kind == "sdpo":  # one forward per completion: the prompt and 1 + K completions, against DPO's 2
+        per_row *= (1 + stage.n_negatives) / 2
+    tokens = int(rows * epochs * tokens_per_row) if tokens_per_row else None
+    return rows * epochs * per_row, tokens
+
+
+def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None) -> dict:
+    """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
+    steps, tokens and an estimate of its time (from ``benchmarks/results``), which shared stages it
+    would reuse from the cache, which are already done in ``folder``, the device and threads."""
+    import torch
+
+    from . import methods
+    from .config import run_config
+
+    recipe = methods.get(cfg.method)
+    ds = read_sprec_folder(cfg.dataset)
+    data_key = dataset_hash(cfg.dataset)
+    existing = None
+    if folder is not None and (Path(folder) / "config.json").exists():
+        existing = Run(folder)  # raises RunConfigMismatch when it was made with another config
+    n_train = len(ds.train) if cfg.train_rows is None else min(cfg.train_rows, len(ds.train))
+    n_eval = len(ds.splits[cfg.eval.split]) if cfg.eval.rows is None else min(cfg.eval.rows, len(ds.splits[cfg.eval.split]))
+    bench = _benchmark(cfg.profile)
+    from .methods import StagePlan
+
+    shared = ([StagePlan("pretrain", "pretrain", "pretrain")] if cfg.model.profile == "tiny" else []) + [
+        StagePlan("sft", "sft", "sft", n_train), StagePlan("eval sft", "eval", None, n_eval)]
+    stages = []
+    for s in shared + recipe.plan(cfg):
+        rows = n_eval if s.kind == "eval" else (min(s.rows, n_train) if s.rows is not None else None)
+        stage = _stage_cfg(cfg, s.section)
+        steps = _steps(rows, stage) if stage is not None else None
+        seconds, tokens = _estimate(s.kind, rows, steps, stage, bench)
+        status = "to run"
+        if existing is not None and (existing.done(s.name) or s.kind == "eval" and existing.has_metrics(s.name[5:])):
+            status = "done in the run folder"
+        else:
+            cached = shared_stage_path(cfg, s.name, data_key, cache_dir)
+            if cached is not None and stage_finished(cached):
+                status = "reused from the cache"
+        stages.append({"stage": s.name, "kind": s.kind, "rows": rows, "steps": steps, "tokens": tokens,
+                       "estimate_s": seconds, "status": status, "note": s.note})
+    base = run_config(cfg.profile, dataset=cfg.dataset, method=cfg.method, seed=cfg.seed)
+    diff = {k: (a, b) for k, (a, b) in _flat_diff(to_dict(base), to_dict(cfg)).items()}
+    threads = cfg.model.torch_threads or torch.get_num_threads()
+    return {"method": recipe.name, "title": recipe.title, "dataset": ds.name, "profile": cfg.profile, "seed": cfg.seed,
+            "device": str(models.device()), "threads": threads, "stages": stages, "changed": diff,
+            "benchmark": None if bench is None else f"{bench['path']} ({bench['rows']} rows, {bench.get('threads')} thread(s), {bench.get('date')})",
+            "folder": None if folder is None else str(folder), "resumes": existing is not None}
+
+
+def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict:
+    out = {}
+    for k in a:
+        if isinstance(a[k], dict):
+            out.update(_flat_diff(a[k], b[k], f"{prefix}{k}."))
+        elif a[k] != b[k]:
+            out[prefix + k] = (a[k], b[k])
+    return out

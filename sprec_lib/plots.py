@@ -252,12 +252,12 @@ def genre_shares(ds, split: str = "train") -> pd.DataFrame:
     """The evaluated genres' shares of the histories' items and of the targets in ``split`` (each
     column sums to 1): every item spreads a mass of 1 evenly over its evaluated genres, as in the
     fairness metrics' GH / GP (:mod:`sprec_lib.metrics`)."""
-    from .metrics import _genre_shares
+    from . import metrics
 
     samples = ds.splits[split]
     item_genres = ds.item_genres()
-    history = _genre_shares((i for s in samples for i in s.history), item_genres, ds.genres)
-    target = _genre_shares((s.target for s in samples if s.target is not None), item_genres, ds.genres)
+    history = metrics.genre_shares((i for s in samples for i in s.history), item_genres, ds.genres)
+    target = metrics.genre_shares((s.target for s in samples if s.target is not None), item_genres, ds.genres)
     table = pd.DataFrame({"history": history, "target": target})
     table.index.name = "genre"
     return table
@@ -381,3 +381,187 @@ def plot_negatives_popularity(table: pd.DataFrame, head: float = 0.1, title: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# the paper beside ours (tables of sprec_lib.claims and sprec_lib.results)
+
+__all__ += ["plot_paper_beside_ours", "plot_table_bars"]
+
+
+def plot_paper_beside_ours(side: pd.DataFrame, dataset: str, metrics: Sequence[str] | None = None,
+                           profile: str | None = None) -> Figure:
+    """One dataset, one panel per metric: per method, our value (mean over seeds) beside the
+    paper's (``side``: :func:`sprec_lib.claims.paper_beside_ours`). A method the paper lacks (our
+    plain DPO) shows ours alone. Each panel has its own scale: the point is the pattern across
+    methods, since our absolute values are not the paper's (a far smaller model)."""
+    import seaborn as sns
+
+    part = side[(side["dataset"] == dataset) & ((side["profile"] == profile) if profile else True)]
+    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(part["metric"]))
+    long = part.melt(id_vars=["method", "metric"], value_vars=["ours", "paper"], var_name="source",
+                     value_name="value").dropna(subset=["value"])
+    methods = list(dict.fromkeys(part["method"]))
+    fig, axes = _panels(len(metrics))
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        sns.barplot(data=long[long["metric"] == metric], x="method", y="value", hue="source", order=methods,
+                    hue_order=["ours", "paper"], errorbar=None, ax=ax)
+        ax.set_xlabel("method")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(True, axis="y", alpha=0.3)
+        if i and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(f"{dataset}: ours beside the paper's (Tables 1 and 2)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_table_bars(rows: pd.DataFrame, labels: Sequence[str], metrics: Sequence[str] = ("HR@5", "DivRatio@1", "ORRatio@1"),
+                    title: str = "") -> Figure:
+    """Grouped bars, one panel per metric: per dataset, one bar per label in ``labels`` (the mean
+    over seeds, ``rows``: :func:`sprec_lib.results.run_rows`), the seeds' range (lowest to highest)
+    as a line on each bar; a bar without a line has one seed. Table 1: ``sft, dpo, sdpo, sprec``;
+    Table 2: ``sprec`` and its ablations."""
+    import seaborn as sns
+
+    part = rows[rows["label"].isin(labels)]
+    present = [x for x in labels if x in set(part["label"])]
+    fig, axes = _panels(len(metrics), width=4.4)
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        sns.barplot(data=part, x="dataset", y=metric, hue="label", hue_order=present, errorbar=("pi", 100),
+                    capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax)
+        ax.set_xlabel("dataset")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(True, axis="y", alpha=0.3)
+        if i and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML for the book's pages: whole tables (no truncation), the scorecard, collapsed lists
+
+__all__ += ["Html", "html_table", "setup_box", "details", "missing_runs", "VERDICT_COLOURS", "scorecard_html"]
+
+
+class Html(str):
+    """A string of HTML that notebooks display as HTML (``display(x)``, or a cell's last value)."""
+
+    def _repr_html_(self) -> str:
+        return str(self)
+
+
+def _esc(text) -> str:
+    import html
+
+    return html.escape(str(text), quote=True)
+
+
+def html_table(frame: pd.DataFrame, index: bool = False, digits: int = 4, caption: str = "") -> Html:
+    """``frame`` as a whole HTML table, every row, column and character (pandas' display options
+    would cut long texts with "..."), in a box that scrolls sideways when the table is wider than
+    the page. Floats to ``digits`` significant digits; missing values blank."""
+    def fmt(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.{digits}g}"
+        return v
+
+    shown = frame.copy()
+    for col in shown.columns:
+        if shown[col].dtype == object or pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(fmt)
+    body = shown.to_html(index=index, na_rep="", escape=True, border=0, classes="dataframe sprec-table")
+    head = f'<p class="sprec-caption"><b>{_esc(caption)}</b></p>' if caption else ""
+    return Html(f'{head}<div class="sprec-scroll" style="overflow-x:auto;max-width:100%">{body}</div>')
+
+
+def setup_box(frame: pd.DataFrame, title: str, note: str = "") -> Html:
+    """A run's setup beside the paper's (:func:`sprec_lib.claims.setup_differences`) in one framed
+    box: the differing settings marked in bold."""
+    rows = []
+    for r in frame.itertuples(index=False):
+        style = ' style="font-weight:bold"' if r.differs else ""
+        mark = "differs" if r.differs else "same"
+        rows.append(f"<tr{style}><td>{_esc(r.setting)}</td><td>{_esc(r.ours)}</td><td>{_esc(r.paper)}</td>"
+                    f"<td>{mark}</td></tr>")
+    table = ('<table class="sprec-setup" style="border-collapse:collapse"><thead><tr><th>setting</th><th>ours</th>'
+             "<th>paper</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    extra = f'<p style="margin:0.5em 0 0 0">{_esc(note)}</p>' if note else ""
+    return Html('<div class="sprec-setup-box" style="border:1px solid #999;border-radius:6px;padding:0.6em 1em;'
+                f'margin:0.5em 0;overflow-x:auto"><p style="margin:0 0 0.4em 0"><b>{_esc(title)}</b></p>'
+                f"{table}{extra}</div>")
+
+
+def details(summary: str, items: Sequence[str] = (), html: str = "") -> Html:
+    """One collapsed line (an HTML ``<details>``): ``summary``, with ``items`` listed (or the HTML
+    ``html`` shown) when opened; a plain line when there is nothing to open."""
+    if not items and not html:
+        return Html(f"<p>{_esc(summary)}</p>")
+    body = ("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>" if items else "") + str(html)
+    return Html(f'<details class="sprec-details"><summary>{_esc(summary)}</summary>{body}</details>')
+
+
+def missing_runs(asked: Sequence, missing: Sequence) -> Html:
+    """The runs a page asked for and did not find, as one collapsed line with their count; opened,
+    one line per dataset naming them (``sprec runs missing`` prints the commands that make them)."""
+    if not missing:
+        return details(f"All {len(asked)} runs this page reads were found.")
+    by_dataset: dict[str, list[str]] = {}
+    for spec in missing:
+        by_dataset.setdefault(spec.dataset, []).append(spec.name)
+    items = [f"{d}: {', '.join(names)}" for d, names in by_dataset.items()]
+    return details(f"{len(missing)} of {len(asked)} runs missing (click to list them; "
+                   "`sprec runs missing` prints the commands that make them)", items)
+
+
+# Background colours of the scorecard's cells, by verdict.
+VERDICT_COLOURS = {
+    "reproduced": "#b9e4c0",
+    "not reproduced": "#f5b7b1",
+    "inconclusive (within noise)": "#fbe7a1",
+    "pending": "#d6dbe4",
+    "degenerate baseline": "#d7bde2",
+    "not claimed": "#ffffff",
+    "not run here": "#eeeeee",
+}
+
+
+def scorecard_html(cells: pd.DataFrame, claims_page: str = "06_results.html", table_id: str = "sprec-scorecard") -> Html:
+    """The scorecard (:func:`sprec_lib.claims.scorecard`) as an HTML table (id ``table_id``):
+    one row per claim, one cell per dataset (``td.sprec-verdict``, with ``data-claim``,
+    ``data-dataset`` and ``data-verdict``), coloured by verdict (:data:`VERDICT_COLOURS`), naming
+    the verdict and the seeds it rests on, each linking to the page that shows its runs; the claim
+    links to ``claims_page``. A legend follows."""
+    datasets = list(dict.fromkeys(cells["dataset"]))
+    head = "".join(f"<th>{_esc(d)}</th>" for d in datasets)
+    rows = []
+    for cid, part in cells.groupby("id", sort=False):
+        first = part.iloc[0]
+        tds = []
+        for r in part.set_index("dataset").reindex(datasets).reset_index().itertuples(index=False):
+            colour = VERDICT_COLOURS.get(r.verdict, "#ffffff")
+            attrs = (f'class="sprec-verdict" data-claim="{_esc(cid)}" data-dataset="{_esc(r.dataset)}" '
+                     f'data-verdict="{_esc(r.verdict)}" style="background:{colour};text-align:center;'
+                     'padding:0.35em 0.6em;border:1px solid #fff"')
+            if r.verdict == "not claimed":
+                tds.append(f'<td {attrs}><span style="color:#777">—<br><small>not claimed here</small></span></td>')
+            elif r.verdict == "not run here":
+                tds.append(f'<td {attrs}><span style="color:#555">not run here<br><small>study dataset only</small></span></td>')
+            else:
+                seeds = f"{int(r.seeds)} seed" + ("" if int(r.seeds) == 1 else "s")
+                tds.append(f'<td {attrs}><a href="{_esc(r.page)}" style="color:#111">{_esc(r.verdict)}</a>'
+                           f"<br><small>{seeds}</small></td>")
+        claim = (f'<th style="text-align:left;font-weight:normal;padding:0.35em 0.6em"><a href="{_esc(claims_page)}">'
+                 f"<b>({_esc(cid)})</b></a> {_esc(first['claim'].split(') ', 1)[-1])} <small>{_esc(first['section'])}</small></th>")
+        rows.append(f"<tr>{claim}{''.join(tds)}</tr>")
+    legend = " ".join(f'<span style="background:{c};padding:0.1em 0.5em;border:1px solid #ccc;margin-right:0.3em">'
+                      f"{_esc(v)}</span>" for v, c in VERDICT_COLOURS.items())
+    table = (f'<table id="{_esc(table_id)}" class="sprec-scorecard" style="border-collapse:collapse">'
+             f"<thead><tr><th>claim (paper section)</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return Html(f'<div class="sprec-scroll" style="overflow-x:auto;max-width:100%">{table}</div>'
+                f'<p style="margin-top:0.6em;line-height:2">{legend}</p>')

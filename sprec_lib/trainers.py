@@ -49,8 +49,10 @@ import gc
 import json
 import re
 import shutil
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.data.data_collator import DataCollatorMixin
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from trl.data_utils import common_prefix_length
@@ -68,7 +71,7 @@ from trl.trainer.utils import pad, use_adapter
 
 from .config import StageConfig
 from .losses import sdpo_loss
-from .runs import CHECKPOINT_MINUTES
+from .runs import CHECKPOINT_MINUTES, StageInterrupted
 
 # trl tokenizes a stage's rows with ``datasets.map``, a few seconds with a progress bar per pass;
 # the trainer's own bar (steps, loss) is the one worth watching, and the per-pass bars flood logs
@@ -122,40 +125,157 @@ def _frozen_copy(model):
 
 
 class CheckpointEvery(TrainerCallback):
-    """Make the trainer save a checkpoint at the end of the first step after every ``minutes``.
+    """Make the trainer save a checkpoint at the end of the first step after every ``minutes``, and
+    at the end of the step during which SIGTERM or SIGINT arrived (:attr:`stop_signal`; then the
+    training stops too, so a run killed at minute 9 loses one step, not 9 minutes).
 
     Under ``accelerate launch`` every process must save at the same step (saving synchronises
-    them), so rank 0's clock decides and the decision is broadcast."""
+    them), so rank 0's clock and signal decide and the decision is broadcast."""
 
     def __init__(self, minutes: float):
         self.seconds, self.last = minutes * 60, time.monotonic()
+        self.stop_signal: int | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
         due = time.monotonic() - self.last >= self.seconds
+        stop = self.stop_signal is not None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor(float(due), device=args.device)
-            torch.distributed.broadcast(flag, src=0)
-            due = bool(flag.item())
-        if due:
+            flags = torch.tensor([float(due), float(stop)], device=args.device)
+            torch.distributed.broadcast(flags, src=0)
+            due, stop = bool(flags[0].item()), bool(flags[1].item())
+        if due or stop:
             control.should_save, self.last = True, time.monotonic()
+        if stop:
+            control.should_training_stop = True
 
 
-def last_checkpoint(out_dir: str | Path) -> Path | None:
-    """The latest complete ``checkpoint-<step>`` in ``out_dir`` (the trainer writes
-    ``trainer_state.json`` last, so a checkpoint cut short while saving is passed over)."""
-    steps = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*")
-             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").exists()]
-    return max(steps)[1] if steps else None
+@contextmanager
+def _save_on_signals(callback: CheckpointEvery):
+    """While the block runs, SIGTERM and SIGINT ask ``callback`` to save and stop at the end of the
+    step; a second signal stops at once (as without this). Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def ask(signum, frame):
+        if callback.stop_signal is not None:  # the second one: stop now
+            raise KeyboardInterrupt
+        callback.stop_signal = signum
+
+    for sig in saved:
+        signal.signal(sig, ask)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+class _StageProgress(ProgressCallback):
+    """The trainer's progress bar, labelled with the stage (``pretrain 120/400``)."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.label)
+
+
+def verify_checkpoint(path: str | Path) -> str | None:
+    """What is wrong with the trainer checkpoint ``path``, or None when it loads: ``trainer_state.json``
+    parses with a ``global_step``; every ``*.safetensors`` opens (its header covers the file, so a
+    truncated one fails) and lists its tensors; ``optimizer.pt``, ``scheduler.pt`` and the
+    ``rng_state*.pth`` are present and load as the trainer loads them (``torch.load`` with
+    ``weights_only=True``, numpy's RNG types allowed). A checkpoint that passed stays trusted in this
+    process while its files keep their sizes and modification times."""
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals
+
+    path = Path(path)
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "no trainer_state.json (cut short while saving)"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"trainer_state.json does not parse ({e})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json has no global_step"
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        signature = tuple((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    except OSError as e:
+        return f"unreadable ({e})"
+    if _VERIFIED_CHECKPOINTS.get(str(path.resolve())) == signature:
+        return None
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    if not weights:
+        return "no model weights (*.safetensors)"
+    for w in weights:
+        try:
+            with safe_open(str(w), framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key).get_shape()
+        except Exception as e:  # safetensors raises its own error type (and OSError)
+            return f"{w.name} does not load ({type(e).__name__}: {e})"
+    pickles = ([path / "optimizer.pt", path / "scheduler.pt"] + (sorted(path.glob("rng_state*.pth")) or [path / "rng_state.pth"])
+               + sorted(path.glob("scaler.pt")))  # the gradient scaler's state, saved with fp16 only
+    for p in pickles:
+        if not p.is_file():
+            return f"no {p.name}"
+        try:
+            with safe_globals():
+                torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a bad pickle, ...
+            return f"{p.name} does not load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    _VERIFIED_CHECKPOINTS[str(path.resolve())] = signature
+    return None
+
+
+_VERIFIED_CHECKPOINTS: dict[str, tuple] = {}
+
+
+def last_checkpoint(out_dir: str | Path, log=print) -> Path | None:
+    """The latest ``checkpoint-<step>`` in ``out_dir`` that verifies (:func:`verify_checkpoint`),
+    or None. A checkpoint cut short while saving (no ``trainer_state.json``: the trainer writes it
+    last) or one that does not load is deleted, with a line to ``log`` saying why and what the
+    stage falls back to (an earlier checkpoint, or the stage's start), so that no rerun trips on it
+    again. (Deleted, not renamed: the trainer's checkpoint rotation counts any ``checkpoint-<N>*``
+    folder, and would delete a fresh checkpoint in favour of a renamed corrupt one.)"""
+    steps = sorted(((int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*")
+                    if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and p.is_dir()), reverse=True)
+    for i, (_, path) in enumerate(steps):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path
+        shutil.rmtree(path, ignore_errors=True)
+        later = next((p for _, p in steps[i + 1:] if verify_checkpoint(p) is None), None)
+        log(f"{path.name} is unusable ({problem}); " + ("could not delete it" if path.exists() else "deleted it")
+            + "; falling back to " + (later.name if later else "the stage's start"))
+    return None
 
 
 def _train(trainer, out_dir: str | Path, checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
     """Train (resuming from the latest checkpoint in ``out_dir``), write ``log_history.json``, delete
     the checkpoints, and return the model alone (eval mode, trainer dropped)."""
     out_dir = Path(out_dir)
-    if checkpoint_minutes is not None:
-        trainer.add_callback(CheckpointEvery(checkpoint_minutes))
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_StageProgress(out_dir.name))
+    checkpoints = CheckpointEvery(checkpoint_minutes) if checkpoint_minutes is not None else None
     resume = last_checkpoint(out_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if checkpoints is None:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    else:
+        trainer.add_callback(checkpoints)
+        with _save_on_signals(checkpoints):
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if checkpoints.stop_signal is not None:
+            saved = last_checkpoint(out_dir)
+            raise StageInterrupted(f"{out_dir}: {signal.Signals(checkpoints.stop_signal).name} during training; "
+                                   f"saved {saved.name if saved else 'no checkpoint'}; run the same command to resume")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     for checkpoint in out_dir.glob("checkpoint-*"):

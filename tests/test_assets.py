@@ -276,3 +276,106 @@ def test_real_ml100k_via_pip(tmp_path, monkeypatch):
     for ext in ("inter", "item", "user"):
         assert (got / f"ml-100k.{ext}").stat().st_size > 0
     assert (got / "ml-100k.inter").read_text().startswith("user_id:token\titem_id:token\trating:float\ttimestamp:float")
+
+
+# -- the marker's record of the extracted files; wheel members; the installed route (issue 12) ----------
+
+
+@pytest.mark.parametrize("damage", ["edited", "same-size edit", "truncated", "deleted"])
+def test_an_extracted_file_changed_since_is_extracted_again(tmp_path, fake, pip_calls, capsys, damage):
+    got = asset_path("fake", cache_dir=tmp_path)
+    files = json.loads((got.parent / assets.MARKER).read_text())["files"]
+    assert files == {"folder/a.txt": {"size": 6, "sha256": hashlib.sha256(b"alpha\n").hexdigest()},
+                     "folder/sub/b.txt": {"size": 5, "sha256": hashlib.sha256(b"beta\n").hexdigest()}}
+    a = got / "a.txt"
+    if damage == "edited":
+        a.write_bytes(b"alpha, edited\n")
+    elif damage == "same-size edit":  # caught by the hash (its modification time changed)
+        a.write_bytes(b"ALPHA\n")
+    elif damage == "truncated":
+        a.write_bytes(b"al")
+    else:
+        a.unlink()
+    assert assets.cached_path("fake", cache_dir=tmp_path) is None
+    assert "sprec: the extracted fake does not verify (" in capsys.readouterr().err
+    assert asset_path("fake", cache_dir=tmp_path) == got and len(pip_calls) == 2
+    assert a.read_bytes() == b"alpha\n"
+
+
+def test_hashes_are_checked_once_per_process(tmp_path, fake, pip_calls, monkeypatch):
+    got = asset_path("fake", cache_dir=tmp_path)
+    hashed = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda p: (hashed.append(Path(p).name), real(p))[1])
+    monkeypatch.setattr(assets, "_HASHED", set())  # a new process
+    for _ in range(3):
+        assert assets.cached_path("fake", cache_dir=tmp_path) == got
+    assert sorted(hashed) == ["a.txt", "b.txt"]  # the first check only; later ones compare sizes
+
+
+def test_a_marker_from_before_the_file_record_is_trusted(tmp_path, fake, pip_calls):
+    got = asset_path("fake", cache_dir=tmp_path)
+    marker = json.loads((got.parent / assets.MARKER).read_text())
+    del marker["files"]
+    (got.parent / assets.MARKER).write_text(json.dumps(marker))
+    assert assets.cached_path("fake", cache_dir=tmp_path) == got and len(pip_calls) == 1
+
+
+@pytest.mark.parametrize("member", ["..\\..\\escape.txt", "sub\\..\\..\\..\\escape.txt", "C:escape.txt"])
+def test_a_member_with_windows_separators_is_refused(tmp_path, fake, monkeypatch, member):
+    """Zip members are named with "/", but written with native paths: on Windows a backslash is a
+    separator, so such a member is refused on every OS (and nothing is written outside)."""
+    evil, sha = make_wheel(tmp_path / "evil", {"fakepkg/data/folder/a.txt": b"a", f"fakepkg/data/folder/{member}": b"x"})
+    monkeypatch.setitem(assets.ASSETS, "fake", replace(fake, sha256=sha))
+    monkeypatch.setattr(assets, "_pip_download", no_pip)
+    placed = tmp_path / "cache" / "assets" / "fake" / WHEEL
+    placed.parent.mkdir(parents=True)
+    shutil.copy(evil, placed)
+    with pytest.raises(AssetUnavailableError, match="unsafe path"):
+        asset_path("fake", cache_dir=tmp_path / "cache")
+    assert not [p for p in tmp_path.rglob("*escape*")]
+    assert not (placed.parent / assets.MARKER).exists()
+
+
+def installed_package(tmp_path, monkeypatch, fake, version="1.0"):
+    """A package 'fakepkg' installed as pip installs one: its files and a dist-info with RECORD."""
+    import base64
+    import importlib.metadata
+
+    site = tmp_path / "site"
+    model = site / "fakepkg_inst" / "model"
+    (model / "sub").mkdir(parents=True)
+    files = {"fakepkg_inst/model/config.json": b"{}", "fakepkg_inst/model/sub/w.bin": b"\x00" * 10}
+    record = []
+    for rel, data in files.items():
+        (site / rel).write_bytes(data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{rel},sha256={digest},{len(data)}")
+    info = site / f"fakepkg-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n")
+    (info / "RECORD").write_text("\n".join(record + [f"{info.name}/RECORD,,"]) + "\n")
+    dist = importlib.metadata.PathDistribution(info)
+    real = importlib.metadata.distribution
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: dist if name == "fakepkg" else real(name))
+    mod = types.ModuleType("fake_installed_pkg")
+    mod.get_model_path = lambda: model
+    monkeypatch.setitem(sys.modules, "fake_installed_pkg", mod)
+    monkeypatch.setitem(assets.ASSETS, "fake", replace(fake, installed="fake_installed_pkg:get_model_path"))
+    monkeypatch.setattr(assets, "_HASHED", set())
+    return model
+
+
+def test_an_installed_package_is_checked_against_its_record(tmp_path, fake, pip_calls, monkeypatch, capsys):
+    model = installed_package(tmp_path, monkeypatch, fake)
+    assert asset_path("fake", cache_dir=tmp_path / "cache") == model and pip_calls == []
+    (model / "sub" / "w.bin").write_bytes(b"\x01" * 10)  # same size, other content
+    got = asset_path("fake", cache_dir=tmp_path / "cache")
+    assert got == tmp_path / "cache" / "assets" / "fake" / "folder" and pip_calls == ["fakepkg==1.0"]
+    assert "sprec: the installed fakepkg does not verify (" in capsys.readouterr().err
+
+
+def test_an_installed_package_of_another_version_is_not_used(tmp_path, fake, pip_calls, monkeypatch, capsys):
+    installed_package(tmp_path, monkeypatch, fake, version="2.0")
+    assert asset_path("fake", cache_dir=tmp_path / "cache") == tmp_path / "cache" / "assets" / "fake" / "folder"
+    assert "version 2.0 is installed, the registry pins 1.0" in capsys.readouterr().err

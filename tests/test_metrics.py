@@ -168,9 +168,15 @@ def test_no_evaluated_genres_anywhere():
     assert m["NDCG"] == approx(1 / math.log2(4))
 
 
-def test_empty_genre_list():
+def test_empty_genre_list_is_not_applicable():
+    """No genres evaluated (a dataset without genre files): the fairness metrics are None, never a
+    0.0 that would read as perfectly fair; tables show them as missing."""
+    from sprec_lib.evaluation import flat_metrics
+
     m = ranking_metrics([[1]], [1], [[1]], {1: ["A"]}, [], 1)
-    assert m["GU"] == {} and m["MGU"] == 0.0 and m["DGU"] == 0.0
+    assert m["GU"] is None and m["MGU"] is None and m["DGU"] is None
+    flat = flat_metrics({"valid_ratio": 1.0, "@1": m})
+    assert math.isnan(flat["MGU@1"]) and math.isnan(flat["DGU@1"]) and flat["HR@1"] == 1.0
 
 
 def test_genre_mass_split_evenly_over_evaluated_genres_only():
@@ -283,9 +289,9 @@ def naive_metrics(topk, targets, histories, item_genres, genres, k):
         "NDCG": ndcg / n if n else 0.0,
         "DivRatio": distinct / (v * k) if v else 0.0,
         "ORRatio": top3 / (v * k) if v else 0.0,
-        "MGU": float(sum((abs(x) for x in d.values()), Fraction(0)) / len(d)) if d else 0.0,
-        "DGU": float(max(d.values()) - min(d.values())) if d else 0.0,
-        "GU": {g: float(abs(x)) for g, x in d.items()},
+        "MGU": float(sum((abs(x) for x in d.values()), Fraction(0)) / len(d)) if d else None,
+        "DGU": float(max(d.values()) - min(d.values())) if d else None,
+        "GU": {g: float(abs(x)) for g, x in d.items()} if d else None,
         "valid": v,
     }
 
@@ -319,9 +325,12 @@ def test_matches_naive_implementation(seed):
     want = naive_metrics(*args)
     assert got["valid"] == want["valid"]
     for key in ["HR", "NDCG", "DivRatio", "ORRatio", "MGU", "DGU"]:
+        if want[key] is None:  # no genres evaluated in this case
+            assert got[key] is None, key
+            continue
         assert got[key] == pytest.approx(want[key], abs=1e-12, rel=0), key
-    assert list(got["GU"]) == list(want["GU"])
-    for g in want["GU"]:
+    assert (got["GU"] is None) == (want["GU"] is None) and list(got["GU"] or []) == list(want["GU"] or [])
+    for g in want["GU"] or []:
         assert got["GU"][g] == pytest.approx(want["GU"][g], abs=1e-12, rel=0), g
 
 

@@ -6,7 +6,8 @@ import pytest
 import trl
 
 from sprec_lib.cli import main
-from sprec_lib.config import QUICK_RUN, run_config
+from sprec_lib.config import run_config
+from sprec_lib.quick import QUICK_RUN
 from sprec_lib.data.sprec_format import write_sprec_folder
 from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.pipeline import train
@@ -39,7 +40,7 @@ def test_sprec_run_folder_and_metrics(dataset, tmp_path):
     # A second call on a finished run trains nothing and changes nothing.
     before = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file()}
     train(config(dataset), tmp_path / "run", cache_dir=tmp_path / "cache")
-    after = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file() and p.name != "log.txt"}
+    after = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file() and p.name not in ("log.txt", ".lock")}
     assert all(before[p] == t for p, t in after.items())
 
 
@@ -142,10 +143,12 @@ def test_cli_train_passes_the_checkpoint_interval(dataset, tmp_path, monkeypatch
     seen = {}
 
     class NoMetrics:
+        label, seed, final_stage, folder = "sft", 0, "sft", tmp_path / "run"
+
         def metrics(self):
             return {}
 
-    def fake_train(cfg, folder, cache_dir=None, checkpoint_minutes="unset"):
+    def fake_train(cfg, folder, cache_dir=None, checkpoint_minutes="unset", variant=None):
         seen["minutes"] = checkpoint_minutes
         return NoMetrics()
 

@@ -60,5 +60,21 @@ def test_build_and_in_memory_join_agree(tmp_path, capsys):
 
 def test_bad_metadata_line(tmp_path):
     folder = steam_folder(tmp_path, LINES[:2] + ["this is not a record"])
-    with pytest.raises(DataFormatError, match=r"steam_games.json.gz, row 2: a JSON or Python-literal dict"):
+    with pytest.raises(DataFormatError, match=r"steam_games.json.gz, row 2: expected a JSON or Python-literal dict"):
         read_steam_games(folder / "raw" / "steam_games.json.gz")
+
+
+def test_bad_gzip_and_genres(tmp_path):
+    folder = steam_folder(tmp_path)
+    gz = folder / "raw" / "steam_games.json.gz"
+    raw = gz.read_bytes()
+    gz.write_bytes(raw[: len(raw) - 12])  # cut off the gzip trailer and some data
+    with pytest.raises(DataFormatError, match=r"steam_games.json.gz: expected .*truncated"):
+        read_steam_games(gz)
+    gz.write_bytes(b"not gzip at all")
+    with pytest.raises(DataFormatError, match=r"steam_games.json.gz: expected .*not a valid gzip file"):
+        read_sprec_folder(folder)
+    folder = steam_folder(tmp_path / "b", LINES[:2] + ['{"app_name": "Beta", "genres": "Indie"}'])
+    with pytest.raises(DataFormatError, match=r'steam_games.json.gz, row 2: expected "genres" to be a list of strings'):
+        build_steam_genres(folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

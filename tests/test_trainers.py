@@ -416,14 +416,41 @@ def test_stage_resumes_from_its_checkpoint_to_the_same_weights(ds, tok, tmp_path
     assert len(losses_logged(tmp_path / "whole")) == 6
 
 
-def test_last_checkpoint_passes_over_one_cut_short_while_saving(tmp_path):
-    for step, complete in [(2, True), (10, True), (12, False)]:
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
-    (tmp_path / "checkpoint-x").mkdir()
-    assert trainers.last_checkpoint(tmp_path).name == "checkpoint-10"  # 10 > 2 by number, not by name
-    assert trainers.last_checkpoint(tmp_path / "missing") is None
+def test_sigterm_saves_a_checkpoint_and_the_stage_resumes_exactly(ds, tok, tmp_path, monkeypatch):
+    """SIGTERM during step 2 of 6, with no checkpoint due for an hour: the stage saves
+    ``checkpoint-2`` at the end of that step and stops with StageInterrupted (not after 10 minutes'
+    work is lost); run again, it resumes there and ends with an uninterrupted run's weights."""
+    import os
+    import signal
+
+    from sprec_lib.runs import StageInterrupted
+
+    cfg = dataclasses.replace(CFG, epochs=3, batch_size=2, lr=1e-2)
+    rows = sft_rows(ds, 4)
+    whole = trainers.sft(tiny_model(tok), tok, rows, cfg, tmp_path / "whole", 0, checkpoint_minutes=None)
+
+    class Term(trainers.TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 1:  # during the second step
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    original = trainers._train
+
+    def train_with(trainer, out_dir, checkpoint_minutes):
+        trainer.add_callback(Term())
+        return original(trainer, out_dir, checkpoint_minutes)
+
+    monkeypatch.setattr(trainers, "_train", train_with)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(StageInterrupted, match="SIGTERM.*checkpoint-2"):
+        trainers.sft(tiny_model(tok), tok, rows, cfg, tmp_path / "cut", 0, checkpoint_minutes=60)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    assert [p.name for p in (tmp_path / "cut").glob("checkpoint-*")] == ["checkpoint-2"]
+    monkeypatch.setattr(trainers, "_train", original)
+    resumed = trainers.sft(tiny_model(tok), tok, rows, cfg, tmp_path / "cut", 0, checkpoint_minutes=60)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert losses_logged(tmp_path / "cut") == pytest.approx(losses_logged(tmp_path / "whole"), abs=1e-6)
 
 
 def _checkpoint_decisions(rank, world, port, due_on_rank, out):

@@ -24,11 +24,16 @@ SPLITS = ("train", "valid", "test")
 
 
 class DataFormatError(ValueError):
-    """Bad input: names the file, the row (when there is one) and what was expected."""
+    """Bad input: names the file, the row or key (when there is one) and what was expected.
 
-    def __init__(self, path, row: int | None, expected: str):
-        self.path, self.row, self.expected = str(path), row, expected
-        where = f"{self.path}" + (f", row {row}" if row is not None else "")
+    ``row`` is the 0-based index of the row (of a JSON list, or the line of a text file);
+    ``key`` the key of a JSON object (a title, an id). The message reads
+    ``<file>[, row <n>][, key <k>]: <expected>``.
+    """
+
+    def __init__(self, path, row: int | None, expected: str, key: str | None = None):
+        self.path, self.row, self.key, self.expected = str(path), row, key, expected
+        where = f"{self.path}" + (f", row {row}" if row is not None else "") + (f", key {key!r}" if key is not None else "")
         super().__init__(f"{where}: {expected}")
 
 
@@ -101,6 +106,17 @@ class Sample:
 
 @dataclass
 class Dataset:
+    """A catalogue, three splits, the evaluated genres and the prompt wording.
+
+    ``genres`` is the list of genres that the fairness metrics (MGU, DGU, GU) evaluate. An empty
+    list means the source has no genre information (no genre files): those metrics are then
+    *not applicable* and must be reported as such (n/a), never as 0.0. ``warnings`` then says so.
+
+    ``warnings``: what loading found suspicious but accepted (a title listed under two ids, many
+    targets outside the catalogue, no genres, ...), one sentence each, naming the file. Callers
+    print them and record them with the run; they never change the data.
+    """
+
     name: str
     catalogue: Catalogue
     splits: dict[str, list[Sample]]
@@ -111,6 +127,8 @@ class Dataset:
     # Where the source has full logs (prepared MovieLens): each user's item ids up to their last
     # training target, for the tiny profile's domain pretraining. None for the paper's folders.
     sequences: list[tuple[int, ...]] | None = None
+    # What loading found suspicious but accepted, one sentence each (see the class docstring).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def train(self) -> list[Sample]:
@@ -132,7 +150,7 @@ class Dataset:
         return Counter(s.target for s in self.splits[split] if s.target is not None)
 
     def same_content(self, other: "Dataset") -> bool:
-        """Equal catalogue, splits, genre list, wording and sequences (name and notes aside)."""
+        """Equal catalogue, splits, genre list, wording and sequences (name, notes and warnings aside)."""
         return (
             self.catalogue == other.catalogue
             and self.splits == other.splits

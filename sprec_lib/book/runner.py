@@ -1,0 +1,251 @@
+"""Execute the book's notebooks with papermill into ``book/executed/`` (``sprec book run``).
+
+:func:`run_notebooks` executes every notebook of :data:`NOTEBOOKS` (once, or once per dataset)
+into ``book/executed/NAME[-DATASET].ipynb``, with the working directory at the repository root.
+A copy is skipped when it was made from the same notebook with the same parameters (and, for a
+dataset's copy, the same files in the dataset folder): a hash of them is kept in the copy's
+metadata (``metadata.sprec_book``); ``force=True`` runs it anyway. The library is not hashed:
+after changing ``sprec_lib``, run with ``--force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..paths import (DATASETS, PAPER_DATASETS, RESULTS, RUNS, STUDY_DATASET, book_dir, dataset_folder, folder_hash,
+                     notebooks_dir, portable_path, repo_root, resolve)
+
+# ----------------------------------------------------------------------------------------------
+# which notebooks the book runs
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """A notebook of ``notebooks/`` and the run-level parameters it takes.
+
+    ``takes``: which of ``data_dir`` (one executed copy per dataset), ``study_dir`` (one copy, on
+    the study dataset: the ablations and negative-sample studies run on MovieLens), ``datasets``
+    (one copy, given every dataset folder there is), ``profile`` (the notebook reads runs: the
+    committed results and the names of the finished local runs are part of its hash),
+    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``).
+    ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# ``
+    heading), with ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
+    """
+
+    name: str
+    takes: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+    title: str | None = None
+
+    @property
+    def per_dataset(self) -> bool:
+        return "data_dir" in self.takes
+
+
+# The book's notebooks, in reading order. Add a row for a new notebook.
+NOTEBOOKS: list[NotebookSpec] = [
+    NotebookSpec("00_scorecard", takes=("datasets", "study_dir", "profile", "seeds")),
+    NotebookSpec("01_theorem"),
+    NotebookSpec("02_datasets", takes=("data_dir",), title="{dataset}: the data as the models see it"),
+    NotebookSpec("03_training", takes=("data_dir", "profile", "seeds", "train"), title="{dataset}: Table 1"),
+    NotebookSpec("04_ablations", takes=("study_dir", "profile", "seeds", "train")),
+    NotebookSpec("05_negative_samples", takes=("study_dir", "profile", "train")),
+    NotebookSpec("06_results", takes=("datasets", "study_dir", "profile", "seeds")),
+]
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: NotebookSpec
+    source: Path
+    output: Path
+    parameters: dict
+    dataset: str | None = None
+    data: Path | None = None
+
+
+def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, seeds, quick: bool,
+          train: bool = False, study: str = STUDY_DATASET) -> list[Job]:
+    jobs = []
+    for spec in notebooks:
+        base = {"quick": bool(quick), **dict(spec.params)}
+        if "profile" in spec.takes:
+            base["profile"] = profile
+        if "seeds" in spec.takes:
+            base["seeds"] = [int(s) for s in seeds]
+        if "train" in spec.takes:
+            base["train"] = bool(train)
+        source = notebooks_dir() / f"{spec.name}.ipynb"
+        if "datasets" in spec.takes:  # one copy over all the datasets there are
+            base["datasets"] = [portable_path(dataset_folder(n)) for n in datasets if dataset_folder(n).is_dir()]
+        if "study_dir" in spec.takes:
+            folder = dataset_folder(study)
+            if "datasets" in spec.takes:
+                base["study_dir"] = portable_path(folder)
+            elif not folder.is_dir():
+                print(f"skip {spec.name}: no folder {folder} for the study dataset {study}")
+                continue
+            else:
+                jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", {**base, "data_dir": portable_path(folder)},
+                                study, folder))
+                continue
+        if not spec.per_dataset:
+            jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", base))
+            continue
+        for name in datasets:
+            folder = dataset_folder(name)
+            if not folder.is_dir():
+                hint = " (set SPREC_PAPER_DATA to the folder that holds it)" if name in PAPER_DATASETS else ""
+                print(f"skip {spec.name} on {name}: no folder {folder}{hint}")
+                continue
+            label = name if name in DATASETS else folder.name
+            params = {**base, "data_dir": portable_path(folder)}
+            jobs.append(Job(spec, source, out_dir / f"{spec.name}-{label}.ipynb", params, label, folder))
+    return jobs
+
+
+def _content_hash(job: Job) -> str:
+    """sha256 of the notebook's cells (type, source, tags), the parameters, the page title and
+    the dataset folder's fingerprint."""
+    import nbformat
+
+    nb = nbformat.read(str(job.source), as_version=4)
+    cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
+    from ..runs import finished_runs
+
+    data = folder_hash(job.data) if job.data is not None else None
+    runs = None
+    if "profile" in job.spec.takes:  # the committed results, and which local runs have finished
+        local = sorted(r.folder.relative_to(resolve(RUNS)).as_posix() for r in finished_runs(resolve(RUNS)))
+        runs = [folder_hash(resolve(RESULTS)), local]
+    blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data,
+                       "results": runs}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _stored_hash(output: Path) -> str | None:
+    if not output.is_file():
+        return None
+    try:
+        meta = json.loads(output.read_text(encoding="utf-8"))["metadata"].get("sprec_book", {})
+    except (OSError, ValueError, KeyError):
+        return None
+    return meta.get("hash")
+
+
+def check_pairing(name: str) -> None:
+    """Raise if ``notebooks/NAME.ipynb`` and its paired ``notebooks/NAME.py`` hold different cells."""
+    import jupytext
+    import nbformat
+
+    ipynb, script = notebooks_dir() / f"{name}.ipynb", notebooks_dir() / f"{name}.py"
+    a = nbformat.read(str(ipynb), as_version=4)
+    b = jupytext.read(str(script))
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    if cells(a) != cells(b):
+        raise RuntimeError(f"{ipynb} and {script} differ: run `jupytext --sync {script}` (or edit the one you meant)")
+
+
+def run_notebooks(
+    profile: str = "tiny",
+    datasets: list[str] | tuple[str, ...] = tuple(DATASETS),
+    seeds: list[int] | tuple[int, ...] = (0,),
+    quick: bool = False,
+    force: bool = False,
+    book: str | os.PathLike | None = None,
+    notebooks: list[NotebookSpec] | None = None,
+    log_output: bool = True,
+    train: bool = False,
+    study: str = STUDY_DATASET,
+) -> list[Path]:
+    """Execute the book's notebooks with papermill into ``<book>/executed/``; returns the copies.
+
+    ``datasets``: names of :data:`DATASETS` or dataset folders; a dataset whose folder is missing is
+    skipped with a message. ``quick`` is passed to every notebook. A copy whose notebook and
+    parameters are unchanged since it was made is skipped unless ``force``. ``train``: the
+    notebooks that need runs train the missing ones (hours on a CPU); by default they use the runs
+    that exist (committed under ``results/runs`` or local under ``runs/``) and list the missing.
+    ``study``: the dataset (a name of :data:`DATASETS` or a folder) of the ablations and the
+    negative-sample studies.
+    """
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    out_dir = Path(book) if book is not None else book_dir()
+    out_dir = out_dir / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    specs = NOTEBOOKS if notebooks is None else notebooks
+    for spec in specs:
+        check_pairing(spec.name)
+    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, study)
+    done = []
+    for job in tqdm(jobs, desc="notebooks", unit="nb"):
+        digest = _content_hash(job)
+        rel = job.output.relative_to(out_dir.parent) if out_dir.parent in job.output.parents else job.output
+        if not force and _stored_hash(job.output) == digest:
+            tqdm.write(f"up to date: {rel}")
+            done.append(job.output)
+            continue
+        tqdm.write(f"running {job.source.name} -> {rel} with {job.parameters}")
+        with _kernel_warning_filter():
+            pm.execute_notebook(
+                str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
+                kernel_name="python3", progress_bar=True, log_output=log_output,
+            )
+        _stamp(job.output, _content_hash(job), job)  # after the run: it may have exported results
+        done.append(job.output)
+    return done
+
+
+# In a kernel without ipywidgets, importing ``tqdm.auto`` warns "IProgress not found" (and falls
+# back to text bars); the warning names this machine's venv path and would sit in every executed
+# page. JupyterLab users still see it, with its advice to install ipywidgets.
+KERNEL_WARNING_FILTER = "ignore:IProgress not found"
+
+
+@contextmanager
+def _kernel_warning_filter():
+    """Add :data:`KERNEL_WARNING_FILTER` to ``PYTHONWARNINGS`` (comma-separated) for the kernels
+    papermill starts (they inherit our environment); put back afterwards."""
+    saved = os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = ",".join(x for x in (saved, KERNEL_WARNING_FILTER) if x)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONWARNINGS")
+        else:
+            os.environ["PYTHONWARNINGS"] = saved
+
+
+def _stamp(output: Path, digest: str, job: Job) -> None:
+    """Write the hash into the executed copy's metadata (after a successful run only), and give
+    the copy its own title when the spec has one."""
+    import nbformat
+
+    nb = nbformat.read(str(output), as_version=4)
+    if job.spec.title:
+        title = job.spec.title.format(dataset=job.dataset or "")
+        for cell in nb.cells:
+            if cell.cell_type == "markdown" and cell.source.startswith("# "):
+                cell.source = "\n".join([f"# {title}", *cell.source.split("\n")[1:]])
+                break
+    # papermill records absolute paths of this machine; the committed copy names them from the
+    # repository root, like the rest of the book.
+    paths = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in paths:
+            paths[key] = portable_path(Path(paths[key]))
+    nb.metadata["sprec_book"] = {
+        "hash": digest,
+        "source": f"notebooks/{job.source.name}",
+        "parameters": job.parameters,
+    }
+    nbformat.write(nb, str(output))
+

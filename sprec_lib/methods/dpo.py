@@ -1,0 +1,23 @@
+"""DPO with one uniformly random negative per row, from the SFT model (``dpo`` section).
+
+Not a row of the paper's Table 1: it is the setting of the paper's section 4.1 theorem (DPO with
+negatives drawn uniformly amplifies what the model already favours), run here to test it.
+"""
+
+from . import Method, StagePlan, register
+
+
+def run(p) -> str:
+    sft = p.shared_start()
+    last = p.preference_stage("dpo", sft, 1, p.cfg.dpo)
+    p.evaluate(last)
+    return last
+
+
+def plan(cfg) -> list:
+    return [StagePlan("dpo", "dpo", "dpo", cfg.train_rows, "one uniformly random negative per row"),
+            StagePlan("eval dpo", "eval", None, cfg.eval.rows)]
+
+
+register(Method(name="dpo", title="DPO (random negative)", run=run, plan=plan, sections=("dpo",), order=20,
+                doc=__doc__))

@@ -1,0 +1,515 @@
+"""The paper's claims as data, the noise rule and the paper beside ours, on cases worked out by hand."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from sprec_lib import claims, plots, results  # noqa: E402
+from sprec_lib.claims import (ABLATION_CLAIMS, ALL_CLAIMS, CLAIMS, DEGENERATE, INCONCLUSIVE,  # noqa: E402
+                              NOT_REPRODUCED, PENDING, REPRODUCED, SWEEP_CLAIMS, VERDICTS, NoiseRule, check_claims,
+                              check_trends, claim_checks, paper_check, paper_numbers, paper_passes, trend_checks,
+                              verdict_table, verdicts)
+from sprec_lib.config import run_config  # noqa: E402
+from sprec_lib.metrics import ranking_metrics  # noqa: E402
+from sprec_lib.runs import Run, write_json  # noqa: E402
+
+Z = 1.959963984540054  # the normal quantile of a 95% interval
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def rows_frame(values, dataset="d"):
+    """A run_rows-shaped frame from {(label, seed): {metric: value}} on one dataset, 1,000 test rows,
+    ``run`` naming the (label, seed) for the per-row data of the bootstrap tests."""
+    return pd.DataFrame([{"dataset": dataset, "profile": "tiny", "method": label.split("-")[0], "label": label,
+                          "seed": seed, "rows": 1000, "run": f"{label}-{seed}", **m} for (label, seed), m in values.items()])
+
+
+def claim(cid):
+    return next(c for c in ALL_CLAIMS.values() if c.id == cid)
+
+
+def one_verdict(rows, cid, **kw):
+    """The verdict and seed count of claim ``cid`` on ``rows`` (one dataset)."""
+    table = verdict_table(check_claims(rows, [claim(cid)], **kw))
+    assert len(table) == 1
+    return table.loc[0, "verdict"], table.loc[0, "seeds"]
+
+
+# -- the claims as data ------------------------------------------------------------------------
+
+
+def test_claims_are_data():
+    ids = [c.id for c in ALL_CLAIMS.values()]
+    assert ids == ["a1", "a2", "b", "c", "d", "e", "f", "g"]
+    for c in ALL_CLAIMS.values():
+        assert c.title.startswith(f"({c.id}) ") and c.section.startswith("§") and c.test and c.datasets
+        assert set(c.datasets) <= set(claims.PAPER_DATASETS)
+    assert {c.base for c in CLAIMS.values()} == {"sft"} and {c.base for c in ABLATION_CLAIMS.values()} == {"sprec"}
+    assert [c.setting for c in SWEEP_CLAIMS.values()] == ["random_ratio", "n_negatives"]
+    # (g) is "stable accuracy": HR@5 is expected to stay, not to rise.
+    assert {(p.metric, p.direction) for p in claim("g").parts} >= {("HR@5", "same")}
+    with pytest.raises(ValueError, match="direction 'sideways'"):
+        claims.Part("sprec", "HR@5", "sideways")
+
+
+def test_a2_splits_by_dataset_and_our_runs_test_sdpo_only():
+    a2 = claim("a2")
+    on_ml = {(p.label, p.metric, p.direction) for p in a2.parts_for("MovieLens")}
+    assert on_ml == {("sdpo", "DivRatio@1", "same"), ("sdpo", "ORRatio@1", "same")}  # no DMPO here
+    on_steam = {(p.label, p.metric, p.direction) for p in a2.parts_for("Steam", ours=False)}
+    assert ("dmpo", "ORRatio@1", "down") in on_steam and ("sdpo", "DivRatio@1", "same") in on_steam
+
+
+def test_the_paper_passes_its_own_claims_where_its_text_makes_them():
+    for c in ALL_CLAIMS.values():
+        passes = paper_passes(c)
+        if c.table is None:  # theory (a1) and figures (f, g): no numbers to check
+            assert passes.empty and paper_check(c).empty
+            continue
+        assert passes[list(c.datasets)].all(), f"({c.id}) fails on the paper's own numbers: {passes.to_dict()}"
+    # (e) is not claimed on Steam, where the paper's SPRec-RN has a lower ORRatio@1 than SPRec.
+    e = paper_check(claim("e")).set_index(["dataset", "metric"])
+    assert not e.loc[("Steam", "ORRatio@1"), "claimed"] and not e.loc[("Steam", "ORRatio@1"), "passes"]
+    assert e.loc[("Steam", "ORRatio@1"), "difference"] == pytest.approx(0.2530 - 0.2560)
+
+
+def test_paper_check_by_hand():
+    a2 = paper_check(claim("a2")).set_index(["dataset", "method", "metric"])
+    # MovieLens S-DPO ORRatio@1 0.2449 against BIGRec 0.2561: -0.0112; the band on 1,000 rows is
+    # z * sqrt(.2561 * .7439 / 1000 + .2449 * .7551 / 1000) = 1.96 * 0.019376 = 0.037977.
+    ml = a2.loc[("MovieLens", "sdpo", "ORRatio@1")]
+    assert ml["difference"] == pytest.approx(-0.0112) and ml["passes"]
+    assert claims.difference_band("ORRatio@1", 0.2449, 0.2561, 1000) == pytest.approx(0.037977, abs=1e-6)
+    # CDs DMPO ORRatio@1 0.1740 against 0.2597: down, a plain sign test.
+    assert a2.loc[("CDs_and_Vinyl", "dmpo", "ORRatio@1"), "expected"] == "down"
+    assert a2.loc[("CDs_and_Vinyl", "dmpo", "ORRatio@1"), "passes"]
+    summary = claims.paper_summary().set_index("id")
+    assert summary.loc["e", "paper fails on"] == "Steam" and summary.loc["a1", "paper passes on"] == "not checkable"
+
+
+def test_paper_numbers_file(tmp_path):
+    committed = paper_numbers()
+    assert list(committed.columns) == claims.PAPER_COLUMNS and len(committed) == 383
+    assert set(committed["method"]) == {"sasrec", "sft", "rw", "d3", "dmpo", "sdpo", "rosepo", "sprec",
+                                        "sprec-nosft", "sprec-nodpo", "sprec-rn"}
+    left_out = committed[(committed["dataset"] == "CDs_and_Vinyl") & (committed["method"] == "rosepo")]
+    assert "DivRatio@5" not in set(left_out["metric"]) and len(left_out) == 7
+    f = tmp_path / "t.csv"
+    f.write_text("table,dataset,method,metric,value,source\n1,Steam,sprec,HR@5,0.0123,v3 Table 1\n")
+    got = paper_numbers(f)
+    assert got.loc[0, "value"] == pytest.approx(0.0123) and got.loc[0, "table"] == 1
+    f.write_text("table,dataset,method,metric,value,source\n1,Steam,sprec,HR@5,0.1,x\n1,Steam,sprec,HR@7,0.1,x\n")
+    with pytest.raises(ValueError, match=r"t.csv, row 3: metric 'HR@7'"):
+        paper_numbers(f)
+    f.write_text("table,dataset,method,metric,value,source\n2,Steam,sprec,HR@5,n/a,x\n")
+    with pytest.raises(ValueError, match=r"row 2: value 'n/a' is not a number"):
+        paper_numbers(f)
+
+
+# -- noise ---------------------------------------------------------------------------------------
+
+
+def test_single_run_bounds_by_hand():
+    assert claims.single_run_se("HR@5", 0.016, 1000) == pytest.approx(0.0039679, abs=1e-7)  # sqrt(.016 * .984 / 1000)
+    assert claims.single_run_se("DivRatio@1", 0.1, 1000) == pytest.approx(0.01)  # sqrt(.1 / 1000)
+    assert claims.single_run_se("ORRatio@5", 0.5, 100) == pytest.approx(0.05)  # sqrt(.25 / 100)
+    assert claims.single_run_se("MGU@1", 0.02, 1000) is None
+    # HR@5 0.013 against 0.016: z * sqrt(.013 * .987 / 1000 + .016 * .984 / 1000) = 1.96 * 0.0053457
+    assert claims.difference_band("HR@5", 0.013, 0.016, 1000) == pytest.approx(Z * 0.0053457, abs=1e-6)
+    assert math.isinf(claims.difference_band("MGU@1", 0.01, 0.02, 1000))
+    wider = NoiseRule(run_std={"HR@5": 0.002})  # plus z * sqrt(2) * 0.002
+    assert claims.difference_band("HR@5", 0.013, 0.016, 1000, wider) == pytest.approx(Z * (0.0053457 + 0.0028284), abs=1e-6)
+
+
+def row_data(hit_rows, n=1000, top1=None):
+    """Per-row data: row i's target is item i; rows in ``hit_rows`` rank it first, the others
+    recommend items 10000+ (misses). ``top1``: the first item of each row instead of the target."""
+    topk = []
+    for i in range(n):
+        first = i if i in hit_rows else (top1[i] if top1 is not None else 10000)
+        topk.append([first, 20001, 20002, 20003, 20004])
+    return {"target": list(range(n)), "topk": topk}
+
+
+def test_bootstrap_statistic_matches_ranking_metrics():
+    data = row_data(set(range(30)), n=200, top1=[i % 7 + 10000 for i in range(200)])
+    data["target"][5] = None  # one row without a catalogue target
+    ones = np.ones((1, 200))  # every row once: the value itself
+    for k in (1, 5):
+        expected = ranking_metrics(data["topk"], data["target"], [[]] * 200, {}, [], k)
+        for name in ("HR", "NDCG", "DivRatio", "ORRatio"):
+            got = claims._statistic(f"{name}@{k}", data)(ones)[0]
+            assert got == pytest.approx(expected[name]), f"{name}@{k}"
+
+
+def test_paired_bootstrap_on_hits():
+    # HR@5 0.016 (rows 0-15) against 0.013 (rows 10-22): -0.003, 17 rows differ. The interval
+    # contains 0: inconclusive, never "holds".
+    base, method = row_data(set(range(16))), row_data(set(range(10, 23)))
+    low, high = claims.paired_bootstrap("HR@5", method, base)
+    assert low < -0.003 < high and low < 0 < high
+    assert claims.paired_bootstrap("HR@5", method, base) == (low, high)  # fixed RNG seed
+    # 40 hits against 20 of them: -0.02 on 20 rows; paired SE sqrt(.02 / 1000) = 0.0045: clear.
+    low, high = claims.paired_bootstrap("HR@5", row_data(set(range(20))), row_data(set(range(40))))
+    assert high < 0 and low == pytest.approx(-0.02 - Z * 0.00443, abs=0.003)
+    with pytest.raises(ValueError, match="same test rows"):
+        claims.paired_bootstrap("HR@5", row_data(set(), n=10), row_data(set(), n=11))
+
+
+def test_minus_0003_hr_on_1000_rows_with_one_seed_is_inconclusive():
+    rows = rows_frame({("sprec", 0): {"HR@5": 0.016}, ("sprec-nosft", 0): {"HR@5": 0.013}}, dataset="MovieLens")
+    # Without per-row data: the bound, -0.003 +- 0.0105.
+    checks = check_claims(rows, [claim("c")], row_data=lambda folder: None)
+    assert checks.loc[0, "rule"] == "bound" and checks.loc[0, "outcome"] == "within noise"
+    assert checks.loc[0, "low"] == pytest.approx(-0.003 - Z * 0.0053457, abs=1e-6)
+    assert one_verdict(rows, "c", row_data=lambda folder: None) == (INCONCLUSIVE, 1)
+    # With per-row data: the paired bootstrap, the same verdict.
+    data = {"sprec-0": row_data(set(range(16))), "sprec-nosft-0": row_data(set(range(10, 23)))}
+    checks = check_claims(rows, [claim("c")], row_data=data.get)
+    assert checks.loc[0, "rule"] == "bootstrap" and checks.loc[0, "outcome"] == "within noise"
+    assert one_verdict(rows, "c", row_data=data.get) == (INCONCLUSIVE, 1)
+
+
+# -- verdicts ------------------------------------------------------------------------------------
+
+ABLATION_BASE = {"HR@5": 0.02, "DivRatio@1": 0.3, "ORRatio@1": 0.2}
+
+
+def ablation_rows(nodpo_by_seed):
+    """SPRec and SPRec-noDPO on three seeds; ``nodpo_by_seed``: (DivRatio@1, ORRatio@1) per seed."""
+    values = {("sprec", s): ABLATION_BASE for s in range(3)}
+    values.update({("sprec-nodpo", s): {**ABLATION_BASE, "DivRatio@1": d, "ORRatio@1": o}
+                   for s, (d, o) in enumerate(nodpo_by_seed)})
+    return rows_frame(values, dataset="MovieLens")
+
+
+def test_three_seeds_reproduced_not_reproduced_inconclusive():
+    # DivRatio@1 -0.09, -0.10, -0.11 (mean -0.10, std 0.01); ORRatio@1 +0.10, +0.12, +0.14: clear.
+    clear = ablation_rows([(0.21, 0.30), (0.20, 0.32), (0.19, 0.34)])
+    checks = check_claims(clear, [claim("d")]).set_index("metric")
+    assert checks.loc["DivRatio@1", "difference"] == pytest.approx(-0.10)
+    assert checks.loc["DivRatio@1", "spread"] == pytest.approx(0.01) and checks.loc["DivRatio@1", "rule"] == "seeds"
+    assert one_verdict(clear, "d") == (REPRODUCED, 3)
+    # The opposite, as clearly: not reproduced.
+    assert one_verdict(ablation_rows([(0.39, 0.1), (0.40, 0.08), (0.41, 0.06)]), "d") == (NOT_REPRODUCED, 3)
+    # DivRatio@1 -0.001, -0.002, -0.05: every seed down, but the mean 0.0177 is within the std 0.0280.
+    mixed = ablation_rows([(0.299, 0.30), (0.298, 0.32), (0.25, 0.34)])
+    part = check_claims(mixed, [claim("d")]).set_index("metric").loc["DivRatio@1"]
+    assert part["spread"] == pytest.approx(0.027999, abs=1e-5) and part["outcome"] == "within noise"
+    assert one_verdict(mixed, "d") == (INCONCLUSIVE, 3)
+
+
+def test_two_seeds_need_every_interval_clear():
+    base = {"DivRatio@1": 0.1, "ORRatio@1": 0.3}
+    # Seed 0's ORRatio@1 change (-0.02) is within its band (1.96 * 0.0205 = 0.040); seed 1's is clear.
+    rows = rows_frame({("sft", 0): base, ("sft", 1): base, ("sdpo", 0): {**base, "ORRatio@1": 0.28},
+                       ("sdpo", 1): {**base, "ORRatio@1": 0.2}}, dataset="Steam")
+    part = check_claims(rows, [claim("a2")], row_data=lambda f: None).set_index("metric").loc["ORRatio@1"]
+    assert part["seeds"] == 2 and part["outcome"] == "within noise" and part["high"] > 0
+
+
+def test_pending_and_degenerate_baseline():
+    rows = rows_frame({("sft", 0): {"HR@5": 0.01, "DivRatio@1": 0.1, "ORRatio@1": 0.3}}, dataset="MovieLens")
+    assert one_verdict(rows, "b") == (PENDING, 0)
+    collapsed = {"HR@5": 0.0, "DivRatio@1": 0.01, "DivRatio@5": 0.01, "ORRatio@1": 0.95, "ORRatio@5": 0.5}
+    rows = rows_frame({("sft", 0): collapsed, ("sprec", 0): {**collapsed, "DivRatio@1": 0.2, "ORRatio@1": 0.5}},
+                      dataset="CDs_and_Vinyl")
+    assert one_verdict(rows, "b") == (DEGENERATE, 1)
+    assert one_verdict(rows, "b", rule=NoiseRule(collapsed_or=0.99))[0] != DEGENERATE  # a threshold, a parameter
+    empty = claim_checks(pd.DataFrame())
+    assert (empty["outcome"] == "missing").all() and set(verdicts(empty)) == {PENDING}
+
+
+def test_every_verdict_word_is_covered():
+    words = set()
+    for rows, cid in [(ablation_rows([(0.21, 0.30), (0.20, 0.32), (0.19, 0.34)]), "d"),
+                      (ablation_rows([(0.39, 0.1), (0.40, 0.08), (0.41, 0.06)]), "d"),
+                      (ablation_rows([(0.299, 0.30), (0.298, 0.32), (0.25, 0.34)]), "d"),
+                      (ablation_rows([]), "d"),
+                      (rows_frame({("sft", 0): {"HR@5": 0.0, "ORRatio@1": 0.95}}, "Steam"), "a1")]:
+        words.add(one_verdict(rows, cid)[0])
+    assert words == set(VERDICTS)
+
+
+def test_not_down_and_same_parts():
+    base = {"DivRatio@1": 0.1, "DivRatio@5": 0.1, "ORRatio@1": 0.5, "ORRatio@5": 0.3, "HR@5": 0.016}
+    rows = rows_frame({("sft", 0): base, ("sprec", 0): {"DivRatio@1": 0.3, "DivRatio@5": 0.3, "ORRatio@1": 0.2,
+                                                        "ORRatio@5": 0.1, "HR@5": 0.013}}, dataset="Goodreads")
+    # HR@5 -0.003 is within the noise: "without losing HR@5" is not refuted, (b) is reproduced.
+    assert one_verdict(rows, "b", row_data=lambda f: None) == (REPRODUCED, 1)
+    rows.loc[rows["label"] == "sprec", "HR@5"] = 0.002  # -0.014: clearly lost
+    assert one_verdict(rows, "b", row_data=lambda f: None) == (NOT_REPRODUCED, 1)
+    # (a2) on Goodreads: S-DPO's DivRatio@1 +0.1 is a clear move, not "barely".
+    rows = rows_frame({("sft", 0): base, ("sdpo", 0): {**base, "DivRatio@1": 0.2}}, dataset="Goodreads")
+    assert one_verdict(rows, "a2", row_data=lambda f: None) == (NOT_REPRODUCED, 1)
+    rows.loc[rows["label"] == "sdpo", "DivRatio@1"] = 0.11
+    assert one_verdict(rows, "a2", row_data=lambda f: None) == (REPRODUCED, 1)
+
+
+def test_claims_apply_where_the_paper_makes_them():
+    rows = rows_frame({("sprec", 0): ABLATION_BASE, ("sprec-rn", 0): ABLATION_BASE}, dataset="Steam")
+    assert check_claims(rows, [claim("e")]).empty  # (e) is not claimed on Steam
+    ml1m = rows.assign(dataset="ml-1m")  # held to MovieLens's statements
+    assert list(check_claims(ml1m, [claim("e")])["metric"]) == ["DivRatio@1", "ORRatio@1"]
+
+
+def test_run_std_widens_single_seed_intervals():
+    rows = rows_frame({("sprec", 0): {"HR@5": 0.03}, ("sprec-nosft", 0): {"HR@5": 0.01}}, dataset="MovieLens")
+    # -0.02 against a band of 1.96 * sqrt(.03 * .97 / 1000 + .01 * .99 / 1000) = 0.0122: clear.
+    assert one_verdict(rows, "c", row_data=lambda f: None)[0] == REPRODUCED
+    noisy = NoiseRule(run_std={"HR@5": 0.004})  # + 1.96 * 1.414 * 0.004 = 0.0111: 0.0233 > 0.02
+    assert one_verdict(rows, "c", rule=noisy, row_data=lambda f: None)[0] == INCONCLUSIVE
+    spread = claims.seed_spread(rows_frame({("sft", 0): {"HR@5": 0.01}, ("sft", 1): {"HR@5": 0.03},
+                                            ("dpo", 0): {"HR@5": 0.02}, ("dpo", 1): {"HR@5": 0.02}}), ["HR@5"])
+    assert spread["HR@5"] == pytest.approx(math.sqrt(0.0002 / 2))  # (0.01^2 + 0.01^2 + 0 + 0) / 2 dof
+
+
+def test_verdict_table_and_grid():
+    rows = pd.concat([ablation_rows([(0.21, 0.30), (0.20, 0.32), (0.19, 0.34)]),
+                      ablation_rows([]).assign(dataset="Goodreads")])
+    table = verdict_table(check_claims(rows, ABLATION_CLAIMS))
+    grid = claims.verdict_grid(table)
+    assert list(grid.columns) == ["MovieLens", "Goodreads"] and list(grid.index) == list(ABLATION_CLAIMS)
+    assert grid.loc[claim("d").title, "MovieLens"] == REPRODUCED and grid.loc[claim("d").title, "Goodreads"] == PENDING
+    assert claims.verdict_grid(table, "seeds").loc[claim("d").title, "MovieLens"] == 3
+    several = verdicts(check_claims(rows, ABLATION_CLAIMS))
+    assert several.index.names == ["dataset", "claim"]
+
+
+# -- trends --------------------------------------------------------------------------------------
+
+
+def sweep_frame(points):
+    """Rows of a sweep: {(seed, ratio): (DivRatio@1, ORRatio@1, HR@5)}, 1,000 test rows."""
+    return pd.DataFrame([{"seed": seed, "random_ratio": r, "rows": 1000, "DivRatio@1": div, "ORRatio@1": orr, "HR@5": hr}
+                         for (seed, r), (div, orr, hr) in points.items()])
+
+
+def test_trend_with_one_seed_respects_noise():
+    # DivRatio 0.30, 0.25, 0.20 over r = 0, 0.5, 1: change -0.10; band at 0.25 is
+    # 1.96 * sqrt(2 * .25 / 1000) = 0.0438: clear. ORRatio 0.2, 0.1, 0.3: slope 0.1, change +0.10;
+    # band 1.96 * sqrt(2 * .16 / 1000) = 0.0351: clear. HR@5 0.015, 0.015, 0.014: -0.001, within noise.
+    one = sweep_frame({(0, 0.0): (0.30, 0.2, 0.015), (0, 0.5): (0.25, 0.1, 0.015), (0, 1.0): (0.20, 0.3, 0.014)})
+    checks = check_trends(one, "random_ratio", [0.0, 0.5, 1.0]).set_index("metric")
+    assert checks.loc["DivRatio@1", "difference"] == pytest.approx(-0.10)
+    assert checks.loc["DivRatio@1", "high"] == pytest.approx(-0.10 + Z * math.sqrt(2 * 0.25 / 1000))
+    assert checks.loc["ORRatio@1", "difference"] == pytest.approx(0.10) and checks.loc["ORRatio@1", "outcome"] == "holds"
+    assert checks.loc["HR@5", "outcome"] == "within noise"
+    assert verdicts(checks.reset_index()).tolist() == [INCONCLUSIVE]  # accuracy's decline is not shown
+    # Halve the DivRatio change (-0.04 < 0.0438): within noise too.
+    small = sweep_frame({(0, 0.0): (0.27, 0.2, 0.03), (0, 0.5): (0.25, 0.1, 0.02), (0, 1.0): (0.23, 0.3, 0.01)})
+    assert check_trends(small, "random_ratio", [0.0, 0.5, 1.0]).set_index("metric").loc["DivRatio@1", "outcome"] == "within noise"
+
+
+def test_trend_with_three_seeds_and_pending():
+    points = {}
+    for seed, change in enumerate([-0.10, -0.12, -0.14]):
+        for r in (0.0, 1.0):
+            points[(seed, r)] = (0.3 + change * r, 0.2 - change * r, 0.03 + change * r / 10)
+    checks = check_trends(sweep_frame(points), "random_ratio", [0.0, 1.0]).set_index("metric")
+    assert (checks["rule"] == "seeds").all() and checks.loc["DivRatio@1", "spread"] == pytest.approx(0.02)
+    assert verdicts(checks.reset_index()).tolist() == [REPRODUCED]
+    partial = sweep_frame({(0, 0.0): (0.3, 0.2, 0.01), (1, 1.0): (0.2, 0.3, 0.01)})
+    assert verdicts(trend_checks(partial, "random_ratio", [0.0, 1.0])).tolist() == [PENDING]
+    assert verdicts(trend_checks(pd.DataFrame(), "n_negatives", [1, 2])).tolist() == [PENDING]
+
+
+# -- compatibility, CLI, per-row data --------------------------------------------------------------
+
+
+def test_results_still_exports_the_moved_names():
+    assert results.CLAIMS is CLAIMS and results.verdicts is verdicts and results.paper_numbers is paper_numbers
+    from sprec_lib.results import ABLATION_CLAIMS as moved  # noqa: F401
+
+    with pytest.raises(AttributeError):
+        results.no_such_name  # noqa: B018
+    checks = results.claim_checks(ablation_rows([]), base="sprec", claims=results.ABLATION_CLAIMS)
+    assert list(results.verdicts(checks)) == [PENDING] * 3 and "dataset" not in checks
+    with pytest.raises(ValueError, match="against their own base"):
+        results.claim_checks(ablation_rows([]), base="sft", claims=results.ABLATION_CLAIMS)
+
+
+def fake_run(root, label, seed, metrics, final="sft"):
+    method = label.split("-")[0]
+    run = Run(root / "ml-1m-tiny" / f"{label}-seed{seed}", run_config("tiny", dataset="/x/ml-1m", method=method, seed=seed))
+    run.record_metrics(final, {"valid_ratio": 1.0, "rows": 1000, "stage": final, **metrics})
+    run.finish(final)
+    return run
+
+
+def test_load_row_data(tmp_path):
+    run = fake_run(tmp_path, "sft", 0, {"@5": {"HR": 0.0}})
+    assert claims.load_row_data(run.folder) is None and claims.load_row_data(None) is None
+    # An export keeps the ranks of the held-out items in our top-K, not the items themselves.
+    predictions = pd.DataFrame({"target": [2, None, 7], "topk": [[1, 2], [3, 4], [5, 6]]})
+    exported = claims.row_data_for_export(predictions)
+    assert exported == {"hit_rank": [1, None, None], "topk": [[1, 2], [3, 4], [5, 6]]}
+    write_json(exported, run.folder / "rows" / "sft.json")
+    data = claims.load_row_data(str(run.folder))
+    assert data == {"target": [2, -1, -1], "topk": [[1, 2], [3, 4], [5, 6]]}
+    # The same metrics as from the true targets: a miss is a miss, whatever the item.
+    for k in (1, 2):
+        assert ranking_metrics(data["topk"], data["target"], [[]] * 3, {}, [], k)["HR"] == \
+            ranking_metrics(predictions["topk"], list(predictions["target"]), [[]] * 3, {}, [], k)["HR"]
+
+
+def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
+    from sprec_lib.cli import main
+
+    def run(method, seed, div1, or1, hr5):
+        m = {"@1": {"HR": 0.0, "NDCG": 0.0, "DivRatio": div1, "ORRatio": or1, "MGU": 0.01},
+             "@5": {"HR": hr5, "NDCG": 0.0, "DivRatio": div1, "ORRatio": or1, "MGU": 0.01}}
+        fake_run(tmp_path, method, seed, m, final=method)
+
+    for seed in (0, 1):
+        run("sft", seed, 0.1, 0.3, 0.015)
+        run("sprec", seed, 0.2 + seed / 10, 0.1, 0.016)
+    assert main(["results", str(tmp_path), "--group", "ml-1m-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "ml-1m, tiny profile" in out and "0.2500 ± 0.0707" in out  # sprec DivRatio@1 over seeds 0.2, 0.3
+    assert "reproduced (2 seeds): (b) SPRec" in out and "pending (0 seeds): (a1) DPO" in out
+    assert main(["results", str(tmp_path / "nothing")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+
+
+# -- the paper beside ours -------------------------------------------------------------------------
+
+PAPER = pd.DataFrame([
+    {"table": 1, "dataset": "MovieLens", "method": m, "metric": k, "value": v, "source": "x"}
+    for m, k, v in [("sft", "HR@5", 0.04), ("sft", "ORRatio@1", 0.25), ("sprec", "HR@5", 0.05),
+                    ("sprec", "ORRatio@1", 0.15), ("sdpo", "HR@5", 0.03), ("sdpo", "ORRatio@1", 0.24)]])
+
+
+def ours():
+    return rows_frame({("sft", 0): {"HR@5": 0.010, "ORRatio@1": 0.60}, ("sft", 1): {"HR@5": 0.014, "ORRatio@1": 0.56},
+                       ("sprec", 0): {"HR@5": 0.012, "ORRatio@1": 0.20}, ("sprec", 1): {"HR@5": 0.016, "ORRatio@1": 0.16},
+                       ("sdpo", 0): {"HR@5": 0.011, "ORRatio@1": 0.61}, ("dpo", 0): {"HR@5": 0.01, "ORRatio@1": 0.7}},
+                      dataset="MovieLens")
+
+
+def test_paper_beside_ours_by_hand():
+    side = claims.paper_beside_ours(ours(), PAPER, metrics=["HR@5", "ORRatio@1"]).set_index(["method", "metric"])
+    assert list(dict.fromkeys(side.index.get_level_values("method"))) == ["sft", "dpo", "sdpo", "sprec"]
+    sft = side.loc[("sft", "HR@5")]
+    # mean(0.010, 0.014) = 0.012, std 0.002828; paper 0.04: ratio 0.3
+    assert sft["ours"] == pytest.approx(0.012) and sft["ours_std"] == pytest.approx(0.0028284, abs=1e-6)
+    assert sft["seeds"] == 2 and sft["ratio"] == pytest.approx(0.3)
+    assert math.isnan(side.loc[("dpo", "HR@5"), "paper"]) and math.isnan(side.loc[("sdpo", "HR@5"), "ours_std"])
+
+
+def test_direction_agreement_and_counts():
+    agree = claims.direction_agreement(ours(), PAPER, row_data=lambda f: None).set_index(["method", "metric"])
+    assert "dpo" not in agree.index.get_level_values("method")  # the paper has no DPO row
+    # SPRec HR@5: paper +0.01, ours +0.002 in both seeds (mean +0.002, within noise): agree, not clear.
+    s = agree.loc[("sprec", "HR@5")]
+    assert s["paper_sign"] == 1 and s["ours_sign"] == 1 and s["agree"] and not s["clear"]
+    # SPRec ORRatio@1: paper -0.10, ours -0.40 in both seeds: agree, clear.
+    assert agree.loc[("sprec", "ORRatio@1"), "agree"] and agree.loc[("sprec", "ORRatio@1"), "clear"]
+    # S-DPO HR@5: paper -0.01, ours +0.001: disagree. ORRatio@1: paper -0.01, ours +0.01: disagree.
+    assert not agree.loc[("sdpo", "HR@5"), "agree"] and not agree.loc[("sdpo", "ORRatio@1"), "agree"]
+    counts = claims.agreement_counts(agree.reset_index())
+    assert counts.loc["all"].tolist() == [4, 2, 1, 1] and counts.loc["sdpo", "agree"] == 0
+
+
+def test_scale_gap_by_hand():
+    gap = claims.scale_gap(ours(), PAPER).iloc[0]
+    # HR@5 ratios: sft 0.012 / 0.04 = 0.3, sdpo 0.011 / 0.03 = 0.367, sprec 0.014 / 0.05 = 0.28
+    assert gap["HR@5 ours/paper, lowest"] == pytest.approx(0.28) and gap["HR@5 ours/paper, highest"] == pytest.approx(0.011 / 0.03)
+    assert gap["SFT ORRatio@1 ours"] == pytest.approx(0.58) and gap["SFT ORRatio@1 paper"] == 0.25
+
+
+def test_figures():
+    fig = plots.plot_paper_beside_ours(claims.paper_beside_ours(ours(), PAPER, metrics=["HR@5", "ORRatio@1"]), "MovieLens")
+    axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+    assert len(axes) == 2 and all(ax.get_xlabel() and ax.get_ylabel() and ax.patches for ax in axes)
+    fig = plots.plot_table_bars(ours(), ["sft", "dpo", "sdpo", "sprec"], ["HR@5", "ORRatio@1"], title="Table 1")
+    axes = [ax for ax in fig.get_axes() if ax.get_visible()]
+    assert len(axes) == 2 and all(ax.get_xlabel() and ax.get_ylabel() and ax.patches for ax in axes)
+    assert any(line.get_ydata()[0] != line.get_ydata()[-1] for line in axes[0].lines)  # a seed range is drawn
+
+
+# -- the book's pages: setup, scorecard, scale gap in words ------------------------------------
+
+
+def test_setup_differences_by_hand():
+    table = claims.setup_differences(run_config("tiny", method="sprec")).set_index("setting")
+    assert list(table.columns) == ["ours", "paper", "differs"]
+    # T: the tiny profile's 3 iterations against the paper's 5 (Appendix C).
+    assert table.loc["SPRec iterations T"].tolist() == ["3", "5", True]
+    assert table.loc["profile"].tolist() == ["tiny", "paper", True]
+    assert table.loc["domain pretraining"].tolist() == ["400 steps", "none", True]
+    # Learning rates: SFT 1e-3 against 3e-4, SPRec's DPO step 2e-6 against 2e-5.
+    assert table.loc["SFT (BIGRec) learning rate"].tolist() == ["0.001", "0.0003", True]
+    assert table.loc["SPRec's DPO step learning rate"].tolist() == ["2e-06", "2e-05", True]
+    # Batches: 8 x 2 and 4 x 4 are the same 16 rows per optimiser step; DPO's 2 x 4 is the paper's.
+    assert table.loc["SFT (BIGRec) batch (per step x accumulation)"].tolist() == ["8 x 2 = 16", "4 x 4 = 16", False]
+    assert table.loc["DPO batch (per step x accumulation)"].tolist() == ["2 x 4 = 8", "2 x 4 = 8", False]
+    assert table.loc["SFT (BIGRec) epochs"].tolist() == ["2", "4", True]
+    # Rows: 4,096 training rows, 2,048 per SPRec iteration, the whole test split: as the paper.
+    assert table.loc["training rows"].tolist() == ["4,096", "4,096", False]
+    assert table.loc["SPRec rows per iteration"].tolist() == ["2,048", "2,048", False]
+    assert table.loc["test rows evaluated"].tolist() == ["the whole split", "the whole split", False]
+    assert "from scratch" in table.loc["model", "ours"] and "Llama-3.2-1B" in table.loc["model", "paper"]
+    assert not claims.setup_differences(run_config("paper"))["differs"].any()  # the paper against itself
+
+
+def test_scorecard_cells_and_pages():
+    metrics = ["HR@5", "ORRatio@1", "ORRatio@5", "DivRatio@1", "DivRatio@5"]
+    rows = rows_frame({("sft", 0): dict(zip(metrics, [0.02, 0.5, 0.3, 0.1, 0.1])),
+                       ("sprec", 0): dict(zip(metrics, [0.02, 0.2, 0.15, 0.3, 0.3]))}, dataset="Steam")
+    checks = check_claims(rows, CLAIMS)
+    cells = claims.scorecard(checks, ["Steam"]).set_index("id")
+    assert list(cells.index) == ["a1", "a2", "b", "c", "d", "e", "f", "g"]  # every claim x dataset
+    assert cells.loc["a1", "verdict"] == PENDING and cells.loc["a1", "seeds"] == 0  # no DPO run
+    # SPRec: DivRatio +0.2, ORRatio -0.3 and -0.15 on 1,000 rows, HR@5 unchanged: clear of the bounds.
+    assert cells.loc["b", "verdict"] == REPRODUCED and cells.loc["b", "seeds"] == 1
+    assert cells.loc["b", "page"] == "03_training-Steam.html"
+    # The paper's text makes (c), (e), (f), (g) on other datasets than Steam; (d) on Steam too, but
+    # the book runs the ablations on its study dataset only.
+    assert [cells.loc[c, "verdict"] for c in "cefg"] == [claims.NOT_CLAIMED] * 4
+    assert cells.loc["d", "verdict"] == claims.NOT_RUN and cells.loc["d", "page"] == "04_ablations.html"
+    assert cells.loc["f", "page"] == "05_negative_samples.html"
+    html = plots.scorecard_html(claims.scorecard(checks, ["Steam", "ml-1m"]))
+    assert html.count('class="sprec-verdict"') == 8 * 2 and 'id="sprec-scorecard"' in html
+    assert 'href="03_training-Steam.html"' in html and html._repr_html_() == str(html)
+
+
+def test_scale_gap_in_words():
+    text = claims.scale_gap_text(claims.scale_gap(ours(), PAPER))
+    # HR@5 ratios 0.28 to 0.37 (test_scale_gap_by_hand); SFT ORRatio@1 0.58 against 0.25.
+    assert "our HR@5 is 0.28× to 0.37× the paper's" in text
+    assert "0.58 of its top-1 slots" in text and "the paper's BIGRec: 0.25" in text
+    assert "more popularity-collapsed than the paper's BIGRec (higher ORRatio@1) on 1 of 1 datasets" in text
+    assert claims.scale_gap_text(pd.DataFrame()) == ""
+
+
+def test_paper_beside_wide_and_whole_tables():
+    side = claims.paper_beside_ours(ours(), PAPER, metrics=["HR@5", "ORRatio@1"])
+    wide = claims.paper_beside_wide(side, digits=3).set_index("method")
+    assert wide.loc["sft", "HR@5"] == "0.012 ± 0.003 / 0.040" and wide.loc["sft", "seeds"] == 2
+    assert wide.loc["dpo", "HR@5"] == "0.010 / —"  # the paper has no DPO row; one seed, no spread
+    long_text = "x" * 300
+    html = plots.html_table(pd.DataFrame({"note": [long_text], "v": [0.123456]}))
+    assert long_text in html and "0.1235" in html and "overflow-x:auto" in html  # whole, and scrolls
+
+
+def test_missing_runs_is_one_collapsed_line():
+    from sprec_lib.runs import RunSpec
+
+    asked = [RunSpec("x/Steam", m, s) for m in ("sft", "sprec") for s in (0, 1)]
+    html = plots.missing_runs(asked, asked[1:3])
+    assert html.startswith("<details") and "2 of 4 runs missing" in html and "Steam: sft-seed1, sprec-seed0" in html
+    assert "sprec train" not in html  # no commands: `sprec runs missing` prints them
+    assert plots.missing_runs(asked, []) == "<p>All 4 runs this page reads were found.</p>"

@@ -1,0 +1,108 @@
+"""The run record (sprec_lib.runs): committed runs read the same through it, and it alone knows the layout."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from sprec_lib import results
+from sprec_lib.config import run_config
+from sprec_lib.runs import Run, RunSpec, finished_runs, open_run, recipe_order
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = json.loads((ROOT / "tests" / "fixtures" / "committed_runs.json").read_text())
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is None and b is None
+        return math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
+    return a == b
+
+
+# The one row that changed, on purpose: the old reader took the first evaluation of the final stage
+# in file-time order, which after a clone may be a re-evaluation on the validation split
+# ("it3-dpo-grounded-5-valid", 512 rows) instead of the iteration's test evaluation ("it3").
+FIXED = {"results/investigations/ml-1m-tiny/sprec-dpolr5e-6-seed0": "it3"}
+
+
+def test_committed_runs_read_as_before():
+    """Every committed run, re-read through the record, gives the table rows, labels and curves
+    pinned (tests/fixtures/committed_runs.json) before the record existed (but for :data:`FIXED`)."""
+    seen = {}
+    for root in ("results/runs", "results/investigations"):
+        runs = finished_runs(ROOT / root)
+        for row, run in zip(results.run_rows(runs).to_dict("records"), runs):
+            seen[run.folder.relative_to(ROOT).as_posix()] = (row, run)
+    assert set(seen) >= set(PINNED), f"runs gone: {sorted(set(PINNED) - set(seen))}"
+    for key, pinned in PINNED.items():
+        row, run = seen[key]
+        row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items() if k != "run"}
+        assert set(row) == set(pinned["row"]), key
+        if key in FIXED:
+            assert row["rows"] == run.metrics()[FIXED[key]]["rows"] == 1000 and pinned["row"]["rows"] == 512
+            continue
+        bad = {k: (row[k], pinned["row"][k]) for k in row if not _same(row[k], pinned["row"][k])}
+        assert not bad, f"{key}: {bad}"
+        assert sorted(run.metrics()) == pinned["metric_labels"], key
+        if "curve" in pinned:
+            curve = results.iteration_curves(run).to_dict("records")
+            assert [c["iteration"] for c in curve] == [c["iteration"] for c in pinned["curve"]], key
+            for got, want in zip(curve, pinned["curve"]):
+                assert all(_same(None if isinstance(v, float) and math.isnan(v) else v, want[k])
+                           for k, v in got.items()), key
+
+
+def test_order_comes_from_the_recipe_not_file_times():
+    labels = ["it10", "it2-dpo", "sft-constrained-5", "it2", "it1", "pretrain", "it2-negatives", "sft", "it2-sft", "dpo"]
+    assert sorted(labels, key=recipe_order) == [
+        "pretrain", "sft", "sft-constrained-5", "dpo", "it1", "it2-negatives", "it2-sft", "it2-dpo", "it2", "it10"]
+
+
+def test_a_run_describes_itself(tmp_path):
+    spec = RunSpec(str(tmp_path / "ml-1m"), "sprec", seed=3, variant="nosft", overrides=("sprec.sft_step=false",))
+    cfg = spec.config()
+    run = Run(spec.folder(tmp_path / "runs"), cfg, variant="nosft")
+    assert run.folder == tmp_path / "runs" / "ml-1m-tiny" / "sprec-nosft-seed3"
+    assert (run.label, run.method, run.seed, run.dataset) == ("sprec-nosft", "sprec", 3, "ml-1m")
+    doc = json.loads((run.folder / "config.json").read_text())
+    assert doc["spec"] == {"method": "sprec", "variant": "nosft", "label": "sprec-nosft", "seed": 3,
+                           "dataset": "ml-1m", "profile": "tiny"}
+    assert doc["machine"]["cpu_capability"] and doc["machine"]["torch_threads"] >= 1
+    # Stages and evaluations in the order they happened, whatever the files' times say.
+    for stage in ("pretrain", "sft", "it1-sft", "it1-dpo"):
+        run.mark_done(stage)
+    for label in ("sft", "it1"):
+        run.record_metrics(label, {"stage": label if label == "sft" else "it1-dpo", "rows": 1})
+    for p in (run.folder / "metrics").glob("*.json"):  # a clone gives every file one time
+        p.touch()
+    assert run.stages == ["pretrain", "sft", "it1-sft", "it1-dpo"] and run.labels == ["sft", "it1"]
+    assert not run.is_finished and open_run(run.folder) is None and run.final_stage is None
+    with pytest.raises(FileNotFoundError, match="has not finished"):
+        run.final_metrics()
+    run.finish("it1-dpo")
+    assert run.is_finished and run.final_stage == "it1-dpo" and run.final_metrics()["stage"] == "it1-dpo"
+    assert open_run(run.folder).label == "sprec-nosft"
+    # The export is itself a run record, with the same description.
+    exported = run.export(tmp_path / "results" / "x")
+    assert exported.label == "sprec-nosft" and exported.labels == ["sft", "it1"] and exported.final_stage == "it1-dpo"
+    # Reopened with another config: refused.
+    with pytest.raises(ValueError, match="different config"):
+        Run(run.folder, run_config("tiny", dataset=cfg.dataset, method="sprec", seed=4))
+
+
+def test_only_runs_py_knows_the_layout():
+    """No module but sprec_lib/runs.py names a run folder's marker or manifest files, or parses a
+    run folder's name."""
+    pattern = re.compile(r"""["'](FINISHED|DONE|manifest\.json)["']|rsplit\(["']-seed""")
+    offenders = []
+    for path in sorted((ROOT / "sprec_lib").rglob("*.py")):
+        if path.name == "runs.py":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
