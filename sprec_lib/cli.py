@@ -79,6 +79,12 @@ def cmd_results(args) -> None:
     from .results import finished_runs, format_mean_std, run_rows, summary_table
 
     root = Path(args.root)
+    if args.gather:
+        from .experiments import gather
+
+        exported = gather(root)
+        print(f"{len(exported)} finished runs under {root} exported to results/runs", file=sys.stderr)
+        root = Path("results/runs") if exported or not finished_runs(root) else root
     runs = finished_runs(root)
     if args.group:
         runs = [r for r in runs if f"{r.dataset}-{r.cfg.profile}" == args.group]
@@ -104,8 +110,19 @@ def cmd_runs_missing(args) -> None:
     folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
     study = portable_path(dataset_folder(args.study or STUDY_DATASET))
     todo = [s for s in book_specs(folders, study, args.seeds, args.profile) if not is_done(s)]
-    for spec in todo:
-        print(spec.command())
+    if args.format == "commands":
+        for spec in todo:
+            print(spec.command())
+    elif args.format == "json":
+        import json
+
+        from .experiments import grid
+
+        print(json.dumps(grid(todo), indent=1))
+    elif todo:
+        from .experiments import grid, slurm_array
+
+        print(slurm_array(grid(todo), parallel=args.parallel))
     print(f"{len(todo)} runs missing", file=sys.stderr)
 
 
@@ -290,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="mean ± std tables and the paper's claims over finished runs")
     res.add_argument("root", nargs="?", default="results/runs", help="a folder of run folders (default: results/runs)")
     res.add_argument("--group", default=None, help="only the runs of one subfolder, e.g. ml-1m-tiny")
+    res.add_argument("--gather", action="store_true",
+                     help="first export every finished run under ROOT (e.g. where a job array wrote them) into results/runs")
     res.set_defaults(func=cmd_results)
 
     runs = sub.add_parser("runs", help="the runs the book reads").add_subparsers(dest="runs_command", required=True)
@@ -299,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     miss.add_argument("--study", default=None, help="the ablations' dataset (default: ml-1m)")
     miss.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     _profile(miss)
+    miss.add_argument("--format", default="commands", choices=["commands", "slurm", "json"],
+                      help="commands: one per line; slurm: a job-array script (one task per run); json: records for any scheduler")
+    miss.add_argument("--parallel", type=int, default=None, help="slurm: at most this many array tasks at once")
     miss.set_defaults(func=cmd_runs_missing)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")

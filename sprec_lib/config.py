@@ -275,6 +275,10 @@ class ModelConfig:
     load_in_4bit: bool = False  # NF4 on CUDA only (the paper's code loads the base model in 4 bit)
     bf16: bool = True  # on a GPU that supports it; always off on CPU
     torch_threads: int | None = None  # None: torch's default
+    # Training precision on CPU (``trainers.resolve_dtype``): "float32" (the results so far);
+    # "bfloat16": bf16 autocast; "auto": bf16 autocast where the CPU has native bf16 and a bf16
+    # matmul measured faster than fp32, else float32. On CUDA ``bf16`` decides, as before.
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 
     def __post_init__(self):
         _check_types(self)
@@ -318,6 +322,13 @@ class StageConfig:
     template: Template = "alpaca"
     logging_steps: int = 10
     max_steps: int = -1  # > 0 caps the stage (quick runs, tests); -1: the epochs decide
+    # Speed switches (``sprec_lib.trainers``; the tests show the losses and weights unchanged):
+    # ``fast_head``: the LM head only at the positions the loss reads (the completion in DPO and
+    # S-DPO, the labelled tokens in SFT); False: trl's CPU head, at every position.
+    fast_head: bool = True
+    # ``token_metrics``: SFT's entropy and token accuracy (logs only) "every_step" (trl) or on
+    # "logged_steps" only (the steps whose log line is written: the first and every logging_steps-th).
+    token_metrics: Literal["every_step", "logged_steps"] = "logged_steps"
 
     def __post_init__(self):
         _check_types(self)

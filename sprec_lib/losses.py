@@ -56,3 +56,41 @@ def sdpo_loss(
     rejected_rewards = policy_rejected_logps - ref_rejected_logps  # [B, K]
     log_sum = torch.logsumexp(beta * (rejected_rewards - chosen_rewards.unsqueeze(1)), dim=1)  # [B]
     return -F.logsigmoid(-log_sum)
+
+
+def dmpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """DMPO (Direct Multi-Preference Optimization, Bai et al., CIKM 2024; arXiv 2405.16127) per example.
+
+    ``*_chosen_logps`` have shape ``[B]``, ``*_rejected_logps`` ``[B, K]``; with rewards
+    ``r_w`` (chosen) and ``r_k`` (the k-th rejected completion)::
+
+        reduction="mean" (the DMPO paper):  -log sigmoid(beta * (r_w - (1/K) sum_k r_k))
+        reduction="sum"  (flora0110/SPRec's baselines/DMPO/dmpo_trainer.py):
+                                            -log sigmoid(beta * sum_k (r_w - r_k))
+
+    Unlike S-DPO (:func:`sdpo_loss`, a softmax over the negatives), the negatives enter through one
+    aggregated margin: each negative's reward is pushed down with the same weight, whatever its size.
+    The two reductions are the same loss with ``beta`` scaled by ``K`` (``sum`` = ``mean`` at
+    ``K * beta``). For ``K = 1`` both are :func:`dpo_loss`.
+    """
+    if policy_rejected_logps.dim() != 2 or policy_rejected_logps.shape != ref_rejected_logps.shape:
+        raise ValueError(
+            "dmpo_loss: rejected log-probs must both have shape [B, K], got "
+            f"{tuple(policy_rejected_logps.shape)} and {tuple(ref_rejected_logps.shape)}"
+        )
+    chosen_rewards = policy_chosen_logps - ref_chosen_logps  # [B]
+    rejected_rewards = policy_rejected_logps - ref_rejected_logps  # [B, K]
+    if reduction == "mean":
+        margin = chosen_rewards - rejected_rewards.mean(dim=1)
+    elif reduction == "sum":
+        margin = (chosen_rewards.unsqueeze(1) - rejected_rewards).sum(dim=1)
+    else:
+        raise ValueError(f"dmpo_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
+    return -F.logsigmoid(beta * margin)

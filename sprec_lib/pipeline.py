@@ -370,7 +370,7 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
     return rows * epochs * per_row, tokens
 
 
-def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None) -> dict:
+def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: Dataset | None = None) -> dict:
     """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
     steps, tokens and an estimate of its time (from ``benchmarks/results``), which shared stages it
     would reuse from the cache, which are already done in ``folder``, the device and threads."""
@@ -380,7 +380,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None) -> di
     from .config import run_config
 
     recipe = methods.get(cfg.method)
-    ds = read_sprec_folder(cfg.dataset)
+    ds = ds if ds is not None else read_sprec_folder(cfg.dataset)  # a caller planning many runs reads it once
     data_key = dataset_hash(cfg.dataset)
     existing = None
     if folder is not None and (Path(folder) / "config.json").exists():

@@ -45,6 +45,7 @@ Choices shared by all stages (:func:`training_args`):
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import json
 import re
@@ -67,7 +68,8 @@ from transformers.data.data_collator import DataCollatorMixin
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 from trl.data_utils import common_prefix_length
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import pad, use_adapter
+from trl.kernels import ChunkedLogProbFunction
+from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad, use_adapter
 
 from .config import StageConfig
 from .losses import sdpo_loss
@@ -79,8 +81,13 @@ from .runs import CHECKPOINT_MINUTES, StageInterrupted
 datasets.disable_progress_bars()
 
 
-def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, **extra):
-    """trl's ``SFTConfig``/``DPOConfig`` from a :class:`StageConfig` (see the module docstring)."""
+def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, dtype: str = "float32", **extra):
+    """trl's ``SFTConfig``/``DPOConfig`` from a :class:`StageConfig` (see the module docstring).
+
+    ``dtype`` (:func:`resolve_dtype`): ``"bfloat16"`` trains under bf16 autocast on CPU too; on CUDA
+    bf16 is used wherever the GPU supports it, as before."""
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16' (resolve 'auto' with resolve_dtype), got {dtype!r}")
     cuda = torch.cuda.is_available()
     return config_cls(
         output_dir=str(out_dir),
@@ -103,7 +110,7 @@ def training_args(config_cls, cfg: StageConfig, out_dir: str | Path, seed: int, 
         save_total_limit=1,
         dataloader_num_workers=0,
         disable_tqdm=False,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=(cuda and torch.cuda.is_bf16_supported()) or (not cuda and dtype == "bfloat16"),
         activation_checkpointing=cuda,  # trl's `gradient_checkpointing`, renamed in transformers 5
         use_cpu=not cuda,
         **extra,
@@ -122,6 +129,165 @@ def _frozen_copy(model):
     ref = copy.deepcopy(model)
     ref.requires_grad_(False)
     return ref.eval()
+
+
+# -- the LM head where the loss needs it; bf16 where the CPU has it ------------------------------
+
+# Config attributes that make trl's head scale or cap the logits; a model with any of them keeps
+# trl's head (none of the Llama-architecture models of the profiles has one).
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                     "logits_scaling", "output_router_logits")
+
+
+class _HeadSettings:
+    """What :func:`add_lm_head`'s forward computes: ``outputs`` (trl's per-token fields) and
+    ``compact`` (score the labelled positions only). A trainer may change ``outputs`` between calls;
+    ``placeholders`` are fields returned as zeros so that trl's metric code still runs."""
+
+    def __init__(self, outputs: tuple[str, ...], compact: bool):
+        self.outputs, self.compact, self.placeholders = tuple(outputs), compact, ()
+
+
+def head_supported(model) -> bool:
+    """Whether :func:`add_lm_head` can stand in for trl's head on ``model`` (no logit scaling,
+    soft-capping or MoE router loss; a plain ``get_output_embeddings()`` linear head)."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    text_config = base.config.get_text_config()
+    if text_config is not base.config or any(getattr(text_config, a, None) for a in _LOGIT_TRANSFORMS):
+        return False
+    return isinstance(base.get_output_embeddings(), torch.nn.Linear)
+
+
+def add_lm_head(model, outputs: tuple[str, ...] = ("log_probs",), compact: bool = True) -> _HeadSettings:
+    """Replace trl's fused-LM-head patch on ``model`` (``trl.trainer.utils.add_fused_lm_head``) by
+    one that projects through the LM head only the positions whose label is not ``-100``, on any
+    device (trl does that on Triton devices only, ``compact = _use_triton(...)``; on CPU it scores
+    every position, prompt and padding included, and masks afterwards). The per-token fields are
+    trl's (its ``ChunkedLogProbFunction``, the same tiles), scattered back to ``[batch, seq_len - 1]``
+    with zeros elsewhere, in trl's ``FusedCausalLMOutput``. ``compact=False`` scores every position
+    as trl does on CPU (it only lets a trainer choose ``outputs`` per call). Without
+    ``fused_lm_head=True``, and with pre-shifted ``shift_labels``, trl's own forward runs.
+    Returns the settings the forward reads at every call. Undone by :func:`_unpatch_forward`.
+    """
+    base = model.get_base_model() if is_peft_model(model) else model
+    if not head_supported(base):
+        raise ValueError(f"{type(base).__name__}: its logits are scaled or capped; keep trl's head")
+    stock = base.__dict__.get("forward")  # trl's patch, if the trainer added it
+    if stock is None:
+        raise ValueError("add_lm_head replaces trl's fused-LM-head patch, which this model does not carry")
+    settings = _HeadSettings(outputs, compact)
+
+    @functools.wraps(type(base).forward)
+    def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
+        if not fused_lm_head or shift_labels is not None:
+            return stock(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
+                         num_items_in_batch=num_items_in_batch, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        labels = labels[:, 1:]
+        head = self.get_output_embeddings()
+        hidden, labels = hidden.to(head.weight.device), labels.to(head.weight.device)
+        mask = labels != -100
+        requested = tuple(dict.fromkeys(("log_probs", *settings.outputs)))
+        if settings.compact:
+            rows, targets = hidden[mask], labels[mask]
+        else:
+            rows, targets = hidden.reshape(-1, hidden.size(-1)), labels.clamp(min=0).reshape(-1)
+        per_token = ChunkedLogProbFunction.apply(rows, head.weight, head.bias, targets, 1.0,
+                                                 _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, requested)
+        if settings.compact:
+            # masked_scatter keeps the output connected to the graph even when no label is valid (as trl)
+            per_token = [None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token]
+        else:
+            per_token = [None if x is None else x.view(mask.shape).masked_fill(~mask, 0) for x in per_token]
+        fields = dict(zip(("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"), per_token))
+        for name in settings.placeholders:
+            if fields[name] is None:
+                fields[name] = torch.zeros(mask.shape, dtype=torch.bool if name == "is_top1" else torch.float32,
+                                           device=mask.device)
+        count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        return FusedCausalLMOutput(loss=-fields["log_probs"].sum() / count, label_mask=mask, **fields)
+
+    base.forward = forward.__get__(base)
+    return settings
+
+
+class FastHead:
+    """Mixin for trl's ``SFTTrainer`` and ``DPOTrainer``: after trl's ``__init__`` patched the
+    policy (and the reference) with its fused LM head, :func:`add_lm_head` replaces the patch, so
+    that the head runs only where the loss reads (``fast_head=True``). ``head_outputs``: the
+    per-token fields the policy's head computes (trl's choice unless a subclass needs fewer).
+    ``fast_head=False``: trl's head, untouched. A model :func:`head_supported` refuses keeps trl's.
+    """
+
+    def head_outputs(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def __init__(self, *args, fast_head: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fast_head = bool(fast_head) and head_supported(self.model)
+        self.policy_head = self.ref_head = None
+        if self.fast_head:
+            self.policy_head = add_lm_head(self.model, self.head_outputs())
+            if getattr(self, "ref_model", None) is not None:
+                self.ref_head = add_lm_head(self.ref_model, ("log_probs",))
+
+
+def cpu_bf16_capability() -> dict:
+    """Whether this CPU computes bf16 natively, and how fast: the ISA flags (``avx512_bf16``,
+    ``amx_bf16`` in ``/proc/cpuinfo``), oneDNN's own check, torch's capability string, and a
+    512 x 512 matmul timed in fp32 and bf16 (GFLOP/s, median of 5, at the current thread count)."""
+    import time as _time
+
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        onednn = False
+
+    def gflops(dtype, n=512, reps=8):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(5):
+            t0 = _time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            times.append((_time.perf_counter() - t0) / reps)
+        return 2 * n**3 / sorted(times)[2] / 1e9
+
+    fp32, bf16 = gflops(torch.float32), gflops(torch.bfloat16)
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "onednn_bf16": onednn,
+            "threads": torch.get_num_threads(), "matmul_gflops": {"float32": fp32, "bfloat16": bf16},
+            "bf16_speedup": bf16 / fp32}
+
+
+@functools.cache
+def _auto_dtype() -> str:
+    cap = cpu_bf16_capability()
+    native = cap["onednn_bf16"] and (cap["avx512_bf16"] or cap["amx_bf16"])
+    return "bfloat16" if native and cap["bf16_speedup"] >= 1.5 else "float32"
+
+
+def resolve_dtype(dtype: str) -> str:
+    """``ModelConfig.dtype`` -> the training dtype: ``"float32"`` or ``"bfloat16"`` (autocast).
+    ``"auto"``: bf16 where the CPU has native bf16 (AVX512-BF16 or AMX, and oneDNN uses it) and a
+    bf16 matmul measured at least 1.5x faster than fp32 (:func:`cpu_bf16_capability`, once per
+    process), else fp32. On CUDA the ``bf16`` flag decides, as before: ``"float32"`` is returned."""
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+    if torch.cuda.is_available():
+        return "float32"
+    return _auto_dtype() if dtype == "auto" else dtype
 
 
 class CheckpointEvery(TrainerCallback):

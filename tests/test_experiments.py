@@ -114,3 +114,48 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     assert len(lines) == 4 + 3 + 8 - 1 and "14 runs missing" in out.err  # sft-seed0 is done
     assert all(line.startswith("sprec train --dataset ") for line in lines)
     assert not any("--method sft " in line for line in lines)
+
+
+def test_the_grid_goes_to_a_scheduler_once_per_run(tmp_path, monkeypatch):
+    """The job array of a small grid: one task per missing run, each command once; the JSON records
+    say the same; the time limit comes from the dry run's estimate."""
+    import shlex as _shlex
+
+    from sprec_lib.data.sprec_format import write_sprec_folder
+    from sprec_lib.data.synthetic import make_synthetic
+
+    import shutil
+    from pathlib import Path
+
+    bench = Path(experiments.__file__).resolve().parents[1] / "benchmarks" / "results" / "sprec_iteration-tiny.json"
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    shutil.copy(bench, tmp_path / "benchmarks" / "results")  # the estimates' basis, in the repository root
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    write_sprec_folder(make_synthetic(n_items=30, sizes=(40, 10, 10), seed=2), tmp_path / "synth")
+    todo = experiments.specs("synth", ["sft", "sprec"], [0, 1])
+    records = experiments.grid(todo)
+    assert [r["command"] for r in records] == [s.command() for s in todo]
+    assert all(r["estimate_s"] and r["estimate_s"] > 0 for r in records)
+    script = experiments.slurm_array(records, parallel=2)
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --cpus-per-task=1" in script and "--gres" not in script
+    body = script.split("COMMANDS=(\n", 1)[1].split("\n)", 1)[0].splitlines()
+    commands = [_shlex.split(line.strip())[0] for line in body]
+    assert len(commands) == 4
+    for spec in todo:
+        assert sum(c.startswith(spec.command() + " ") for c in commands) == 1
+    assert all(c.endswith("--set model.torch_threads=1") for c in commands)
+    # Every task parses back into the CLI's own arguments.
+    args = build_parser().parse_args(_shlex.split(commands[3])[1:])
+    assert (args.method, args.seed, args.out) == ("sprec", 1, "runs/synth-tiny/sprec-seed1")
+
+
+def test_gather_exports_runs_from_wherever_they_were_written(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    spec = RunSpec(str(tmp_path / "ml-1m"), "sprec", seed=2, variant="nosft", overrides=("sprec.sft_step=false",))
+    run = Run(tmp_path / "scratch" / "node7" / "anything", spec.config(), variant="nosft")
+    run.record_metrics("sft", {"valid_ratio": 1.0, "rows": 10, "stage": "sft", "@5": {"HR": 0.5}})
+    run.finish("sft")
+    Run(tmp_path / "scratch" / "unfinished", spec.config())  # not finished: left alone
+    exported = experiments.gather(tmp_path / "scratch")
+    assert exported == [tmp_path / "results" / "runs" / "ml-1m-tiny" / "sprec-nosft-seed2"]
+    assert Run(exported[0]).label == "sprec-nosft" and Run(exported[0]).final_stage == "sft"
