@@ -29,8 +29,10 @@
 #   diminishing returns.
 #
 # Variants: `experiments.ratio_variants`, `experiments.n_negative_variants`. Below each figure, the
-# claim as a trend (`results.SWEEP_CLAIMS`, `results.trend_checks`): the least-squares slope of a
-# metric against the setting, with the claimed sign in every seed. A verdict on one seed says so.
+# claim as a trend (`claims.SWEEP_CLAIMS`, `claims.check_trends`): the least-squares slope of a
+# metric against the setting, times the sweep's range, must be clear of the noise in the claimed
+# direction (with one seed: beyond the band of two single evaluations; with three or more: the
+# same sign in every seed and a mean beyond the seeds' spread), else the verdict is "inconclusive".
 
 # %% tags=["parameters"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
@@ -38,28 +40,27 @@ profile: str = "tiny"  # tiny | small | paper
 seeds: list = [0]
 ratios: list = [0.0, 0.25, 0.5, 0.75, 1.0]
 n_negatives: list = [1, 2, 3, 4]
-train: bool = True  # False: use only runs that exist (committed or local); list the missing ones
+train: bool = False  # True: train the runs that are missing (hours on a CPU); False: use the runs that exist
 quick: bool = False  # a few training steps, two points per sweep, under runs/quick (plumbing, not results)
 
 # %%
-from sprec_lib import book, experiments, plots, results
+from sprec_lib import book, claims, experiments, plots, results
 
 quick = book.quick_mode(quick)
-seeds = seeds[:1] if quick else seeds
-ratios = [ratios[0], ratios[-1]] if quick else ratios
-n_negatives = n_negatives[:2] if quick else n_negatives
+size = book.sizes("05_negative_samples", quick, seeds=seeds, ratios=ratios, n_negatives=n_negatives)
+seeds, ratios, n_negatives = size.seeds, size.ratios, size.n_negatives
 
 
 def show(rows, setting, values, xlabel, title):
     """The sweep's figure, its table (mean over seeds per setting) and the paper's claim about it
-    (`results.SWEEP_CLAIMS`: the slope's sign in every seed); returns the verdict."""
+    (`claims.SWEEP_CLAIMS`: the fitted change clear of the noise); returns the verdict."""
     if len(rows):
         plots.plot_sweep(rows, setting, ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
                          xlabel=xlabel, title=title)
         display(rows.groupby(setting)[results.TABLE_COLUMNS].mean())
-    checks = results.trend_checks(rows, setting, values)
+    checks = claims.trend_checks(rows, setting, values)
     display(checks)
-    return results.verdicts(checks).to_dict()
+    return claims.verdicts(checks).to_dict()
 
 
 # %% [markdown]

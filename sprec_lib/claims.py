@@ -51,13 +51,19 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
-from .results import TABLE_COLUMNS
+from .results import ROWS_DIR, TABLE_COLUMNS, row_data_for_export  # noqa: F401  (row_data_for_export: the export side)
 
 PAPER_DATASETS = ("MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam")
 PAPER_TEST_ROWS = 1000  # §5.1.1 and §5.1.3: each model is evaluated once, on 1,000 test rows
 PAPER_METRICS = [c for c in TABLE_COLUMNS if c != "valid_ratio"]  # the paper's eight columns
 # The paper's baselines we have not implemented: their parts are checked against the paper only.
-NOT_OURS = frozenset({"sasrec", "rw", "d3", "dmpo", "rosepo"})
+
+
+def _ours(label: str) -> bool:
+    """Whether our runs can have ``label``: its method (``sprec`` of ``sprec-nosft``) is in the registry."""
+    from . import methods
+
+    return label.split("-")[0] in methods.names()
 DIRECTIONS = ("up", "down", "not down", "same")
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive (within noise)", "pending", "degenerate baseline")
@@ -102,7 +108,7 @@ class Claim:
     def parts_for(self, dataset: str, ours: bool = True) -> tuple[Part, ...]:
         """The parts that apply on a paper dataset; ``ours``: only those our runs can test."""
         return tuple(p for p in self.parts if (p.datasets is None or dataset in p.datasets)
-                     and not (ours and p.label in NOT_OURS))
+                     and not (ours and not _ours(p.label)))
 
 
 @dataclass(frozen=True)
@@ -342,7 +348,6 @@ def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE
     return float(low), float(high)
 
 
-ROWS_DIR = "rows"  # an export's per-row data: rows/<evaluation label>.json
 
 
 def load_row_data(run_folder) -> dict | None:
@@ -367,16 +372,6 @@ def load_row_data(run_folder) -> dict | None:
         return {"target": [None if pd.isna(t) else int(t) for t in frame["target"]],
                 "topk": [[int(i) for i in r] for r in frame["topk"]]}
     return None
-
-
-def row_data_for_export(predictions: pd.DataFrame) -> dict:
-    """What an export keeps of an evaluation's predictions for :func:`paired_bootstrap`: per test
-    row, our model's top-K item ids and the rank of the held-out item among them (None: a miss).
-    Ids and ranks only: no title, no history, no target outside the recommendations."""
-    topk = [[int(i) for i in r] for r in predictions["topk"]]
-    ranks = [top.index(int(t)) if not pd.isna(t) and int(t) in top else None
-             for t, top in zip(predictions["target"], topk)]
-    return {"hit_rank": ranks, "topk": topk}
 
 
 def seed_spread(rows: pd.DataFrame, metrics: Iterable[str] = PAPER_METRICS) -> dict[str, float]:
@@ -681,14 +676,16 @@ def paper_beside_ours(rows: pd.DataFrame, paper: pd.DataFrame | None = None, met
     return side.sort_values(["dataset", "profile", "method", "metric"], key=_order(metrics)).reset_index(drop=True)
 
 
-METHOD_ORDER = ("sft", "dpo", "sdpo", "sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn")  # tables and figures
-
-
 def _order(metrics):
-    """A sort key: methods in :data:`METHOD_ORDER` (then the others by name), metrics as given."""
-    rank = {m: f"{i:03d}" for i, m in enumerate(METHOD_ORDER)}
+    """A sort key: methods in the registry's table order, a method's variants after it
+    (``sprec``, ``sprec-nosft``, ...), then labels of no registered method by name; metrics as given."""
+    from . import methods
+
+    names = methods.names()
+    rank = lambda label: (f"{names.index(label.split('-')[0]):03d}{label}" if label.split("-")[0] in names  # noqa: E731
+                          else f"999{label}")
     place = {m: i for i, m in enumerate(metrics)}
-    return lambda c: (c.map(place) if c.name == "metric" else c.map(lambda m: rank.get(m, f"999{m}"))
+    return lambda c: (c.map(place) if c.name == "metric" else c.map(rank)
                       if c.name == "method" else c)
 
 

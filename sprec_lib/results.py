@@ -79,6 +79,20 @@ def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, dig
     return out
 
 
+ROWS_DIR = "rows"  # an export's per-row data: rows/<evaluation label>.json (sprec_lib.claims.load_row_data)
+
+
+def row_data_for_export(predictions: pd.DataFrame) -> dict:
+    """What an export keeps of an evaluation's predictions for the paired bootstrap
+    (:func:`sprec_lib.claims.paired_bootstrap`): per test row, our model's top-K item ids and the
+    rank of the held-out item among them (None: a miss). Ids and ranks only: no title, no history,
+    no target outside the recommendations."""
+    topk = [[int(i) for i in r] for r in predictions["topk"]]
+    ranks = [top.index(int(t)) if not pd.isna(t) and int(t) in top else None
+             for t, top in zip(predictions["target"], topk)]
+    return {"hit_rank": ranks, "topk": topk}
+
+
 def export_run(run: Run, dest: str | Path) -> Path:
     """Copy a run's small result files (:meth:`Run.export`: config, manifest, log, metrics, training
     losses) to ``dest``, for git, and a popularity summary of its self-play negatives
@@ -86,7 +100,6 @@ def export_run(run: Run, dest: str | Path) -> Path:
 
     Checkpoints, predictions and negatives stay in the run folder (large, or derived from data
     whose terms forbid redistribution)."""
-    from .claims import ROWS_DIR, row_data_for_export
     from .runs import write_json
 
     dest = Path(dest)
@@ -233,17 +246,3 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
                          "head_share": sum(i in head_ids for i in ids) / len(ids), "top3_share": top3 / len(ids),
                          "distinct": len(set(ids)) / len(ids)})
     return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct"])
-
-
-# The claims, their verdicts and the paper's numbers moved to sprec_lib.claims; these names are
-# still read from here until the notebooks and the CLI import them from there.
-_MOVED_TO_CLAIMS = ("CLAIMS", "ABLATION_CLAIMS", "SWEEP_CLAIMS", "claim_checks", "trend_checks", "verdicts",
-                    "PAPER_COLUMNS", "paper_numbers")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_CLAIMS:
-        from . import claims
-
-        return getattr(claims, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

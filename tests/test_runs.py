@@ -106,3 +106,52 @@ def test_only_runs_py_knows_the_layout():
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_module_level_imports_form_no_circle():
+    """The package's modules import one another one way: the graph of module-level ``from .x
+    import`` / ``from . import x`` statements (imports inside functions excluded: those are
+    deliberate late imports) has no cycle."""
+    import ast
+
+    pkg = ROOT / "sprec_lib"
+
+    def name(path):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name(p): p for p in pkg.rglob("*.py")}
+    graph = {}
+    for mod, path in modules.items():
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.parse(path.read_text()).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    for cand in (f"{target}.{alias.name}", target):
+                        if cand in modules and cand != mod:
+                            deps.add(cand)
+                            break
+        graph[mod] = deps
+    # A package's __init__ importing its own submodules is how a package exposes them, not a circle.
+    state, cycle = {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        for d in graph[m]:
+            if m.startswith(d + ".") or d.startswith(m + "."):
+                continue
+            if state.get(d) == "open":
+                cycle.append(stack + [d])
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = "done"
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+    assert not cycle, f"import circles: {cycle}"
