@@ -326,6 +326,10 @@ class StageConfig:
     # ``fast_head``: the LM head only at the positions the loss reads (the completion in DPO and
     # S-DPO, the labelled tokens in SFT); False: trl's CPU head, at every position.
     fast_head: bool = True
+    # ``shared_prompt`` (DPO, S-DPO; with fast_head): each distinct prompt of a batch runs once, its
+    # completions against its cached keys and values. Not bit for bit (log-probs within 5e-7,
+    # gradients within 3e-6 of their largest on the test model): off by default.
+    shared_prompt: bool = False
     # ``token_metrics``: SFT's entropy and token accuracy (logs only) "every_step" (trl) or on
     # "logged_steps" only (the steps whose log line is written: the first and every logging_steps-th).
     token_metrics: Literal["every_step", "logged_steps"] = "logged_steps"
@@ -397,12 +401,104 @@ class EvalConfig:
         _at_least(self, 1, "rows", optional=True)
 
 
+# -- the baselines' own settings (sprec_lib/methods/<name>.py says what each follows) ------------
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """SASRec's settings: the paper's Appendix C (``hidden_size`` 64, ``dropout`` 0.1, ``lr`` 4e-3,
+    random negatives) and Kang & McAuley's architecture (2 blocks, 1 head). ``max_len``: the longest
+    history the model reads (the prompts' 10). ``epochs``/``patience``/``batch_size``: ours (the paper
+    does not say), with the best epoch on the validation rows kept. ``valid_rows``: 512, the paper's."""
+
+    hidden_size: int = 64
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.1
+    max_len: int = 10
+    lr: float = 4e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 20
+    valid_rows: int = 512
+
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 1, "hidden_size", "num_blocks", "num_heads", "max_len", "batch_size", "epochs", "patience",
+                  "valid_rows")
+        _require(self, "num_heads", self.hidden_size % self.num_heads == 0, f"a divisor of hidden_size ({self.hidden_size})")
+        _require(self, "dropout", 0 <= self.dropout < 1, "in [0, 1)")
+        _require(self, "lr", math.isfinite(self.lr) and self.lr > 0, "a finite number > 0")
+        _require(self, "weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0")
+
+
+@dataclass(frozen=True)
+class RWConfig:
+    """RW's own settings (the SFT stage's are the ``sft`` section's). ``normalize``: rescale the row
+    weights to mean 1 over the training rows (ours; the script does not, and the weights' mean is
+    close to 1 anyway: sum_g GT_g * GH_g / GT_g = 1 for single-genre items)."""
+
+    normalize: bool = False
+
+    def __post_init__(self):
+        _check_types(self)
+
+
+@dataclass(frozen=True)
+class D3Config:
+    """D3's decoding settings (see the module docstring for each choice)."""
+
+    num_beams: int = 10
+    assistant_weight: float = 0.1
+    length_norm: Literal["none", "non_ghost", "all"] = "none"
+    ghost_threshold: float = 0.99
+
+    def __post_init__(self):
+        _check_types(self)
+        _at_least(self, 1, "num_beams")
+        _require(self, "assistant_weight", math.isfinite(self.assistant_weight) and 0 <= self.assistant_weight <= 1,
+                 "in [0, 1] (0: the LLM alone, 1: the assistant alone)")
+        _require(self, "ghost_threshold", math.isfinite(self.ghost_threshold) and 0 < self.ghost_threshold <= 1,
+                 "in (0, 1]")
+
+
+@dataclass(frozen=True)
+class DMPOConfig:
+    """DMPO's settings: the preference stage (``stage``: K = ``stage.n_negatives``, lr, beta, ...) and
+    the loss's ``reduction`` over the K negatives (``"mean"``: the DMPO paper; ``"sum"``: the
+    ``flora0110/SPRec`` fork's trainer)."""
+
+    stage: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=1.0, n_negatives=3)
+    reduction: Literal["mean", "sum"] = "mean"
+
+    def __post_init__(self):
+        _check_types(self)
+
+
+@dataclass(frozen=True)
+class RosePOConfig:
+    """RosePO's settings: the DPO stage (``stage``), the negatives' strategy, and the personalised
+    smoothing (``smoothing``; ``max_smoothing``: the largest eps, in [0, 0.5]: above 1/2 a row would
+    teach the opposite of its label)."""
+
+    stage: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=0.1)
+    negatives: Literal["semantic", "popularity"] = "semantic"
+    smoothing: bool = True
+    max_smoothing: float = 0.5
+
+    def __post_init__(self):
+        _check_types(self)
+        _require(self, "max_smoothing", math.isfinite(self.max_smoothing) and 0 <= self.max_smoothing <= 0.5,
+                 "in [0, 0.5]")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved resolved in the run folder."""
 
     dataset: str = ""
-    method: str = "sprec"  # sft | dpo | sdpo | sprec
+    method: str = "sprec"  # a name of the method registry (sprec_lib.methods.names())
     profile: Profile = "paper"
     seed: int = 0
     train_rows: int | None = 4096  # the paper trains on 4,096 rows (sampled from Goodreads' 5,000)
@@ -413,6 +509,12 @@ class RunConfig:
     sdpo: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=1.0, n_negatives=3)
     sprec: SPRecConfig = SPRecConfig()
     eval: EvalConfig = EvalConfig()
+    # the baselines of the paper's Table 1 (sprec_lib/methods): each reads its own section
+    sasrec: SASRecConfig = SASRecConfig()
+    rw: RWConfig = RWConfig()
+    d3: D3Config = D3Config()
+    dmpo: DMPOConfig = DMPOConfig()
+    rosepo: RosePOConfig = RosePOConfig()
 
     def __post_init__(self):
         _check_types(self)
@@ -436,6 +538,8 @@ PROFILES: dict[str, dict[str, str]] = {
         "sft.grad_accum": "2",
         "dpo.lr": "5e-6",
         "sdpo.lr": "5e-6",
+        "dmpo.stage.lr": "5e-6",  # the preference baselines at tiny's DPO rate
+        "rosepo.stage.lr": "5e-6",
         "sprec.sft.lr": "1e-4",
         "sprec.sft.batch_size": "8",
         "sprec.sft.grad_accum": "2",

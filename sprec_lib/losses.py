@@ -94,3 +94,26 @@ def dmpo_loss(
     else:
         raise ValueError(f"dmpo_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
     return -F.logsigmoid(beta * margin)
+
+
+def smoothed_dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    epsilon: torch.Tensor | float,
+) -> torch.Tensor:
+    """DPO with a per-example label-smoothing factor ``epsilon`` (RosePO's personalised smoothing,
+    Liao et al., arXiv 2410.12519; the form of conservative DPO), all inputs of shape ``[B]``::
+
+        -(1 - eps) * log sigmoid(beta * h) - eps * log sigmoid(-beta * h),   h = (pc - rc) - (pr - rr)
+
+    ``eps`` is the probability that the preference label is wrong: 0 gives :func:`dpo_loss`, 1/2
+    makes the example pull neither way (its gradient at ``h = 0`` is 0), 1 swaps chosen and rejected.
+    """
+    eps = torch.as_tensor(epsilon, dtype=policy_chosen_logps.dtype, device=policy_chosen_logps.device)
+    if bool(((eps < 0) | (eps > 1) | ~torch.isfinite(eps)).any()):
+        raise ValueError(f"smoothed_dpo_loss: epsilon must be in [0, 1], got {epsilon}")
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)

@@ -14,6 +14,11 @@ fixed: it plays the part of a pretrained LLM's weights), ``sft`` on those plus t
 and the run's seed. Both are cached under the asset cache and reused by every method's run with
 the same inputs, so SFT, DPO, S-DPO and SPRec of one seed start from the very same SFT model.
 Runs started together take turns (:func:`shared_stage_lock`): one trains, the others wait and reuse.
+
+Under ``accelerate launch`` every process runs the recipe: the trainers train data-parallel, and
+everything else happens on the main process alone (:mod:`sprec_lib.distributed`): whether a stage
+is done, reused or trained is its decision, sent to the others; it saves the stage's model, marks
+it done and caches it; it evaluates. The others wait, then load what it saved.
 """
 
 from __future__ import annotations
@@ -22,12 +27,12 @@ import hashlib
 import json
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from . import models
+from . import distributed, models
 from .assets import cache_root
 from .config import RunConfig, to_dict
 from .data import Dataset
@@ -144,45 +149,71 @@ class Pipeline:
         A finished stage is verified first (its model against the checksums in its ``DONE``): one
         that does not verify runs again, and the log says why. A shared stage is copied from the
         shared stage cache and back, each copy verified; a cached copy that does not verify is
-        removed and rebuilt by this run."""
+        removed and rebuilt by this run.
+
+        Under ``accelerate launch`` the main process does all of that and tells the others whether
+        to train; all of them train, the main process saves (and caches), and the others wait for it
+        (they load the stage's model from the run folder when a later step needs it)."""
+        if distributed.on_main(self._finished, name):
+            return
+        cached = shared_stage_path(self.cfg, name, self.data_key, self.cache_dir)
+        if cached is None:
+            self._train_stage(name, start, fn)
+            return
+        # One run at a time trains a shared stage: a second run of the same stage (two seeds' DPO
+        # and S-DPO started together) waits, then reuses it instead of training it twice. (The main
+        # process holds the lock, for all the processes of a launch.)
+        with ExitStack() as held:
+            if distributed.is_main():
+                held.enter_context(shared_stage_lock(cached.with_name(cached.name + ".lock"), lambda: self.run.log(
+                    f"stage {name}: waiting for another run that trains it ({cached.name})")))
+            if distributed.on_main(self._reuse_cached, name, cached):  # the others wait for the copy
+                return
+            self._train_stage(name, start, fn)
+            distributed.on_main(self._cache, name, cached, share=False)
+
+    def _finished(self, name: str) -> bool:
+        """Whether stage ``name`` is done in the run folder and verifies; else what an interrupted
+        attempt left is cleared (its checkpoints stay) and False."""
         run = self.run
         if run.done(name):
             problem = run.verify(name)
             if problem is None:
-                return
+                return True
             run.reopen(name, f"its saved model does not verify ({problem})")
         run.clear(name)
-        key = self.shared_key(name)
-        if key is None:
-            self._train_stage(name, start, fn)
+        return False
+
+    def _reuse_cached(self, name: str, cached: Path) -> bool:
+        """Copy the shared cache's finished stage ``name`` into the run (True), or say why not and
+        clear the way for training it here (False). Under the cache's lock."""
+        run = self.run
+        if stage_finished(cached):
+            problem = verify_stage(cached)
+            if problem is None:  # copied over our own interrupted attempt's checkpoints, if any
+                problem = copy_stage(cached, run.stage_dir(name))
+                if problem is None:
+                    run.adopt(name, cached)
+                    return True
+                run.log(f"stage {name}: the copy from {cached} does not verify ({problem}); training it here")
+            else:
+                run.log(f"stage {name}: the shared cache's copy does not verify ({problem}); removing it, "
+                        "training the stage again and caching it anew")
+                shutil.rmtree(cached, ignore_errors=True)
+            run.clear(name)
+        return False
+
+    def _cache(self, name: str, cached: Path) -> None:
+        """Copy the run's finished stage ``name`` into the shared stage cache (verified)."""
+        run = self.run
+        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+        problem = copy_stage(run.stage_dir(name), tmp)
+        if problem is not None:
+            run.log(f"stage {name}: not cached, the copy does not verify ({problem})")
             return
-        cached = shared_stage_path(self.cfg, name, self.data_key, self.cache_dir)
-        # One run at a time trains a shared stage: a second run of the same stage (two seeds' DPO
-        # and S-DPO started together) waits, then reuses it instead of training it twice.
-        with shared_stage_lock(cached.with_name(cached.name + ".lock"), lambda: run.log(
-                f"stage {name}: waiting for another run that trains it ({cached.name})")):
-            if stage_finished(cached):
-                problem = verify_stage(cached)
-                if problem is None:  # copied over our own interrupted attempt's checkpoints, if any
-                    problem = copy_stage(cached, run.stage_dir(name))
-                    if problem is None:
-                        run.adopt(name, cached)
-                        return
-                    run.log(f"stage {name}: the copy from {cached} does not verify ({problem}); training it here")
-                else:
-                    run.log(f"stage {name}: the shared cache's copy does not verify ({problem}); removing it, "
-                            "training the stage again and caching it anew")
-                    shutil.rmtree(cached, ignore_errors=True)
-                run.clear(name)
-            self._train_stage(name, start, fn)
-            tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
-            problem = copy_stage(run.stage_dir(name), tmp)
-            if problem is not None:
-                run.log(f"stage {name}: not cached, the copy does not verify ({problem})")
-                return
-            if cached.exists():  # left by a copy that did not finish, or one that did not verify: replace it
-                shutil.rmtree(cached)
-            tmp.replace(cached)
+        if cached.exists():  # left by a copy that did not finish, or one that did not verify: replace it
+            shutil.rmtree(cached)
+        tmp.replace(cached)
 
     def _train_stage(self, name: str, start: str | None, fn) -> None:
         from . import trainers
@@ -190,19 +221,29 @@ class Pipeline:
         run = self.run
         self.load(start)
         seed = PRETRAIN_SEED if name == "pretrain" else stage_seed(self.cfg.seed, name)
-        run.log(f"stage {name}: starting from {start or 'the base model'} (seed {seed})")
-        # A checkpoint that does not load is deleted here (and said so in the log): the stage falls
-        # back to an earlier checkpoint, or to its start, and no later run trips on it again.
-        if resume := trainers.last_checkpoint(run.stage_dir(name), log=lambda m: run.log(f"stage {name}: {m}")):
-            run.log(f"stage {name}: resuming from {resume.name} (its trainer state, optimizer and RNG)")
+
+        def prepare():
+            run.log(f"stage {name}: starting from {start or 'the base model'} (seed {seed})")
+            # A checkpoint that does not load is deleted here (and said so in the log): the stage falls
+            # back to an earlier checkpoint, or to its start, and no later run trips on it again.
+            if resume := trainers.last_checkpoint(run.stage_dir(name), log=lambda m: run.log(f"stage {name}: {m}")):
+                run.log(f"stage {name}: resuming from {resume.name} (its trainer state, optimizer and RNG)")
+
+        distributed.on_main(prepare, share=False)  # the others resume from what the main process kept
         model = fn(self.model, self.tokenizer, seed, run.stage_dir(name))
-        models.save(model, self.tokenizer, run.model_dir(name))
-        self.model, self.at = model, name
-        run.mark_done(name)
+        self.model, self.at = model, name  # the same weights on every process (data-parallel training)
+        distributed.on_main(self._save, name, share=False)
+
+    def _save(self, name: str) -> None:
+        models.save(self.model, self.tokenizer, self.run.model_dir(name))
+        self.run.mark_done(name)
 
     def evaluate(self, stage: str, label: str | None = None) -> dict:
-        """Evaluate the model ``stage`` ended with (once: a finished evaluation is read back)."""
-        label = label or stage
+        """Evaluate the model ``stage`` ended with (once: a finished evaluation is read back).
+        Under ``accelerate launch``: on the main process, the others wait and get its metrics."""
+        return distributed.on_main(self._evaluate, stage, label or stage)
+
+    def _evaluate(self, stage: str, label: str) -> dict:
         if self.run.has_metrics(label):
             return self.run.metrics()[label]
         self.load(stage)
@@ -275,12 +316,16 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
 
     A stage cut short resumes from its latest checkpoint, saved every ``checkpoint_minutes`` of
     training (None: no checkpoints inside a stage; the run still resumes stage by stage). The
-    interval is not part of the run's config: it changes when work is saved, not the result."""
+    interval is not part of the run's config: it changes when work is saved, not the result.
+
+    Under ``accelerate launch`` every process calls this; the main process writes the run, the
+    others train with it and wait for it (see the module docstring)."""
     from . import methods
 
     recipe = methods.get(cfg.method)
     ds = read_sprec_folder(cfg.dataset)  # read (and checked) before anything is written
-    run = Run(folder, cfg, variant)
+    distributed.init()  # joins the launch's process group (nothing without one)
+    run = distributed.on_main(Run, folder, cfg, variant)  # the main process makes the folder
     with run.lock():
         p = Pipeline(run, ds, cache_dir, checkpoint_minutes)
         run.log(f"{run.label} on {ds.name} ({cfg.profile} profile, seed {cfg.seed})")
@@ -348,20 +393,34 @@ def _benchmark(profile: str) -> dict | None:
     return json.loads(path.read_text()) | {"path": str(path)} if path.is_file() else None
 
 
+def _median_seconds(entry: dict) -> float | None:
+    """A benchmark stage's median seconds: the side-by-side benchmark's current implementation
+    (``new``, fp32), or a flat entry's."""
+    for key in ("new", "old"):
+        if isinstance(entry.get(key), dict):
+            return entry[key].get("seconds_median")
+    return entry.get("seconds_median")
+
+
 def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict | None) -> tuple[float | None, int | None]:
     """(seconds, tokens) of a stage, scaled from the benchmark's per-row figures (None: no basis).
     Pretraining is packed: its tokens are steps x batch x length, timed at the SFT stage's token rate."""
     measured = None
     if bench is not None:
-        key = {"pretrain": "sft", "sft": "sft", "dpo": "dpo", "sdpo": "dpo", "negatives": "negatives", "eval": "eval"}[kind]
-        measured = bench["stages"].get(key)
+        key = {"pretrain": "sft", "sft": "sft", "dpo": "dpo", "sdpo": "dpo", "negatives": "negatives", "eval": "eval"}.get(kind)
+        measured = bench["stages"].get(key) if key else None  # a kind the benchmark has not timed: no estimate
     if kind == "pretrain":
         tokens = steps * stage.batch_size * stage.grad_accum * stage.max_length if steps else None
-        rate = measured.get("tokens_per_s") if measured else None
+        seconds = _median_seconds(measured) if measured else None
+        rate = measured.get("tokens_per_s") or (measured.get("tokens") / seconds if seconds and measured.get("tokens") else None) \
+            if measured else None
         return (tokens / rate if tokens and rate else None), tokens
     if measured is None or rows is None:
         return None, None
-    per_row = measured["seconds_median"] / bench["eval_rows" if kind == "eval" else "rows"]
+    seconds = _median_seconds(measured)
+    if seconds is None:
+        return None, None
+    per_row = seconds / bench["eval_rows" if kind == "eval" else "rows"]
     tokens_per_row = measured["tokens"] / bench["rows"] if measured.get("tokens") else None
     epochs = stage.epochs if stage is not None else 1
     if kind == "sdpo":  # one forward per completion: the prompt and 1 + K completions, against DPO's 2
@@ -391,7 +450,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
     from .methods import StagePlan
 
     shared = ([StagePlan("pretrain", "pretrain", "pretrain")] if cfg.model.profile == "tiny" else []) + [
-        StagePlan("sft", "sft", "sft", n_train), StagePlan("eval sft", "eval", None, n_eval)]
+        StagePlan("sft", "sft", "sft", n_train), StagePlan("eval sft", "eval", None, n_eval)] if recipe.llm else []
     stages = []
     for s in shared + recipe.plan(cfg):
         rows = n_eval if s.kind == "eval" else (min(s.rows, n_train) if s.rows is not None else None)

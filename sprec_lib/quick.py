@@ -28,6 +28,9 @@ QUICK_RUN: list[str] = [
     "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
     "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
     "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
+    # the baselines (sprec_lib/methods): a few epochs or steps each, fewer beams
+    "sasrec.epochs=5", "sasrec.patience=5", "dmpo.stage.max_steps=2", "dmpo.stage.n_negatives=2",
+    "rosepo.stage.max_steps=3", "d3.num_beams=5",
 ]
 
 

@@ -99,9 +99,11 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
     all_specs = experiments.book_specs(["a/ds1", "a/ds2"], "a/ds1", seeds=(0, 1))
-    # Table 1: 2 datasets x 4 methods x 2 seeds; ablations: 3 variants x 2 seeds (SPRec counted once);
-    # sweeps: 5 ratios + 4 values of N, one seed, sharing one run (ratio 0 = N 1).
-    assert len(all_specs) == 16 + 6 + 8
+    # Table 1: 2 datasets x M methods (the registry's Table-1 methods) x 2 seeds; ablations: 3
+    # variants x 2 seeds (SPRec counted once); sweeps: 5 ratios + 4 values of N, one seed, sharing
+    # one run (ratio 0 = N 1).
+    m = len(experiments.table1_methods())
+    assert m >= 4 and len(all_specs) == 2 * m * 2 + 6 + 8
     assert len({s.name + s.data_dir for s in all_specs}) == len(all_specs)
     spec = RunSpec("a/ds1", "sft", seed=0)
     assert not experiments.is_done(spec)
@@ -111,7 +113,7 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--study", str(tmp_path / "ds1"), "--seeds", "0"]) == 0
     out = capsys.readouterr()
     lines = out.out.splitlines()
-    assert len(lines) == 4 + 3 + 8 - 1 and "14 runs missing" in out.err  # sft-seed0 is done
+    assert len(lines) == m + 3 + 8 - 1 and f"{m + 10} runs missing" in out.err  # sft-seed0 is done
     assert all(line.startswith("sprec train --dataset ") for line in lines)
     assert not any("--method sft " in line for line in lines)
 

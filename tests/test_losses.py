@@ -116,3 +116,79 @@ def test_large_margins_are_finite(dtype):
 def test_sdpo_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"\[B, K\]"):
         sdpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.1)
+
+
+# -- DMPO (Bai et al., CIKM 2024) -------------------------------------------------------------------
+from sprec_lib.losses import dmpo_loss
+
+
+def test_dmpo_hand_computed():
+    # r_w = -1.0 - (-1.5) = 0.5;  r_1 = -2.0 - (-1.5) = -0.5;  r_2 = -3.0 - (-2.0) = -1.0
+    # mean: margin = 0.5 - (-0.75) = 1.25; beta * margin = 0.625; loss = log(1 + e^-0.625)
+    # sum:  margin = (0.5 + 0.5) + (0.5 + 1.0) = 2.5;  beta * margin = 1.25;  loss = log(1 + e^-1.25)
+    args = (t(-1.0), t(-2.0, -3.0)[None], t(-1.5), t(-1.5, -2.0)[None])
+    assert dmpo_loss(*args, beta=0.5).item() == pytest.approx(math.log(1 + math.exp(-0.625)), abs=1e-12)
+    assert dmpo_loss(*args, beta=0.5, reduction="sum").item() == pytest.approx(math.log(1 + math.exp(-1.25)), abs=1e-12)
+    assert dmpo_loss(*args, beta=0.5).item() == pytest.approx(0.42870068, abs=1e-8)
+
+
+def test_dmpo_is_dpo_with_one_negative_and_sum_is_mean_at_k_beta():
+    g = torch.Generator().manual_seed(1)
+    pc, rc = torch.randn(5, generator=g, dtype=torch.float64), torch.randn(5, generator=g, dtype=torch.float64)
+    pr, rr = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    for reduction in ("mean", "sum"):
+        torch.testing.assert_close(dmpo_loss(pc, pr[:, :1], rc, rr[:, :1], 0.3, reduction), dpo_loss(pc, pr[:, 0], rc, rr[:, 0], 0.3))
+    torch.testing.assert_close(dmpo_loss(pc, pr, rc, rr, 0.3, "sum"), dmpo_loss(pc, pr, rc, rr, 0.9, "mean"))
+    # not S-DPO's softmax: with three negatives they differ
+    assert not torch.allclose(dmpo_loss(pc, pr, rc, rr, 0.3), sdpo_loss(pc, pr, rc, rr, 0.3))
+    # the order of the negatives does not matter
+    torch.testing.assert_close(dmpo_loss(pc, pr.flip(1), rc, rr.flip(1), 0.3), dmpo_loss(pc, pr, rc, rr, 0.3))
+
+
+def test_dmpo_gradient_weighs_every_negative_alike():
+    pc = torch.zeros(1, requires_grad=True)
+    pr = torch.tensor([[0.0, 5.0, -5.0]], requires_grad=True)
+    rr = torch.tensor([[0.0, 5.0, -5.0]])  # every reward 0: margin 0, loss log 2
+    loss = dmpo_loss(pc, pr, torch.zeros(1), rr, 1.0)
+    assert loss.item() == pytest.approx(math.log(2))
+    loss.sum().backward()
+    # d/d r_w -log sigmoid(m) = -sigmoid(-m) = -1/2;  d/d r_k = +1/2 * 1/K = 1/6 for each negative
+    torch.testing.assert_close(pc.grad, torch.tensor([-0.5]))
+    torch.testing.assert_close(pr.grad, torch.full((1, 3), 1 / 6))
+
+
+def test_dmpo_is_finite_for_large_margins_and_rejects_bad_input():
+    big = torch.tensor([1e4, -1e4])
+    loss = dmpo_loss(big, -big[:, None].expand(2, 2), torch.zeros(2), torch.zeros(2, 2), 1.0)
+    assert torch.isfinite(loss).all() and loss[0].item() == pytest.approx(0.0) and loss[1].item() == pytest.approx(2e4)
+    with pytest.raises(ValueError, match=r"\[B, K\]"):
+        dmpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.1)
+    with pytest.raises(ValueError, match="reduction"):
+        dmpo_loss(torch.zeros(1), torch.zeros(1, 2), torch.zeros(1), torch.zeros(1, 2), 0.1, reduction="max")
+
+
+# -- RosePO's personalised smoothing ------------------------------------------------------------------
+from sprec_lib.losses import smoothed_dpo_loss
+
+
+def test_smoothed_dpo_hand_computed():
+    # h = (-1.0 + 1.5) - (-2.0 + 1.5) = 1.0; beta * h = 0.5
+    # eps 0.2: 0.8 * log(1 + e^-0.5) + 0.2 * log(1 + e^0.5) = 0.8 * 0.474077 + 0.2 * 0.974077
+    # eps 0 (DPO): 0.474077;  eps 0.5: (0.474077 + 0.974077) / 2
+    args = (t(-1.0, -1.0, -1.0), t(-2.0, -2.0, -2.0), t(-1.5, -1.5, -1.5), t(-1.5, -1.5, -1.5))
+    got = smoothed_dpo_loss(*args, beta=0.5, epsilon=t(0.2, 0.0, 0.5))
+    lo, hi = math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(0.5))
+    torch.testing.assert_close(got, t(0.8 * lo + 0.2 * hi, lo, (lo + hi) / 2))
+    assert got[0].item() == pytest.approx(0.574077, abs=1e-6)
+    torch.testing.assert_close(smoothed_dpo_loss(*args, beta=0.5, epsilon=0.0), dpo_loss(*args, beta=0.5))
+
+
+def test_smoothed_dpo_gradient_and_range():
+    h = torch.zeros(3, requires_grad=True)
+    eps = torch.tensor([0.0, 0.25, 0.5])
+    smoothed_dpo_loss(h, torch.zeros(3), torch.zeros(3), torch.zeros(3), 1.0, eps).sum().backward()
+    # d/dh at h = 0: -(1 - eps) / 2 + eps / 2 = eps - 1/2
+    torch.testing.assert_close(h.grad, eps - 0.5)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="epsilon"):
+            smoothed_dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), 1.0, bad)

@@ -44,11 +44,14 @@ class Method:
     order: int = 100  # its place in tables
     table1: bool = True  # one of the book's Table-1 rows
     paper: str | None = None  # its label in the paper's tables (sprec_lib/paper/sprec_tables.csv); None: not there
+    llm: bool = True  # it starts from the shared LLM start (pretrain, SFT); False: SASRec, a model of its own
     doc: str = field(default="", compare=False)
 
 
-# The sections every method reads: the model and the shared start (pretraining, SFT), the rows, evaluation.
-SHARED_SECTIONS = ("dataset", "method", "profile", "seed", "train_rows", "model", "pretrain", "sft", "eval")
+# The sections every method reads: the run's identity, its rows, evaluation; and, for the LLM methods,
+# the model and the shared start (pretraining, SFT).
+SHARED_SECTIONS = ("dataset", "method", "profile", "seed", "train_rows", "eval")
+LLM_SECTIONS = ("model", "pretrain", "sft")
 
 _REGISTRY: dict[str, Method] = {}
 _loaded = False
@@ -93,4 +96,5 @@ def get(name: str) -> Method:
 
 def sections(name: str) -> tuple[str, ...]:
     """The RunConfig fields a run of ``name`` reads: the shared ones and the method's own."""
-    return SHARED_SECTIONS + get(name).sections
+    method = get(name)
+    return SHARED_SECTIONS + (LLM_SECTIONS if method.llm else ()) + method.sections

@@ -17,45 +17,25 @@ What we followed:
   the ``sdpo`` recipe (``Pipeline.preference_stage``), so DMPO and S-DPO of one seed train on the very
   same (prompt, positive, negatives) rows and differ by their loss only.
 
-Settings (:class:`DMPOConfig`). ``RunConfig`` has no ``dmpo`` section yet; until it has one, DMPO
-trains with the ``sdpo`` section (its ``n_negatives`` K, learning rate, beta, batch, epochs) as a
-stand-in, and the loss with the paper's ``mean`` reduction. When ``RunConfig.dmpo`` exists it is read
-instead (:func:`settings`). Neither the SPRec paper nor its fork states DMPO's K or beta: S-DPO's
-(K = 3, beta = 1) make the two a controlled comparison.
+Settings: the ``dmpo`` section (:class:`sprec_lib.config.DMPOConfig`: its preference stage, with K =
+``dmpo.stage.n_negatives``, and the loss's reduction, the paper's ``mean`` by default). Neither the
+SPRec paper nor its fork states DMPO's K or beta: its defaults are S-DPO's (K = 3, beta = 1), which
+makes the two a controlled comparison.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Literal
 
-from ..config import RunConfig, StageConfig, _check_types
+from ..config import DMPOConfig, RunConfig
 from . import Method, StagePlan, register
 
 
-@dataclass(frozen=True)
-class DMPOConfig:
-    """DMPO's settings: the preference stage (``stage``: K = ``stage.n_negatives``, lr, beta, ...) and
-    the loss's ``reduction`` over the K negatives (``"mean"``: the DMPO paper; ``"sum"``: the
-    ``flora0110/SPRec`` fork's trainer)."""
-
-    stage: StageConfig = StageConfig(epochs=1, lr=2e-5, batch_size=2, grad_accum=4, beta=1.0, n_negatives=3)
-    reduction: Literal["mean", "sum"] = "mean"
-
-    def __post_init__(self):
-        _check_types(self)
-
-
-HAS_SECTION = "dmpo" in {f.name for f in fields(RunConfig)}
-SECTION = "dmpo.stage" if HAS_SECTION else "sdpo"  # the StageConfig DMPO trains with (dotted, for the plan)
+SECTION = "dmpo.stage"  # the StageConfig DMPO trains with (dotted, for the plan)
 
 
 def settings(cfg: RunConfig) -> DMPOConfig:
-    """``cfg.dmpo`` when ``RunConfig`` has that section; else the stand-in: the ``sdpo`` section as
-    DMPO's stage, the paper's ``mean`` reduction."""
-    if HAS_SECTION:
-        return cfg.dmpo
-    return DMPOConfig(stage=cfg.sdpo)
+    """DMPO's settings: ``cfg.dmpo`` (its preference stage and its loss's reduction)."""
+    return cfg.dmpo
 
 
 def _make_trainer_cls():
@@ -158,5 +138,5 @@ def plan(cfg) -> list:
             StagePlan("eval dmpo", "eval", None, cfg.eval.rows)]
 
 
-register(Method(name="dmpo", title="DMPO", run=run, plan=plan, sections=(SECTION.split(".")[0],), order=16,
+register(Method(name="dmpo", title="DMPO", run=run, plan=plan, sections=("dmpo",), order=16,
                 paper="dmpo", doc=__doc__))

@@ -19,5 +19,5 @@ def plan(cfg) -> list:
             StagePlan("eval dpo", "eval", None, cfg.eval.rows)]
 
 
-register(Method(name="dpo", title="DPO (random negative)", run=run, plan=plan, sections=("dpo",), order=20,
+register(Method(name="dpo", title="DPO (random negative)", run=run, plan=plan, sections=("dpo",), order=35,
                 doc=__doc__))

@@ -5,7 +5,8 @@ From the SFT model, each of ``sprec.iterations`` iterations:
 1. samples ``sprec.train_rows`` rows of the training pool and ``sprec.valid_rows`` validation rows
    (seeded per iteration, so iteration t is the same whatever T is);
 2. generates one negative per row with the model that ended the previous iteration
-   (``it<t>-negatives``; kept in the run folder, so a resumed run reuses them);
+   (``it<t>-negatives``; kept in the run folder, so a resumed run reuses them; under
+   ``accelerate launch`` on the main process, the others reading them from the run folder);
 3. an SFT step on the positives (``it<t>-sft``; the validation rows give its eval loss);
 4. a DPO step on (prompt, positive, self-play negative) whose reference is a frozen copy of this
    iteration's SFT model (``it<t>-dpo``);
@@ -22,7 +23,7 @@ from . import Method, StagePlan, register
 
 
 def run(p) -> str:
-    from .. import trainers
+    from .. import distributed, trainers
     from ..pipeline import sft_rows, training_rows
     from ..selfplay import negatives_for, preference_rows, sample_rows
 
@@ -33,11 +34,19 @@ def run(p) -> str:
         rng = np.random.default_rng([p.cfg.seed, 100 + it])
         rows = sample_rows(pool, cfg.train_rows, rng)
         valid = sample_rows(p.ds.valid, cfg.valid_rows, rng)  # the SFT step's eval loss
-        negs = run_.load_negatives(f"it{it}")
+
+        def negatives():
+            negs = run_.load_negatives(f"it{it}")
+            if negs is None:
+                p.load(prev)
+                negs = negatives_for(rows, p.ds, cfg, rng, p.model, p.tokenizer, p.cfg.eval.batch_size)
+                run_.save_negatives(f"it{it}", negs)
+            return negs
+
+        # Generated once, on the main process under `accelerate launch`; the others wait, then read them.
+        negs = distributed.on_main(negatives, share=False)
         if negs is None:
-            p.load(prev)
-            negs = negatives_for(rows, p.ds, cfg, rng, p.model, p.tokenizer, p.cfg.eval.batch_size)
-            run_.save_negatives(f"it{it}", negs)
+            negs = run_.load_negatives(f"it{it}")
         pairs, skipped = preference_rows(rows, negs, p.ds, cfg.n_negatives, cfg.dpo.template)
         in_cat = float(np.mean([all(v) for v in negs["in_catalogue"] if len(v)])) if len(pairs) else 0.0
         run_.log(f"it{it}: {len(pairs)} preference pairs, {skipped} rows skipped (negative = positive or "
