@@ -26,6 +26,10 @@ the recipe order: ``pretrain``, ``sft``, the preference stage, then the iteratio
 
 :class:`RunSpec` names a run: its folder is ``<root>/<dataset>-<profile>/<label>-seed<seed>``
 (:meth:`RunSpec.folder`), and nothing else builds or parses that name.
+
+Under ``accelerate launch`` (several processes, :mod:`sprec_lib.distributed`) only the main process
+writes: on the others every method that writes (the config, the log, markers, the manifest,
+negatives, predictions, metrics, the folder's lock) does nothing, and reading works as ever.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ import shlex
 import shutil
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import RunConfig, from_dict, run_config, to_dict
+from .distributed import is_main
 
 # Minutes of training between two trainer checkpoints inside a stage (sprec_lib.trainers._train).
 CHECKPOINT_MINUTES = 10.0
@@ -254,6 +259,8 @@ class Run:
                 variant = _variant_from_name(self.folder.name, cfg.method)
             self._spec = {"method": cfg.method, "variant": variant, "label": _label(cfg.method, variant),
                           "seed": cfg.seed, "dataset": Path(cfg.dataset).name, "profile": cfg.profile}
+            if not is_main():  # another process of a launch: the main process writes the config
+                return
             write_json({"config": to_dict(cfg), "spec": self._spec, "versions": versions(),
                         "machine": machine(cfg.model.torch_threads), "git_commit": git_commit(),
                         "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
@@ -301,6 +308,8 @@ class Run:
         return verify_stage(self.stage_dir(stage))
 
     def mark_done(self, stage: str, **info) -> None:
+        if not is_main():
+            return
         mark_stage_finished(self.stage_dir(stage), **info)
         self._append("stages", stage)
         self.log(f"stage {stage} done" + (f" {info}" if info else ""))
@@ -308,17 +317,23 @@ class Run:
     def reopen(self, stage: str, why: str) -> None:
         """Take back a finished ``stage`` whose model does not verify: its ``DONE`` goes (so the
         stage runs again), and the log says ``why``."""
+        if not is_main():
+            return
         (self.stage_dir(stage) / DONE).unlink(missing_ok=True)
         self.log(f"stage {stage}: {why}; running it again")
 
     def adopt(self, stage: str, source: Path) -> None:
         """Record a finished ``stage`` copied in from ``source`` (the shared stage cache)."""
+        if not is_main():
+            return
         self._append("stages", stage)
         self.log(f"stage {stage}: reused {source}")
 
     def clear(self, stage: str) -> None:
         """Remove what an interrupted attempt at ``stage`` left behind, except its trainer
         checkpoints (``checkpoint-<step>/``), from which the stage resumes."""
+        if not is_main():
+            return
         if self.stage_dir(stage).exists() and not self.done(stage):
             for path in self.stage_dir(stage).iterdir():
                 if not (path.is_dir() and path.name.startswith("checkpoint-")):
@@ -344,7 +359,7 @@ class Run:
 
     def finish(self, final_stage: str) -> None:
         """Mark the run finished, ``final_stage`` being the model its headline metrics come from."""
-        if not self.is_finished:
+        if is_main() and not self.is_finished:
             write_json({"method": self.method, "final_stage": final_stage}, self.folder / FINISHED)
             self.log(f"finished: {self.label}, final stage {final_stage}")
 
@@ -359,7 +374,8 @@ class Run:
         return self.folder / "negatives" / f"{stage}.parquet"
 
     def save_negatives(self, stage: str, frame) -> None:
-        _write_parquet(frame, self.negatives_path(stage))
+        if is_main():
+            _write_parquet(frame, self.negatives_path(stage))
 
     def load_negatives(self, stage: str):
         """The negatives saved for ``stage`` (lists restored), or None."""
@@ -373,12 +389,15 @@ class Run:
         return frame
 
     def save_predictions(self, label: str, frame) -> None:
-        _write_parquet(frame, self.predictions_path(label))
+        if is_main():
+            _write_parquet(frame, self.predictions_path(label))
 
     def has_metrics(self, label: str) -> bool:
         return self.metrics_path(label).exists()
 
     def record_metrics(self, label: str, metrics: dict) -> None:
+        if not is_main():
+            return
         write_json(metrics, self.metrics_path(label))
         self._append("evaluations", label)
 
@@ -418,10 +437,21 @@ class Run:
     def lock(self):
         """Hold the run folder for this process: a second ``sprec train`` on the same ``--out``
         stops at once with :class:`RunLocked`, naming the process that holds it. (Where ``fcntl``
-        is missing, i.e. Windows, there is no lock.)"""
+        is missing, i.e. Windows, there is no lock.) Under ``accelerate launch`` the main process
+        holds it for all, and its :class:`RunLocked` is raised on every process."""
+        from .distributed import on_main
+
+        with ExitStack() as held:
+            on_main(lambda: held.enter_context(self._hold()), share=False)
+            yield
+
+    @contextmanager
+    def _hold(self):
         try:
             import fcntl
         except ImportError:
+            fcntl = None
+        if fcntl is None or not is_main():
             yield
             return
         import os
@@ -445,6 +475,9 @@ class Run:
 
     # -- the log and the manifest ---------------------------------------------------------------
     def log(self, message: str) -> None:
+        """Append ``message`` to the log, dated, and print it (on the main process only)."""
+        if not is_main():
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         print(line, flush=True)
@@ -456,12 +489,16 @@ class Run:
         return read_json(path) if path.exists() else {}
 
     def _append(self, key: str, item: str) -> None:
+        if not is_main():
+            return
         manifest = self._manifest()
-        if not manifest:  # a run from before the manifest: start it from what is there
+        new = not manifest
+        if new:  # the first entry, or a run from before the manifest: start it from what is there
             manifest = {"stages": self.stages, "evaluations": self.labels}
         items = manifest.setdefault(key, [])
         if item not in items:
             items.append(item)
+        if new or items[-1] == item:
             write_json(manifest, self.folder / MANIFEST)
 
     # -- export --------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ def test_a_run_describes_itself(tmp_path):
     for p in (run.folder / "metrics").glob("*.json"):  # a clone gives every file one time
         p.touch()
     assert run.stages == ["pretrain", "sft", "it1-sft", "it1-dpo"] and run.labels == ["sft", "it1"]
+    assert json.loads((run.folder / "manifest.json").read_text()) == {
+        "stages": ["pretrain", "sft", "it1-sft", "it1-dpo"], "evaluations": ["sft", "it1"]}
     assert not run.is_finished and open_run(run.folder) is None and run.final_stage is None
     with pytest.raises(FileNotFoundError, match="has not finished"):
         run.final_metrics()
