@@ -155,6 +155,10 @@ def cmd_train(args) -> None:
     _check_out(Path(args.out))
     minutes = None if args.no_checkpoints else args.checkpoint_minutes
     run = train(cfg, args.out, cache_dir=args.cache_dir, checkpoint_minutes=minutes, variant=args.variant)
+    from .distributed import is_main
+
+    if not is_main():  # under accelerate launch, the main process reports
+        return
     _show(metrics_table(run))
     print(f"done: {run.label} seed {run.seed}, final stage {run.final_stage}; metrics in {run.folder / 'metrics'}; "
           f"next: sprec results {run.folder.parent} (tables and claims), or sprec eval {run.folder} --set eval.mode=constrained")
@@ -201,7 +205,10 @@ def cmd_eval(args) -> None:
     from .pipeline import evaluate_run
 
     run = evaluate_run(args.run, stage=args.stage, assignments=args.set, cache_dir=args.cache_dir)
-    _show(metrics_table(run))
+    from .distributed import is_main
+
+    if is_main():
+        _show(metrics_table(run))
 
 
 def metrics_table(run) -> pd.DataFrame:
