@@ -127,6 +127,11 @@ class Pipeline:
             import torch
 
             torch.set_num_threads(self.cfg.model.torch_threads)
+        from .trainers import resolve_dtype
+
+        # The training dtype every stage uses: model.dtype, with "auto" resolved on this machine
+        # (bf16 autocast where the CPU has it and it is measured faster; sprec_lib.trainers).
+        self.dtype = resolve_dtype(self.cfg.model.dtype)
 
     # -- models --------------------------------------------------------------------------------
     def load(self, stage: str | None):
@@ -271,7 +276,8 @@ class Pipeline:
         from . import trainers
 
         self.stage("pretrain", None, lambda m, t, seed, out: trainers.pretrain(
-            m, t, pretrain_texts(self.ds), self.cfg.pretrain, out, seed, checkpoint_minutes=self.checkpoint_minutes))
+            m, t, pretrain_texts(self.ds), self.cfg.pretrain, out, seed, checkpoint_minutes=self.checkpoint_minutes,
+            dtype=self.dtype))
         return "pretrain"
 
     def sft_stage(self, start: str | None) -> str:
@@ -282,7 +288,8 @@ class Pipeline:
         def fn(model, tokenizer, seed, out):
             if self.cfg.model.lora and not hasattr(model, "peft_config"):
                 model = models.add_lora(model, self.cfg.model)
-            return trainers.sft(model, tokenizer, rows, self.cfg.sft, out, seed, checkpoint_minutes=self.checkpoint_minutes)
+            return trainers.sft(model, tokenizer, rows, self.cfg.sft, out, seed, checkpoint_minutes=self.checkpoint_minutes,
+                                dtype=self.dtype)
 
         self.stage("sft", start, fn)
         return "sft"
@@ -303,7 +310,8 @@ class Pipeline:
         negs = negatives_for(rows, self.ds, SPRecConfig(negatives="random", n_negatives=n_negatives), rng)
         pairs, _ = preference_rows(rows, negs, self.ds, n_negatives, stage_cfg.template)
         train = trainers.dpo if n_negatives == 1 else trainers.sdpo
-        self.stage(name, start, lambda m, t, seed, out: train(m, t, pairs, stage_cfg, out, seed, checkpoint_minutes=self.checkpoint_minutes))
+        self.stage(name, start, lambda m, t, seed, out: train(m, t, pairs, stage_cfg, out, seed,
+                                                              checkpoint_minutes=self.checkpoint_minutes, dtype=self.dtype))
         return name
 
 
@@ -328,7 +336,8 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
     run = distributed.on_main(Run, folder, cfg, variant)  # the main process makes the folder
     with run.lock():
         p = Pipeline(run, ds, cache_dir, checkpoint_minutes)
-        run.log(f"{run.label} on {ds.name} ({cfg.profile} profile, seed {cfg.seed})")
+        run.log(f"{run.label} on {ds.name} ({cfg.profile} profile, seed {cfg.seed}; training dtype {p.dtype}"
+                f"{' (model.dtype=auto)' if cfg.model.dtype == 'auto' else ''})")
         for warning in ds.warnings:
             run.log(f"dataset warning: {warning}")
         run.finish(recipe.run(p))

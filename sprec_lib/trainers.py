@@ -17,8 +17,8 @@ want to look inside (collated batches, reference log-probs).
 Choices shared by all stages (:func:`training_args`):
 
 * The ``StageConfig`` fields map one to one onto trl's config. trl 1.x defaults to bf16 and
-  gradient checkpointing; without CUDA both are turned off (bf16 autocast on CPU is emulated and
-  checkpointing recomputes every forward: together about 15x slower on our 2-core CPU) and
+  gradient checkpointing; without CUDA both are turned off (checkpointing recomputes every forward;
+  bf16 autocast was emulated, and slow, on CPUs without native bf16: see ``dtype`` below) and
   ``use_cpu=True``. On CUDA: bf16 mixed precision if the GPU supports it, and trl's gradient
   checkpointing (memory for the paper's 1B model).
 * Checkpoints inside a stage: every ``checkpoint_minutes`` of training (:class:`CheckpointEvery`)
@@ -40,6 +40,35 @@ Choices shared by all stages (:func:`training_args`):
 * trl patches ``model.forward`` with a fused LM head (log-probs without the full logits). The
   patch is undone before a stage returns (and before a deep copy is made): a deep copy of a patched
   model would keep calling the *original* model's forward through the patch's closure.
+
+Speed switches (issue 15; each keeps a way back to trl's stock path, and ``tests/test_trainers.py``
+shows the same loss and gradients either way):
+
+* ``StageConfig.fast_head`` (default True): :class:`FastHead` replaces trl's patch by
+  :func:`add_lm_head`, which runs the LM head only at the positions whose label is not -100 (trl's
+  own kernel, ``ChunkedLogProbFunction``). trl does that on Triton devices only; on CPU it scores
+  every position, prompt and padding included, though in DPO only about 6% of positions are
+  completion tokens. Used by :class:`FastSFTTrainer` (pretraining and SFT), :class:`FastDPOTrainer`
+  (DPO) and :class:`SDPOTrainer` (S-DPO, and DMPO on it), for the policy and the reference. False:
+  trl's head, untouched. Measured on the micro model: the loss bit for bit, every gradient bit for
+  bit but the tied embedding/head matrix's (summed in another order: within 1e-6 of its largest).
+* ``StageConfig.head_kernel`` (default ``"logits"``; with ``fast_head``, on CPU): the head's
+  log-probs from the labelled positions' full logits and torch's ``cross_entropy``
+  (:func:`_logits_head`): trl's chunked kernel recomputes its tiles in the backward and makes many
+  passes over them, 2.5x slower for the tiny profile's head. ``"chunked"``: trl's kernel. Measured:
+  every gradient within 1e-6 of its largest, as the test requires of ``fast_head``.
+* ``StageConfig.shared_prompt`` (default False; DPO and S-DPO, with ``fast_head``): each distinct
+  prompt of a batch runs once and its completions run against its cached keys and values
+  (:func:`_shared_prompt_rows`), for the policy and the reference: the prompt is about half of the
+  tokens DPO runs. Not bit for bit (other batch shapes, another attention layout): log-probs within
+  5e-7, gradients within 3e-6 of their largest on the micro model; hence off by default.
+* ``StageConfig.token_metrics`` (default ``"logged_steps"``): :class:`FastSFTTrainer` computes trl's
+  entropy and token accuracy, which only feed the logs, on the steps whose log line is written;
+  ``"every_step"`` is trl's way. The losses and weights are bit for bit the same.
+* ``ModelConfig.dtype`` (default ``"float32"``) -> :func:`resolve_dtype` -> the ``dtype`` argument
+  of every stage function: ``"bfloat16"`` trains under bf16 autocast on CPU (the weights stay fp32);
+  ``"auto"`` picks it where the CPU has native bf16 and a bf16 matmul measured faster
+  (:func:`cpu_bf16_capability`). Not the default: its effect on the metrics is unmeasured.
 """
 
 from __future__ import annotations
@@ -62,7 +91,7 @@ import datasets
 import torch
 from accelerate.utils import is_peft_model
 from datasets import Dataset
-from transformers import TrainerCallback
+from transformers import DynamicCache, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 from transformers.data.data_collator import DataCollatorMixin
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -139,13 +168,105 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplie
                      "logits_scaling", "output_router_logits")
 
 
+# The "logits" head kernel builds a [rows, vocab] fp32 matrix (and autograd keeps its softmax): at
+# most this many elements (1 GiB), else the chunked kernel runs.
+_LOGITS_BUDGET = 2**28
+
+
+def _logits_head(hidden, weight, bias, targets, outputs: tuple[str, ...]):
+    """trl's per-token fields (``ChunkedLogProbFunction``'s order: log-probs, entropy,
+    log-sum-of-squared-probs, mean logit, is-top-1) from the full ``[rows, vocab]`` logits and torch's
+    ``cross_entropy``: one matmul fewer than the chunked kernel (which recomputes its tiles in the
+    backward) and fewer passes over the tiles; on CPU about 2.5x faster for the tiny profile's head.
+    Only the log-probs carry gradients (trl's trainers detach the others, which feed their logs)."""
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    log_probs = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    entropy = log_sum_sq_probs = mean_logits = is_top1 = None
+    with torch.no_grad():
+        z = logits.detach()
+        if "entropy" in outputs or "log_sum_sq_probs" in outputs:
+            log_p = z.log_softmax(-1)
+            if "entropy" in outputs:
+                entropy = -(log_p.exp() * log_p).sum(-1)
+            if "log_sum_sq_probs" in outputs:
+                log_sum_sq_probs = torch.logsumexp(2 * log_p, -1)
+        if "mean_logits" in outputs:
+            mean_logits = z.mean(-1)
+        if "is_top1" in outputs:
+            is_top1 = z.argmax(-1) == targets  # argmax: the first maximum, as trl's kernel
+    return log_probs, entropy, log_sum_sq_probs, mean_logits, is_top1
+
+
 class _HeadSettings:
     """What :func:`add_lm_head`'s forward computes: ``outputs`` (trl's per-token fields) and
     ``compact`` (score the labelled positions only). A trainer may change ``outputs`` between calls;
-    ``placeholders`` are fields returned as zeros so that trl's metric code still runs."""
+    ``placeholders`` are fields returned as zeros so that trl's metric code still runs.
+    ``shared_prompt``: rows that share a prompt run it once (:func:`_shared_prompt_rows`);
+    ``shared_calls`` counts the calls that did. ``kernel``: ``"chunked"`` (trl's) or ``"logits"``
+    (:func:`_logits_head`, with ``compact``)."""
 
-    def __init__(self, outputs: tuple[str, ...], compact: bool):
+    def __init__(self, outputs: tuple[str, ...], compact: bool, shared_prompt: bool = False, kernel: str = "chunked"):
+        if kernel not in ("chunked", "logits"):
+            raise ValueError(f"head kernel must be 'chunked' or 'logits', got {kernel!r}")
         self.outputs, self.compact, self.placeholders = tuple(outputs), compact, ()
+        self.shared_prompt, self.shared_calls, self.kernel = shared_prompt, 0, kernel
+
+
+def _shared_prompt_rows(model, input_ids, attention_mask, labels):
+    """The hidden states that predict the labelled tokens of a batch whose rows share prompts (DPO's
+    ``[chosen; rejected]``, S-DPO's ``K + 1`` blocks), with each distinct prompt run once.
+
+    A row's prompt is its tokens before the first labelled one. The distinct prompts run as one
+    right-padded batch that keeps its keys and values (``DynamicCache``); each row's completion then
+    runs against its prompt's cache, selected per row (differentiably: the gradients of every row
+    that shares a prompt flow back into it), at positions ``P_i, P_i + 1, ...`` (``position_ids``),
+    the cache's padding masked out. The first completion token is predicted from the prompt's last
+    hidden state. Returns ``(hidden [M, H], targets [M], mask [N, T - 1])`` with the ``M`` labelled
+    positions in the row-major order of ``mask``, as :func:`add_lm_head` wants them; or None where the
+    batch does not have this shape (left padding, a row without label, no two rows with one prompt),
+    and the caller runs every row whole.
+    """
+    n, t = input_ids.shape
+    shifted = labels[:, 1:]
+    mask = shifted != -100
+    if attention_mask is None or t < 2 or not mask.any(1).all():
+        return None
+    arange = torch.arange(t, device=input_ids.device)
+    lengths = attention_mask.sum(1)
+    if not torch.equal(attention_mask.bool(), arange < lengths[:, None]):  # right padding only
+        return None
+    prompt_len = mask.int().argmax(1) + 1  # the first labelled token's index
+    if (mask & (arange[:-1] >= (lengths - 1)[:, None])).any():  # a label on padding
+        return None
+    ids, plens = input_ids.tolist(), prompt_len.tolist()
+    groups: dict[tuple, int] = {}
+    group = torch.tensor([groups.setdefault(tuple(ids[i][: plens[i]]), len(groups)) for i in range(n)],
+                         device=input_ids.device)
+    if len(groups) == n:
+        return None
+    first = torch.full((len(groups),), n, device=input_ids.device).scatter_reduce(
+        0, group, torch.arange(n, device=input_ids.device), reduce="amin")
+    p_max = int(prompt_len.max())
+    prompt_mask = (arange[:p_max] < prompt_len[first][:, None]).long()
+    cache = DynamicCache(config=model.config)  # filled by the prompt's forward
+    prompt = model.base_model(input_ids=input_ids[first, :p_max], attention_mask=prompt_mask, cache=cache, use_cache=True)
+    cache.batch_select_indices(group)
+    comp_len = lengths - prompt_len
+    c_max = int(comp_len.max())
+    cols = torch.arange(c_max, device=input_ids.device)
+    at = (prompt_len[:, None] + cols).clamp(max=t - 1)  # a row's completion tokens, right-padded
+    completion = model.base_model(
+        input_ids=input_ids.gather(1, at),
+        attention_mask=torch.cat([prompt_mask[group], (cols < comp_len[:, None]).long()], 1),
+        position_ids=prompt_len[:, None] + cols,
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    last = prompt.last_hidden_state[group, prompt_len - 1]  # predicts each row's first completion token
+    hidden = torch.cat([last[:, None], completion[:, :-1]], 1)  # column j predicts completion token j
+    shifted_at = (prompt_len[:, None] - 1 + cols).clamp(max=t - 2)  # its column in ``shifted``
+    valid = (cols < comp_len[:, None]) & mask.gather(1, shifted_at)
+    return hidden[valid], shifted.gather(1, shifted_at)[valid], mask
 
 
 def head_supported(model) -> bool:
@@ -158,15 +279,21 @@ def head_supported(model) -> bool:
     return isinstance(base.get_output_embeddings(), torch.nn.Linear)
 
 
-def add_lm_head(model, outputs: tuple[str, ...] = ("log_probs",), compact: bool = True) -> _HeadSettings:
+def add_lm_head(model, outputs: tuple[str, ...] = ("log_probs",), compact: bool = True,
+                shared_prompt: bool = False, kernel: str = "chunked") -> _HeadSettings:
     """Replace trl's fused-LM-head patch on ``model`` (``trl.trainer.utils.add_fused_lm_head``) by
     one that projects through the LM head only the positions whose label is not ``-100``, on any
     device (trl does that on Triton devices only, ``compact = _use_triton(...)``; on CPU it scores
     every position, prompt and padding included, and masks afterwards). The per-token fields are
-    trl's (its ``ChunkedLogProbFunction``, the same tiles), scattered back to ``[batch, seq_len - 1]``
-    with zeros elsewhere, in trl's ``FusedCausalLMOutput``. ``compact=False`` scores every position
-    as trl does on CPU (it only lets a trainer choose ``outputs`` per call). Without
-    ``fused_lm_head=True``, and with pre-shifted ``shift_labels``, trl's own forward runs.
+    trl's (by its ``ChunkedLogProbFunction``, or ``kernel="logits"``), scattered back to
+    ``[batch, seq_len - 1]`` with zeros elsewhere, in trl's ``FusedCausalLMOutput``. ``compact=False`` scores every position
+    as trl does on CPU (it only lets a trainer choose ``outputs`` per call). ``shared_prompt`` (with
+    ``compact``): rows that share a prompt run it once (:func:`_shared_prompt_rows`; batches of
+    another shape, or with other model inputs than ``input_ids`` and ``attention_mask``, run whole).
+    ``kernel="logits"`` (with ``compact``, on CPU): the labelled positions' logits at once and
+    torch's ``cross_entropy`` (:func:`_logits_head`) instead of trl's chunked kernel, unless that
+    matrix would exceed ``_LOGITS_BUDGET`` elements.
+    Without ``fused_lm_head=True``, and with pre-shifted ``shift_labels``, trl's own forward runs.
     Returns the settings the forward reads at every call. Undone by :func:`_unpatch_forward`.
     """
     base = model.get_base_model() if is_peft_model(model) else model
@@ -175,7 +302,7 @@ def add_lm_head(model, outputs: tuple[str, ...] = ("log_probs",), compact: bool 
     stock = base.__dict__.get("forward")  # trl's patch, if the trainer added it
     if stock is None:
         raise ValueError("add_lm_head replaces trl's fused-LM-head patch, which this model does not carry")
-    settings = _HeadSettings(outputs, compact)
+    settings = _HeadSettings(outputs, compact, shared_prompt and compact, kernel)
 
     @functools.wraps(type(base).forward)
     def forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None, **kwargs):
@@ -183,18 +310,30 @@ def add_lm_head(model, outputs: tuple[str, ...] = ("log_probs",), compact: bool 
             return stock(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                          num_items_in_batch=num_items_in_batch, **kwargs)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        labels = labels[:, 1:]
         head = self.get_output_embeddings()
-        hidden, labels = hidden.to(head.weight.device), labels.to(head.weight.device)
-        mask = labels != -100
         requested = tuple(dict.fromkeys(("log_probs", *settings.outputs)))
-        if settings.compact:
-            rows, targets = hidden[mask], labels[mask]
+        shared = None
+        if settings.shared_prompt and not args and {k for k, v in kwargs.items() if v is not None} <= {
+                "input_ids", "attention_mask", "use_cache"}:
+            shared = _shared_prompt_rows(self, kwargs.get("input_ids"), kwargs.get("attention_mask"), labels)
+        if shared is not None:
+            settings.shared_calls += 1
+            rows, targets, mask = (x.to(head.weight.device) for x in shared)
         else:
-            rows, targets = hidden.reshape(-1, hidden.size(-1)), labels.clamp(min=0).reshape(-1)
-        per_token = ChunkedLogProbFunction.apply(rows, head.weight, head.bias, targets, 1.0,
-                                                 _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, requested)
+            hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+            labels = labels[:, 1:]
+            hidden, labels = hidden.to(head.weight.device), labels.to(head.weight.device)
+            mask = labels != -100
+            if settings.compact:
+                rows, targets = hidden[mask], labels[mask]
+            else:
+                rows, targets = hidden.reshape(-1, hidden.size(-1)), labels.clamp(min=0).reshape(-1)
+        if (settings.kernel == "logits" and settings.compact and rows.device.type == "cpu"
+                and rows.shape[0] * head.weight.shape[0] <= _LOGITS_BUDGET):
+            per_token = _logits_head(rows, head.weight, head.bias, targets, requested)
+        else:
+            per_token = ChunkedLogProbFunction.apply(rows, head.weight, head.bias, targets, 1.0,
+                                                     _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, requested)
         if settings.compact:
             # masked_scatter keeps the output connected to the graph even when no label is valid (as trl)
             per_token = [None if x is None else x.new_zeros(mask.shape).masked_scatter(mask, x) for x in per_token]
@@ -218,25 +357,33 @@ class FastHead:
     that the head runs only where the loss reads (``fast_head=True``). ``head_outputs``: the
     per-token fields the policy's head computes (trl's choice unless a subclass needs fewer).
     ``fast_head=False``: trl's head, untouched. A model :func:`head_supported` refuses keeps trl's.
+    ``shared_prompt`` (preference trainers, with ``fast_head``): the policy and the reference run
+    each distinct prompt of a batch once (:func:`_shared_prompt_rows`). ``head_kernel`` (with
+    ``fast_head``): ``"chunked"`` (trl's kernel) or ``"logits"`` (:func:`_logits_head`).
     """
 
     def head_outputs(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def __init__(self, *args, fast_head: bool = True, **kwargs):
+    def __init__(self, *args, fast_head: bool = True, shared_prompt: bool = False, head_kernel: str = "logits",
+                 **kwargs):  # (StageConfig's defaults, for trainers built without a StageConfig)
         super().__init__(*args, **kwargs)
         self.fast_head = bool(fast_head) and head_supported(self.model)
+        self.shared_prompt = self.fast_head and bool(shared_prompt)
         self.policy_head = self.ref_head = None
         if self.fast_head:
-            self.policy_head = add_lm_head(self.model, self.head_outputs())
+            self.policy_head = add_lm_head(self.model, self.head_outputs(), shared_prompt=self.shared_prompt,
+                                           kernel=head_kernel)
             if getattr(self, "ref_model", None) is not None:
-                self.ref_head = add_lm_head(self.ref_model, ("log_probs",))
+                self.ref_head = add_lm_head(self.ref_model, ("log_probs",), shared_prompt=self.shared_prompt,
+                                            kernel=head_kernel)
 
 
 def cpu_bf16_capability() -> dict:
     """Whether this CPU computes bf16 natively, and how fast: the ISA flags (``avx512_bf16``,
     ``amx_bf16`` in ``/proc/cpuinfo``), oneDNN's own check, torch's capability string, and a
-    512 x 512 matmul timed in fp32 and bf16 (GFLOP/s, median of 5, at the current thread count)."""
+    512 x 512 matmul timed in fp32 and bf16 (GFLOP/s in CPU time, so that other processes on the
+    machine do not count: median of 5, at the current thread count)."""
     import time as _time
 
     flags = set()
@@ -258,11 +405,11 @@ def cpu_bf16_capability() -> dict:
             a @ b
         times = []
         for _ in range(5):
-            t0 = _time.perf_counter()
+            t0 = _time.process_time()
             for _ in range(reps):
                 a @ b
-            times.append((_time.perf_counter() - t0) / reps)
-        return 2 * n**3 / sorted(times)[2] / 1e9
+            times.append((_time.process_time() - t0) / reps)
+        return 2 * n**3 / max(sorted(times)[2], 1e-9) / 1e9
 
     fp32, bf16 = gflops(torch.float32), gflops(torch.bfloat16)
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -300,7 +447,8 @@ class CheckpointEvery(TrainerCallback):
 
     def __init__(self, minutes: float):
         self.seconds, self.last = minutes * 60, time.monotonic()
-        self.stop_signal: int | None = None
+        self.stop_signal: int | None = None  # the signal this process got
+        self.stopped = False  # the stop every process agreed on (rank 0's signal, broadcast)
 
     def on_step_end(self, args, state, control, **kwargs):
         due = time.monotonic() - self.last >= self.seconds
@@ -312,7 +460,7 @@ class CheckpointEvery(TrainerCallback):
         if due or stop:
             control.should_save, self.last = True, time.monotonic()
         if stop:
-            control.should_training_stop = True
+            control.should_training_stop = self.stopped = True
 
 
 @contextmanager
@@ -427,26 +575,36 @@ def last_checkpoint(out_dir: str | Path, log=print) -> Path | None:
 def _train(trainer, out_dir: str | Path, checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
     """Train (resuming from the latest checkpoint in ``out_dir``), write ``log_history.json``, delete
     the checkpoints, and return the model alone (eval mode, trainer dropped)."""
+    from .distributed import on_main
+
     out_dir = Path(out_dir)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_StageProgress(out_dir.name))
     checkpoints = CheckpointEvery(checkpoint_minutes) if checkpoint_minutes is not None else None
-    resume = last_checkpoint(out_dir)
+    # Under accelerate launch the main process checks (and may delete) the checkpoints; every
+    # process resumes from the one it chose.
+    resume = on_main(last_checkpoint, out_dir)
     if checkpoints is None:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     else:
         trainer.add_callback(checkpoints)
         with _save_on_signals(checkpoints):
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        if checkpoints.stop_signal is not None:
-            saved = last_checkpoint(out_dir)
-            raise StageInterrupted(f"{out_dir}: {signal.Signals(checkpoints.stop_signal).name} during training; "
+        if checkpoints.stopped:  # every process, whichever got the signal
+            saved = on_main(last_checkpoint, out_dir)
+            name = signal.Signals(checkpoints.stop_signal).name if checkpoints.stop_signal else "a signal on the main process"
+            raise StageInterrupted(f"{out_dir}: {name} during training; "
                                    f"saved {saved.name if saved else 'no checkpoint'}; run the same command to resume")
+    on_main(_finish_stage_folder, out_dir, trainer.state.log_history, share=False)
+    return _release(trainer)
+
+
+def _finish_stage_folder(out_dir: Path, log_history: list) -> None:
+    """The end of a stage, on the main process: its losses written, its checkpoints deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
+    (out_dir / "log_history.json").write_text(json.dumps(log_history, indent=1) + "\n")
     for checkpoint in out_dir.glob("checkpoint-*"):
         shutil.rmtree(checkpoint)
-    return _release(trainer)
 
 
 def _release(trainer):
@@ -469,34 +627,38 @@ def _release(trainer):
 # -- pretraining and SFT ------------------------------------------------------------------------
 
 
-def make_pretrain_trainer(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int) -> SFTTrainer:
+def make_pretrain_trainer(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int,
+                          dtype: str = "float32") -> SFTTrainer:
     """Causal-LM training on ``texts`` (loss on every token), packed into ``cfg.max_length`` blocks.
 
     trl appends EOS to every text. ``packing_strategy="bfd_split"``: best-fit-decreasing packing
     keeps each text whole in one block (position ids restart at each text and attention stays within
     it, so a text is seen as at inference, from position 0); a text longer than a block is split
-    rather than truncated.
+    rather than truncated. ``cfg.fast_head`` and ``cfg.token_metrics``: :class:`FastSFTTrainer`.
     """
     _unpatch_forward(model)
-    args = training_args(SFTConfig, cfg, out_dir, seed, packing=True, packing_strategy="bfd_split")
+    args = training_args(SFTConfig, cfg, out_dir, seed, dtype, packing=True, packing_strategy="bfd_split")
     dataset = Dataset.from_dict({"text": list(texts)})
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return FastSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          fast_head=cfg.fast_head, head_kernel=cfg.head_kernel, token_metrics=cfg.token_metrics)
 
 
 def pretrain(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int,
-             checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
-    return _train(make_pretrain_trainer(model, tokenizer, texts, cfg, out_dir, seed), out_dir, checkpoint_minutes)
+             checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
+    return _train(make_pretrain_trainer(model, tokenizer, texts, cfg, out_dir, seed, dtype), out_dir, checkpoint_minutes)
 
 
 def make_sft_trainer(
-    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None,
+    dtype: str = "float32",
 ) -> SFTTrainer:
     """SFT on ``{"prompt", "completion"}`` rows; trl appends EOS to the completion.
 
     ``cfg.loss_on="all"``: loss on prompt and completion tokens, as the paper's public code (its
     ``train/sft.py`` trains a causal LM on the whole formatted text). ``"completion"``: on the
     completion only (trl's ``completion_only_loss``). With ``eval_rows`` the eval loss is logged
-    every epoch.
+    every epoch. ``cfg.fast_head`` and ``cfg.token_metrics``: :class:`FastSFTTrainer`; ``dtype``:
+    :func:`training_args`.
     """
     if cfg.loss_on not in ("all", "completion"):
         raise ValueError(f"StageConfig.loss_on must be 'all' or 'completion', got {cfg.loss_on!r}")
@@ -504,19 +666,76 @@ def make_sft_trainer(
     extra = {"completion_only_loss": cfg.loss_on == "completion"}
     if eval_rows:
         extra["eval_strategy"] = "epoch"
-    args = training_args(SFTConfig, cfg, out_dir, seed, **extra)
-    return SFTTrainer(
+    args = training_args(SFTConfig, cfg, out_dir, seed, dtype, **extra)
+    return FastSFTTrainer(
         model=model,
         args=args,
         train_dataset=_dataset(rows, ("prompt", "completion")),
         eval_dataset=_dataset(eval_rows, ("prompt", "completion")) if eval_rows else None,
         processing_class=tokenizer,
+        fast_head=cfg.fast_head,
+        head_kernel=cfg.head_kernel,
+        token_metrics=cfg.token_metrics,
     )
 
 
 def sft(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None,
-        checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
-    return _train(make_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, eval_rows), out_dir, checkpoint_minutes)
+        checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
+    return _train(make_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, eval_rows, dtype), out_dir,
+                  checkpoint_minutes)
+
+
+class FastSFTTrainer(FastHead, SFTTrainer):
+    """trl's ``SFTTrainer`` with :class:`FastHead` (``fast_head``: the head on the labelled tokens
+    only: the completion with ``loss_on="completion"``, every non-padding token with ``"all"``) and
+    ``token_metrics``.
+
+    trl computes the entropy and top-1 accuracy of every scored token at every step, for its logs
+    only (``entropy``, ``mean_token_accuracy``): on CPU that is two extra passes over every
+    ``[tokens, vocab]`` tile. ``token_metrics="logged_steps"`` computes them on the steps whose log
+    line is written (the first, and every ``logging_steps``-th), so a logged value is that step's
+    rather than the mean over the steps since the last log; evaluation always computes them.
+    ``"every_step"``: trl's behaviour. The loss and the gradients do not depend on the choice (the
+    head returns zeros in their place, and the values trl appends for the skipped steps are dropped).
+    """
+
+    def head_outputs(self) -> tuple[str, ...]:
+        return ("log_probs", "entropy", "is_top1")  # trl's: is_top1 feeds mean_token_accuracy
+
+    def __init__(self, *args, token_metrics: str = "every_step", **kwargs):
+        if token_metrics not in ("every_step", "logged_steps"):
+            raise ValueError(f"token_metrics must be 'every_step' or 'logged_steps', got {token_metrics!r}")
+        super().__init__(*args, **kwargs)
+        self.token_metrics = token_metrics
+        if token_metrics == "logged_steps" and self.policy_head is None and head_supported(self.model):
+            # trl's head computes the metrics at every call; ours, scoring every position as trl's, can skip them
+            self.policy_head = add_lm_head(self.model, self.head_outputs(), compact=False)
+
+    def token_metrics_due(self) -> bool:
+        """Whether the step being computed logs the token metrics (always under ``"every_step"``)."""
+        args = self.args
+        if self.token_metrics == "every_step" or self.policy_head is None or not self.model.training:
+            return True
+        if str(getattr(args.logging_strategy, "value", args.logging_strategy)) != "steps" or args.logging_steps < 1:
+            return True  # logs at epoch ends or at a fraction of the run: keep trl's way
+        step = self.state.global_step + 1  # the optimizer step these micro-batches belong to
+        return (args.logging_first_step and step == 1) or step % int(args.logging_steps) == 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.token_metrics_due():
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        head, metrics = self.policy_head, self._metrics["train"]
+        kept = {key: len(metrics.get(key, ())) for key in ("entropy", "mean_token_accuracy")}
+        head.outputs, head.placeholders = ("log_probs",), ("entropy", "is_top1")
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            head.outputs, head.placeholders = self.head_outputs(), ()
+        for key, n in kept.items():  # the zeros trl logged for the skipped metrics
+            del metrics[key][n:]
+            if not metrics[key]:
+                del metrics[key]
+        return result
 
 
 def _dataset(rows: list[dict], columns: tuple[str, ...]) -> Dataset:
@@ -530,32 +749,49 @@ def _dataset(rows: list[dict], columns: tuple[str, ...]) -> Dataset:
 
 
 def make_dpo_trainer(
-    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None, trainer_cls=None
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None, trainer_cls=None,
+    dtype: str = "float32",
 ) -> DPOTrainer:
     """DPO (sigmoid loss, ``beta=cfg.beta``) on ``{"prompt", "chosen", "rejected"}`` rows.
 
     The reference is the model as passed in (see the module docstring), or ``ref_model``.
-    trl appends EOS to both completions. ``trainer_cls``: :class:`SDPOTrainer` for S-DPO.
+    trl appends EOS to both completions. ``trainer_cls``: :class:`SDPOTrainer` for S-DPO (default
+    :class:`FastDPOTrainer`); ``cfg.fast_head``, ``cfg.shared_prompt``: :class:`FastHead`; ``dtype``:
+    :func:`training_args`.
     """
     _unpatch_forward(model)
     if ref_model is None and not is_peft_model(model):
         ref_model = _frozen_copy(model)
     dropout = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-    args = training_args(DPOConfig, cfg, out_dir, seed, beta=cfg.beta, loss_type=["sigmoid"])
-    trainer = (trainer_cls or DPOTrainer)(
+    args = training_args(DPOConfig, cfg, out_dir, seed, dtype, beta=cfg.beta, loss_type=["sigmoid"])
+    trainer_cls = trainer_cls or FastDPOTrainer
+    trainer = trainer_cls(
         model=model,
         ref_model=ref_model,
         args=args,
         train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
         processing_class=tokenizer,
+        **({"fast_head": cfg.fast_head, "shared_prompt": cfg.shared_prompt, "head_kernel": cfg.head_kernel}
+           if issubclass(trainer_cls, FastHead) else {}),
     )
     trainer.dropout_to_restore = dropout  # trl sets every dropout to 0 (as the paper's trl did) for good
     return trainer
 
 
 def dpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None,
-        checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
-    return _train(make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model), out_dir, checkpoint_minutes)
+        checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
+    return _train(make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, dtype=dtype), out_dir,
+                  checkpoint_minutes)
+
+
+class FastDPOTrainer(FastHead, DPOTrainer):
+    """trl's ``DPOTrainer`` with :class:`FastHead`: the policy's and the reference's LM head on the
+    completion tokens only (trl's metrics, also computed there only, are unchanged: they read the
+    completion tokens alone)."""
+
+    def head_outputs(self) -> tuple[str, ...]:
+        # trl's: entropy, mean_logits and is_top1 feed its logs, log_sum_sq_probs the WPO weights
+        return ("log_probs", "entropy", "mean_logits", "is_top1") + (("log_sum_sq_probs",) if self.use_weighting else ())
 
 
 # -- S-DPO --------------------------------------------------------------------------------------
@@ -605,7 +841,7 @@ class DataCollatorForSoftmaxPreference(DataCollatorMixin):
         }
 
 
-class SDPOTrainer(DPOTrainer):
+class SDPOTrainer(FastHead, DPOTrainer):
     """Softmax-DPO (S-DPO, arXiv 2406.09215) on trl's ``DPOTrainer``.
 
     Rows are ``{"prompt": str, "chosen": str, "rejected": list[str]}`` with the same number ``K``
@@ -615,8 +851,8 @@ class SDPOTrainer(DPOTrainer):
       (EOS appended to every completion, as trl does for DPO);
     * :class:`DataCollatorForSoftmaxPreference` lays a batch out as ``[chosen; rej_1; ...; rej_K]``;
     * :meth:`_compute_loss` scores the ``K + 1`` completions under the policy and the reference
-      (sum of completion-token log-probs, trl's fused LM head) and calls
-      :func:`sprec_lib.losses.sdpo_loss`.
+      (sum of completion-token log-probs, trl's fused LM head; with ``fast_head`` (:class:`FastHead`)
+      on the completion tokens only, log-probs alone) and calls :func:`sprec_lib.losses.sdpo_loss`.
 
     Logged: ``loss``, ``rewards/chosen``, ``rewards/rejected`` (mean over the K negatives),
     ``rewards/accuracies`` (the chosen reward above *every* negative's, as S-DPO's code),
@@ -628,6 +864,9 @@ class SDPOTrainer(DPOTrainer):
 
     _tag_names = ["trl", "sdpo"]
     _name = "S-DPO"
+
+    def head_outputs(self) -> tuple[str, ...]:
+        return ("log_probs",)  # S-DPO logs no token metric
 
     def __init__(
         self, model, args: DPOConfig, train_dataset, processing_class, ref_model=None, data_collator=None, **kwargs
@@ -753,12 +992,13 @@ class SDPOTrainer(DPOTrainer):
 
 
 def make_sdpo_trainer(
-    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None
+    model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None, dtype: str = "float32"
 ) -> SDPOTrainer:
     """S-DPO on ``{"prompt", "chosen", "rejected": [K strings]}`` rows; otherwise as :func:`make_dpo_trainer`."""
-    return make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, trainer_cls=SDPOTrainer)
+    return make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, trainer_cls=SDPOTrainer, dtype=dtype)
 
 
 def sdpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None,
-         checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
-    return _train(make_sdpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model), out_dir, checkpoint_minutes)
+         checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
+    return _train(make_sdpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, dtype), out_dir,
+                  checkpoint_minutes)

@@ -113,18 +113,6 @@ if rank == 0 and stop_at:
 
     trl.DPOTrainer.training_step = training_step
 
-if rank != 0:
-    # Stands in for a change sprec_lib/trainers.py needs (issue 20): trainers._train (and
-    # last_checkpoint) delete a stage's checkpoints on every process, and two processes deleting one
-    # folder race (FileNotFoundError: 3 of 6 resumed launches failed so). Here only the main
-    # process deletes them. Remove this once trainers.py deletes on the main process only.
-    import shutil
-    import types
-
-    from sprec_lib import trainers
-
-    trainers.shutil = types.SimpleNamespace(**{**vars(shutil), "rmtree": lambda *args, **kwargs: None})
-
 from sprec_lib.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -488,3 +488,251 @@ def test_checkpoint_decision_is_rank_zeros(due_on_rank, saves):
                            start_method="fork")
         decisions = dict(out)
     assert decisions == {0: saves, 1: saves}
+
+
+# -- speed switches: the LM head where the loss needs it, token metrics, bf16 ---------------------
+
+
+def _make(kind, model, tok, ds, cfg, out):
+    if kind == "dpo":
+        return trainers.make_dpo_trainer(model, tok, dpo_rows(ds, 8), cfg, out, 0)
+    if kind == "sdpo":
+        return trainers.make_sdpo_trainer(model, tok, sdpo_rows(ds, 8, k=3), cfg, out, 0)
+    return trainers.make_sft_trainer(model, tok, sft_rows(ds, 8), dataclasses.replace(cfg, loss_on=kind.split("-")[1]), out, 0)
+
+
+class _CountRows:
+    """Stands in for trl's ChunkedLogProbFunction and records how many positions each call scores."""
+
+    def __init__(self, real):
+        self.real, self.rows = real, []
+
+    def apply(self, hidden, *args):
+        self.rows.append(hidden.shape[0])
+        return self.real.apply(hidden, *args)
+
+
+def _loss_and_grads(trainer, batch):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kernel", ["chunked", "logits"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "peft"])
+@pytest.mark.parametrize("kind", ["dpo", "sdpo", "sft-completion", "sft-all"])
+def test_fast_head_same_loss_and_gradients(ds, tok, tmp_path, kind, lora, kernel, monkeypatch):
+    """The LM head on the labelled positions only (``fast_head=True``) against trl's CPU head at
+    every position (``False``), one batch of the micro model: the same loss to 1e-6, and every
+    gradient within ``3e-8 + 1e-6 * max|grad|`` absolute and 1e-6 relative. Measured, trl's chunked
+    kernel: the loss bit for bit; every gradient bit for bit but the tied embedding/head matrix's,
+    off by at most 9e-8 of max |grad| 0.08, 1e-6 of it (its head part sums the tokens in another
+    order). The "logits" kernel (full logits, torch's cross_entropy) sums in another order too."""
+    import trl.trainer.utils
+
+    results, counted, real, real_logits = {}, {}, trainers.ChunkedLogProbFunction, trainers._logits_head
+    for fast in (False, True):
+        spy = _CountRows(real)
+
+        def logits_spy(hidden, *args, spy=spy):
+            spy.rows.append(hidden.shape[0])
+            return real_logits(hidden, *args)
+
+        monkeypatch.setattr(trl.trainer.utils, "_ChunkedLogProbFunction", spy)  # trl's head
+        monkeypatch.setattr(trainers, "ChunkedLogProbFunction", spy)  # ours
+        monkeypatch.setattr(trainers, "_logits_head", logits_spy)
+        cfg = dataclasses.replace(CFG, fast_head=fast, token_metrics="every_step", head_kernel=kernel)
+        trainer = _make(kind, tiny_model(tok, lora=lora), tok, ds, cfg, tmp_path / str(fast))
+        assert trainer.fast_head is fast
+        batch = next(iter(trainer.get_train_dataloader()))
+        results[fast] = _loss_and_grads(trainer, batch)
+        counted[fast] = spy.rows
+    labels = (batch["labels"] if kind.startswith("sft") else batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100))
+    labelled, positions = int((labels[:, 1:] != -100).sum()), labels[:, 1:].numel()
+    calls = 1 if kind.startswith("sft") else 2  # policy, reference
+    assert counted[False] == [positions] * calls  # trl's CPU head: every position
+    assert counted[True] == [labelled] * calls  # ours: the labelled ones
+    assert labelled < positions  # (the check can tell: prompt or padding tokens in the batch)
+    (loss_a, grads_a), (loss_b, grads_b) = results[False], results[True]
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=3e-8)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
+    for name, a in grads_a.items():
+        torch.testing.assert_close(grads_b[name], a, rtol=1e-6, atol=3e-8 + 1e-6 * a.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("kind", ["dpo", "sdpo", "sft-all"])
+def test_fast_head_stage_gives_the_same_losses_and_weights(ds, tok, tmp_path, kind):
+    """A whole stage (4 steps), new (the defaults) against stock: the same logged losses and metrics
+    to 1e-5; the same weights, each tensor's difference under 1e-3 of how far training moved it (in
+    norm). Not elementwise: Adam divides a gradient by its own running size, so an element whose
+    gradient is near 0 turns a 1e-7 difference of gradients into a visible fraction of a step
+    (measured: the largest elementwise difference 4e-5 at lr 3e-3, in 1 of 30,144 elements; in norm
+    at most 8e-5 of the training's move)."""
+    runs = {}
+    for new in (False, True):
+        cfg = dataclasses.replace(CFG, epochs=2, batch_size=4, fast_head=new, token_metrics="every_step")
+        out = tmp_path / str(new)
+        trainer = _make(kind, tiny_model(tok), tok, ds, cfg, out)
+        runs[new] = (trainers._train(trainer, out, checkpoint_minutes=None).state_dict(), history(out))
+    (wa, ha), (wb, hb) = runs[False], runs[True]
+    start = tiny_model(tok).state_dict()
+    for name in wa:
+        moved = (wa[name] - start[name]).norm().item()
+        assert (wb[name] - wa[name]).norm().item() <= 1e-3 * moved + 1e-7, name
+    assert (wa["model.norm.weight"] - start["model.norm.weight"]).norm() > 1e-3  # it trained
+    assert len(ha) == len(hb) > 4
+    for a, b in zip(ha, hb):
+        assert a.keys() == b.keys()
+        for key in a:
+            if key != "step" and not key.startswith("train_") and "runtime" not in key and "per_second" not in key:
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-5), key
+
+
+def test_token_metrics_on_logged_steps_only(ds, tok, tmp_path, monkeypatch):
+    """SFT with ``token_metrics="logged_steps"``: the losses and weights bit for bit those of trl's
+    every-step metrics; the metrics are on every log line (steps 1, 3 and 6 of 8), computed on that
+    line's step alone."""
+    steps, real, real_logits = [], trainers.ChunkedLogProbFunction, trainers._logits_head
+
+    class Spy:  # what the head computes at each call (one call a step here), with either kernel
+        @staticmethod
+        def apply(*args):
+            steps.append(args[-1])
+            return real.apply(*args)
+
+    def logits_spy(*args):
+        steps.append(args[-1])
+        return real_logits(*args)
+
+    monkeypatch.setattr(trainers, "ChunkedLogProbFunction", Spy)
+    monkeypatch.setattr(trainers, "_logits_head", logits_spy)
+    runs = {}
+    for fast_head in (True, False):
+        for metrics in ("every_step", "logged_steps"):
+            steps.clear()
+            cfg = dataclasses.replace(CFG, epochs=4, batch_size=2, logging_steps=3, fast_head=fast_head, token_metrics=metrics)
+            out = tmp_path / f"{fast_head}-{metrics}"
+            model = trainers.sft(tiny_model(tok), tok, sft_rows(ds, 4), cfg, out, 0, checkpoint_minutes=None)
+            runs[fast_head, metrics] = (model.state_dict(), history(out), list(steps))
+    for fast_head in (True, False):
+        (wa, ha, _), (wb, hb, steps_b) = runs[fast_head, "every_step"], runs[fast_head, "logged_steps"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert [h.get("loss") for h in ha] == [h.get("loss") for h in hb]
+        logged = [h for h in hb if "loss" in h]
+        assert [h["step"] for h in logged] == [1, 3, 6] and all("entropy" in h and "mean_token_accuracy" in h for h in logged)
+        full = ("log_probs", "entropy", "is_top1")
+        assert [i + 1 for i, outputs in enumerate(steps_b) if outputs == full] == [1, 3, 6]  # on the logged steps only
+        assert [i + 1 for i, outputs in enumerate(steps_b) if outputs == ("log_probs",)] == [2, 4, 5, 7, 8]
+        # the first step's line is that step alone in both: the same values
+        for key in ("entropy", "mean_token_accuracy"):
+            assert logged[0][key] == pytest.approx([h for h in ha if "loss" in h][0][key], abs=1e-6)
+
+
+def _patch_name(model):
+    return vars(model)["forward"].__func__.__code__.co_name
+
+
+def test_stock_switches_keep_trls_head(ds, tok, tmp_path):
+    """fast_head=False and token_metrics="every_step": trl's own patched forward, untouched."""
+    cfg = dataclasses.replace(CFG, fast_head=False, token_metrics="every_step")
+    for kind in ("dpo", "sdpo", "sft-all"):
+        trainer = _make(kind, tiny_model(tok), tok, ds, cfg, tmp_path)
+        assert trainer.policy_head is None and _patch_name(trainer.model) == "_fused_forward"
+    trainer = _make("dpo", tiny_model(tok), tok, ds, dataclasses.replace(cfg, fast_head=True), tmp_path)
+    assert trainer.policy_head.compact and trainer.ref_head.outputs == ("log_probs",)
+    assert _patch_name(trainer.model) == _patch_name(trainer.ref_model) == "forward"  # ours (trl's: "_fused_forward")
+
+
+def test_speed_switches_are_validated():
+    from sprec_lib.config import ConfigError, ModelConfig, override
+
+    assert CFG.fast_head is True and CFG.token_metrics == "logged_steps" and ModelConfig().dtype == "float32"
+    assert CFG.head_kernel == "logits" and CFG.shared_prompt is False
+    with pytest.raises(ConfigError, match="head_kernel"):
+        StageConfig(head_kernel="triton")
+    with pytest.raises(ConfigError, match="token_metrics"):
+        StageConfig(token_metrics="never")
+    with pytest.raises(ConfigError, match="dtype"):
+        ModelConfig(dtype="float16")
+    assert override(ModelConfig(), ["dtype=auto"]).dtype == "auto"
+    with pytest.raises(ValueError, match="dtype"):
+        trainers.resolve_dtype("float16")
+    with pytest.raises(ValueError, match="dtype"):
+        trainers.training_args(trainers.SFTConfig, CFG, "/tmp/x", 0, dtype="auto")
+
+
+def test_resolve_dtype_and_bf16_training(ds, tok, tmp_path):
+    """``auto`` resolves to bf16 only where the CPU has native bf16 and it measured faster; a bf16
+    SFT stage runs under CPU autocast and trains."""
+    cap = trainers.cpu_bf16_capability()
+    assert cap["matmul_gflops"]["float32"] > 0 and cap["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    auto = trainers.resolve_dtype("auto")
+    native = cap["onednn_bf16"] and (cap["avx512_bf16"] or cap["amx_bf16"])
+    assert auto in ("float32", "bfloat16") and (auto == "float32" or native)
+    assert trainers.resolve_dtype("float32") == "float32" and trainers.resolve_dtype("bfloat16") == "bfloat16"
+    cfg = dataclasses.replace(CFG, epochs=3, batch_size=2)
+    trainer = trainers.make_sft_trainer(tiny_model(tok), tok, sft_rows(ds, 4), cfg, tmp_path, 0, dtype="bfloat16")
+    assert trainer.args.bf16 and trainer.accelerator.mixed_precision == "bf16"
+    model = trainers._train(trainer, tmp_path, checkpoint_minutes=None)
+    assert next(model.parameters()).dtype == torch.float32  # autocast: the weights stay fp32
+    loss = losses_logged(tmp_path)
+    assert loss[-1] < loss[0]
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "peft"])
+@pytest.mark.parametrize("kind", ["dpo", "sdpo"])
+def test_shared_prompt_same_log_probs_and_gradients(ds, tok, tmp_path, kind, lora, monkeypatch):
+    """``shared_prompt``: each distinct prompt runs once, its completions against its cached keys
+    and values. Against every row run whole (``fast_head`` alone): per-token log-probs to 1e-5
+    (measured 5e-7), the loss to 1e-6 (measured: bit for bit), every gradient within 1e-5 of its
+    largest (measured 3e-6); for the policy and the reference; the prompt batch holds the distinct
+    prompts only."""
+    runs, selected = {}, []
+    original = trainers.DynamicCache.batch_select_indices
+
+    def spy(cache, indices):  # the prompt's cache, spread over the rows: row -> its prompt
+        selected.append(indices.tolist())
+        return original(cache, indices)
+
+    monkeypatch.setattr(trainers.DynamicCache, "batch_select_indices", spy)
+    for shared in (False, True):
+        cfg = dataclasses.replace(CFG, shared_prompt=shared)
+        trainer = _make(kind, tiny_model(tok, lora=lora), tok, ds, cfg, tmp_path / str(shared))
+        assert trainer.shared_prompt is shared
+        batch = next(iter(trainer.get_train_dataloader()))
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        trainer.model.train()
+        policy = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                               fused_lm_head=True).log_probs.detach()
+        ref = trainer.ref_model if trainer.ref_model is not None else trainer.model
+        reference = trainer.compute_ref_log_probs(ref, batch)
+        runs[shared] = (policy, reference, *_loss_and_grads(trainer, batch))
+        calls = (trainer.policy_head.shared_calls, trainer.ref_head.shared_calls if trainer.ref_head else 0)
+        assert sum(calls) == (4 if shared else 0)  # policy twice, reference twice (policy with the ref adapter: peft)
+    (pa, ra, la, ga), (pb, rb, lb, gb) = runs[False], runs[True]
+    blocks = 2 if kind == "dpo" else 4  # [chosen; rejected] or [chosen; 3 rejected], 4 prompts each
+    assert len(selected) == 4 and all(rows == list(range(4)) * blocks for rows in selected)
+    torch.testing.assert_close(pb, pa, rtol=0, atol=1e-5)
+    assert ((pa != 0) == (pb != 0)).all()  # the same positions scored
+    for a, b in zip(ra, rb):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(lb, la, rtol=1e-6, atol=1e-6)
+    for name, a in ga.items():
+        torch.testing.assert_close(gb[name], a, rtol=0, atol=1e-5 * a.abs().max().item(), msg=name)
+
+
+def test_shared_prompt_runs_whole_rows_when_the_batch_has_no_shared_prompt(ds, tok):
+    """A batch of distinct prompts, or a left-padded one: ``_shared_prompt_rows`` declines (None)
+    and the head runs every row whole."""
+    model = tiny_model(tok)
+    ids = torch.tensor([[5, 6, 7, 8, 0], [5, 9, 7, 8, 8]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    labels = ids.masked_fill(torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]) == 0, -100)
+    assert trainers._shared_prompt_rows(model, ids, mask, labels) is None  # prompts [5, 6] and [5, 9]
+    same = ids.clone()
+    same[1, 1] = 6
+    assert trainers._shared_prompt_rows(model, same, mask, labels) is not None
+    left = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert trainers._shared_prompt_rows(model, same, left, labels) is None

@@ -54,7 +54,8 @@ def run(p) -> str:
         if cfg.sft_step:
             positives, valid_rows = sft_rows(rows, p.ds), sft_rows(valid, p.ds)
             p.stage(f"it{it}-sft", prev, lambda m, t, seed, out: trainers.sft(
-                m, t, positives, cfg.sft, out, seed, eval_rows=valid_rows, checkpoint_minutes=p.checkpoint_minutes))
+                m, t, positives, cfg.sft, out, seed, eval_rows=valid_rows, checkpoint_minutes=p.checkpoint_minutes,
+                dtype=p.dtype))
             prev = f"it{it}-sft"
         if cfg.dpo_step:
             p.stage(f"it{it}-dpo", prev, _dpo_step(p, pairs, it))
@@ -74,7 +75,7 @@ def _dpo_step(p, pairs: list[dict], it: int):
         if not pairs:  # every negative was skipped: nothing to learn from
             p.run.log(f"it{it}-dpo: no preference pairs; the model passes through unchanged")
             return model
-        return train(model, tokenizer, pairs, cfg.dpo, out, seed, checkpoint_minutes=p.checkpoint_minutes)
+        return train(model, tokenizer, pairs, cfg.dpo, out, seed, checkpoint_minutes=p.checkpoint_minutes, dtype=p.dtype)
 
     return step
 
