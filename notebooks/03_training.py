@@ -32,27 +32,45 @@
 # headline metrics of a run are those of its final stage (SPRec: its last iteration), on the test
 # split, mean ± std over seeds.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
 profile: str = "tiny"  # tiny | small | paper
-methods: list = ["sft", "dpo", "sdpo", "sprec"]
+methods: list = []  # empty: every Table-1 method of the registry (sprec_lib/methods)
 seeds: list = [0, 1, 2]
-train: bool = True  # False: use only runs that exist (committed or local); list the missing ones
+train: bool = False  # True: train the runs that are missing (hours on a CPU); False: use the runs that exist
 quick: bool = False  # a few training steps per stage, one seed, under runs/quick (plumbing, not results)
 
-# %% tags=["hide-output"]
+# %% tags=["remove-output", "hide-input"]
 import pandas as pd
 
 from sprec_lib import book, experiments, plots, results
 from sprec_lib.data.sprec_format import read_sprec_folder
 
 quick = book.quick_mode(quick)
-seeds = seeds[:1] if quick else seeds
+seeds = book.sizes("03_training", quick, seeds=seeds).seeds
+methods = methods or list(experiments.table1_methods())
 specs = experiments.specs(data_dir, methods, seeds, profile)
 pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
 runs = [run for _, run in pairs]
 book.record("runs_finished", len(runs))
 book.record("runs_asked", len(specs))
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from sprec_lib import claims
+
+pd.set_option("display.max_colwidth", None)  # whole tables, no "..."
+pd.set_option("display.max_columns", None)
+cfg = experiments.RunSpec(data_dir, "sprec", seeds[0], profile).config(quick)  # SPRec's config holds every stage's
+test_rows = sorted({int(r) for r in results.run_rows(runs)["rows"].dropna()}) if runs else []
+display(plots.setup_box(
+    claims.setup_differences(cfg),
+    f"Setup: the {cfg.profile} profile on {experiments.RunSpec(data_dir, 'sprec').dataset}" + (" (quick mode)" if quick else ""),
+    "Ours against the paper's (Appendix C and its public scripts; the defaults of sprec_lib.config). Batches "
+    "are per step x accumulation on one device; the paper's scripts run on four GPUs (see the reproducibility "
+    "chapter). Test rows of these runs: " + (", ".join(f"{n:,}" for n in test_rows) or "none yet") + "."))
+display(plots.missing_runs(specs, [spec for spec in specs if spec not in {s for s, _ in pairs}]))
 
 # %% [markdown]
 # ## The Table-1 rows
@@ -64,7 +82,7 @@ book.record("runs_asked", len(specs))
 # fairer); `valid_ratio` is the share of generations that name a catalogue title (grounding maps
 # the others to their nearest title, so a model that stops writing titles would look "diverse").
 
-# %%
+# %% tags=["hide-input"]
 rows = results.run_rows(runs)
 table = results.summary_table(rows) if runs else rows
 if runs:
@@ -73,12 +91,32 @@ if runs:
     display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]
+# ## Beside the paper's numbers
+#
+# Each cell is *ours / the paper's* (`sprec_lib/paper/sprec_tables.csv`, the paper's Table 1): ours
+# the mean over seeds, ± their standard deviation when there are several. The figure puts them side by
+# side per method, one panel per metric, each with its own scale: our model is far smaller than the
+# paper's, so the pattern across methods is what can be compared, not the values.
+
+# %% tags=["hide-input"]
+if runs:
+    name = rows["dataset"].iloc[0]
+    where = claims.paper_dataset(name)
+    if where != name:
+        display(Markdown(f"`{name}` is not one of the paper's datasets: beside it are the paper's {where} numbers, "
+                         "the closest (a different sample of a different MovieLens release)."))
+    side = claims.paper_beside_ours(rows.assign(dataset=where))
+    book.record("paper_beside_rows", int(side["paper"].notna().sum()))
+    display(plots.html_table(claims.paper_beside_wide(side)))
+    fig = plots.plot_paper_beside_ours(side, where)
+
+# %% [markdown]
 # Against SFT, seed by seed: the paired difference (method − SFT, same seed, so the shared
 # pretraining and SFT cancel), its mean and its std over seeds. The paper's directional claims are
 # that DPO with random negatives raises ORRatio and lowers DivRatio, and that SPRec does the
 # opposite without losing HR.
 
-# %%
+# %% tags=["hide-input"]
 if runs and "sft" in set(rows["method"]):
     diffs = results.paired_differences(rows, base="sft")
     book.record("differences_vs_sft", {f"{r.label} {r.metric}": r.mean for r in diffs.itertuples()})
@@ -90,7 +128,7 @@ if runs and "sft" in set(rows["method"]):
 # Iteration 0 is the SFT model every method starts from; the lines are the mean over seeds, the
 # shading their range; the dotted lines are DPO's and S-DPO's final values (mean over seeds).
 
-# %%
+# %% tags=["hide-input"]
 sprec_runs = [run for spec, run in pairs if spec.method == "sprec"]
 if sprec_runs:
     curves = results.curves(sprec_runs)
@@ -108,7 +146,7 @@ if sprec_runs:
 # uniformly random negatives mostly fall on the long tail. Here: the share of each iteration's
 # titles that fall on the 10% of catalogue items most often a training target.
 
-# %%
+# %% tags=["hide-input"]
 ds = read_sprec_folder(book.resolve(data_dir)) if sprec_runs else None  # read once, for every run
 negs = [results.negatives_table(run, ds) for run in sprec_runs]
 negs = [n.assign(seed=run.cfg.seed) for n, run in zip(negs, sprec_runs) if n is not None and len(n)]
@@ -125,7 +163,7 @@ if negs:
 # GU@1 of each evaluated genre: how far the genre's share of the top-1 recommendations is from
 # its share of the users' histories.
 
-# %%
+# %% tags=["hide-input"]
 if runs:
     gu = results.genre_gu(runs, k=1)
     fig = plots.plot_genre_gu(gu, k=1)
@@ -136,5 +174,5 @@ if runs:
 #
 # The values this notebook recorded; the tests and the results chapter read them back.
 
-# %%
+# %% tags=["hide-input"]
 book.summary()

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %%
+# %% tags=["hide-input"]
 
 # %% [markdown]
 # # Ablations: which half of SPRec does the work (the paper's Table 2)
@@ -32,18 +32,18 @@
 # `sprec_lib.experiments` (variants in `experiments.ABLATIONS`); SPRec itself is the same run as
 # in the training chapter.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root
 profile: str = "tiny"  # tiny | small | paper
 seeds: list = [0, 1, 2]
-train: bool = True  # False: use only runs that exist (committed or local); list the missing ones
+train: bool = False  # True: train the runs that are missing (hours on a CPU); False: use the runs that exist
 quick: bool = False  # a few training steps per stage, one seed, under runs/quick (plumbing, not results)
 
-# %% tags=["hide-output"]
+# %% tags=["remove-output", "hide-input"]
 from sprec_lib import book, experiments, plots, results
 
 quick = book.quick_mode(quick)
-seeds = seeds[:1] if quick else seeds
+seeds = book.sizes("04_ablations", quick, seeds=seeds).seeds
 specs = experiments.specs(data_dir, ["sprec"], seeds, profile, variants=experiments.ABLATIONS)
 specs += experiments.specs(data_dir, ["sft"], seeds, profile)  # the common start, for reference
 pairs = experiments.obtain_all(specs, train=train, quick=quick)  # prints how many are finished
@@ -51,13 +51,32 @@ runs = [run for _, run in pairs]
 book.record("runs_finished", len(runs))
 book.record("runs_asked", len(specs))
 
+# %% tags=["hide-input"]
+import pandas as pd
+from IPython.display import Markdown
+
+from sprec_lib import claims
+
+pd.set_option("display.max_colwidth", None)  # whole tables, no "..."
+pd.set_option("display.max_columns", None)
+cfg = experiments.RunSpec(data_dir, "sprec", seeds[0], profile).config(quick)
+test_rows = sorted({int(r) for r in results.run_rows(runs)["rows"].dropna()}) if runs else []
+display(plots.setup_box(
+    claims.setup_differences(cfg),
+    f"Setup: the {cfg.profile} profile on {experiments.RunSpec(data_dir, 'sprec').dataset}" + (" (quick mode)" if quick else ""),
+    "SPRec's settings; each ablation changes one (the table above). Ours against the paper's (Appendix C and "
+    "its public scripts; the defaults of sprec_lib.config). Batches are per step x accumulation on one device; "
+    "the paper's scripts run on four GPUs (see the reproducibility chapter). Test rows of these runs: "
+    + (", ".join(f"{n:,}" for n in test_rows) or "none yet") + "."))
+display(plots.missing_runs(specs, [spec for spec in specs if spec not in {s for s, _ in pairs}]))
+
 # %% [markdown]
 # ## The Table-2 rows
 #
 # Final-iteration metrics on the test split, mean ± std over seeds; `sft` is the model every
 # variant starts from.
 
-# %%
+# %% tags=["hide-input"]
 rows = results.run_rows(runs)
 order = ["sft", "sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn"]
 table = results.summary_table(rows, order=order, by="label") if runs else rows
@@ -67,9 +86,28 @@ if runs:
     display(results.format_mean_std(table).droplevel(["dataset", "profile"]).T)  # one column per method
 
 # %% [markdown]
+# ## Beside the paper's numbers
+#
+# Each cell is *ours / the paper's* (the paper's Table 2, and its Table 1 for BIGRec): ours the
+# mean over seeds, ± their standard deviation when there are several. The figure puts them side by
+# side, one panel per metric, each with its own scale.
+
+# %% tags=["hide-input"]
+if runs:
+    name = rows["dataset"].iloc[0]
+    where = claims.paper_dataset(name)
+    if where != name:
+        display(Markdown(f"`{name}` is not one of the paper's datasets: beside it are the paper's {where} numbers, "
+                         "the closest (a different sample of a different MovieLens release)."))
+    side = claims.paper_beside_ours(rows.assign(dataset=where))
+    book.record("paper_beside_rows", int(side["paper"].notna().sum()))
+    display(plots.html_table(claims.paper_beside_wide(side)))
+    fig = plots.plot_paper_beside_ours(side, where)
+
+# %% [markdown]
 # Each variant against SFT, paired by seed:
 
-# %%
+# %% tags=["hide-input"]
 if runs and "sft" in set(rows["label"]):
     diffs = results.paired_differences(rows, base="sft")
     display(diffs.pivot(index="metric", columns="label", values="text").reindex(results.TABLE_COLUMNS))
@@ -80,7 +118,7 @@ if runs and "sft" in set(rows["label"]):
 # Iteration 0 is the SFT model. A variant whose `valid_ratio` falls has stopped writing catalogue
 # titles: its DivRatio then counts the grounding of malformed text, not diversity.
 
-# %%
+# %% tags=["hide-input"]
 sprec_runs = [run for spec, run in pairs if spec.method == "sprec"]
 if sprec_runs:
     curves = results.curves(sprec_runs)
@@ -91,5 +129,5 @@ if sprec_runs:
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 book.summary()

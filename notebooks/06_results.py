@@ -13,124 +13,236 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # The paper's claims against our runs
 #
-# One verdict per claim of the paper, on every dataset there is: **reproduced** (every part of
-# the claim holds in every seed), **not reproduced** (a part fails), or **pending** (runs
-# missing; the training pages list the commands, `sprec runs missing` prints them all); a verdict that rests on one seed is marked *(1 seed)*. A direction holds when the paired difference
-# (method − baseline, same seed) has the claimed sign in every seed; "without losing HR@5" holds
-# when the mean drop is smaller than the noise (the larger of the seeds' spread and the binomial
-# standard error of a hit rate over the test rows). The rules live in `sprec_lib.results`
-# (`CLAIMS`, `ABLATION_CLAIMS`, `claim_checks`; for the sweeps, `SWEEP_CLAIMS`, `trend_checks`).
+# Each claim of the paper is stored as data in `sprec_lib.claims`: the section of the paper it
+# restates, its parts (a method, a metric and the direction expected against a base model), the
+# datasets on which the paper's text makes it, and how our runs test it. The claims, by section:
 #
-# **What cannot be compared.** Our runs use the `tiny` profile: a 6M-parameter model trained from
-# scratch on a CPU, where the paper fine-tunes Llama-3.2-1B with LoRA. Values (HR@5 of about 0.015
-# here) are not comparable with the paper's; directions are. The paper's published numbers would
-# sit beside ours in the last table once transcribed into `sprec_lib/paper/sprec_tables.csv`.
+# * **(a1) §4.1, Theorem 1**: the theory that DPO with uniformly random negatives sharpens what the
+#   model already prefers. Tested on our plain `dpo` against its SFT start; the paper has no DPO
+#   row, so its tables cannot check this one.
+# * **(a2) §5.2.2**: the random-negative DPO methods of Table 1 (S-DPO, DMPO) hardly change
+#   diversity and over-recommendation against BIGRec on MovieLens and Goodreads, and on CDs and
+#   Steam lower over-recommendation without adding diversity. Tested on whichever of the two our
+#   runs have; a method without runs leaves the claim pending.
+# * **(b) §5.2.3**: SPRec beats BIGRec on DivRatio and ORRatio on every dataset, and does not lose
+#   accuracy.
+# * **(c), (d), (e) §5.3, Table 2**: the ablations. Dropping SPRec's SFT step costs accuracy;
+#   dropping its DPO step, or using random instead of self-play negatives, costs the debiasing.
+# * **(f) §5.4.1, Fig. 5** and **(g) §5.4.2, Fig. 6**: trends over two sweeps of SPRec, the share
+#   of random negatives and the number of self-play negatives.
+#
+# **The noise rule.** A direction counts only when it stands clear of the noise. With three seeds
+# or more, every seed's paired difference (method − base, same seed) must have the claimed sign
+# and their mean must exceed the seeds' standard deviation. With fewer seeds, each seed's
+# difference needs a 95% interval that excludes zero: a paired bootstrap over the test rows when
+# both runs' per-row predictions are at hand, else a bound on the standard error computed from the
+# two values. Either interval is widened by the training noise of one run, estimated here from
+# every method that has several seeds: a re-run of the same seed on another machine moves the
+# metrics as much as a change of seed does (see the reproducibility chapter).
+#
+# **The verdicts.** *reproduced*: every part holds. *not reproduced*: a part is clearly against
+# the claim. *inconclusive (within noise)*: no part is against it, but some are within the noise.
+# *pending*: runs are missing. *degenerate baseline*: the base model is collapsed (no hit in the
+# top 5, and more than 90% of its top-1 slots on three items), so nothing measured against it
+# means anything. A claim that something "barely moves" holds when the change is within the
+# noise: our runs can refute it, not prove it beyond their resolution.
+#
+# This page reads the committed runs under `results/runs` for every dataset that has any; it
+# needs no dataset folder and trains nothing.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "hide-input"]
 datasets: list = ["ml-1m", "MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam"]  # names or folders
 study_dir: str = "data/ml-1m"  # the ablations' and sweeps' dataset (notebooks 04 and 05)
 sweep_ratios: list = [0.0, 0.25, 0.5, 0.75, 1.0]  # notebook 05's sweeps
 sweep_n_negatives: list = [1, 2, 3, 4]
+sweep_seeds: list = [0]  # the sweeps' seeds (notebook 05)
 profile: str = "tiny"  # tiny | small | paper
 seeds: list = [0, 1, 2]
 quick: bool = False  # under runs/quick: the quick runs of notebooks 03, 04 and 05 (plumbing, not results)
 
-# %% tags=["hide-output"]
+# %% tags=["hide-input"]
 import pandas as pd
+from IPython.display import Markdown
 
-from sprec_lib import book, experiments, results
+from sprec_lib import book, claims, methods, plots
+
+pd.set_option("display.max_colwidth", None)
+pd.set_option("display.max_columns", None)
+pd.set_option("display.max_rows", None)
 
 quick = book.quick_mode(quick)
-seeds = seeds[:1] if quick else seeds
-sweep_ratios = [sweep_ratios[0], sweep_ratios[-1]] if quick else sweep_ratios
-sweep_n_negatives = sweep_n_negatives[:2] if quick else sweep_n_negatives
+size = book.sizes("06_results", quick, seeds=seeds, sweep_ratios=sweep_ratios, sweep_n_negatives=sweep_n_negatives)
+seeds, sweep_ratios, sweep_n_negatives = size.seeds, size.sweep_ratios, size.sweep_n_negatives
 
-
-def table1_rows(name):
-    """The finished Table-1 runs of one dataset (none are trained here; quick mode makes quick runs)."""
-    folder = book.dataset_folder(name)
-    if not folder.is_dir():
-        print(f"{name}: no folder {folder}")
-        return None
-    specs = experiments.specs(book.portable_path(folder), experiments.TABLE1_METHODS, seeds, profile)
-    runs = [run for _, run in experiments.obtain_all(specs, train=False, quick=quick)]
-    return results.run_rows(runs)
-
-
-rows = {book.dataset_folder(name).name: table1_rows(name) for name in datasets}
-rows = {name: r for name, r in rows.items() if r is not None}
-book.record("datasets_with_runs", sorted(name for name, r in rows.items() if len(r)))
-
-# %% [markdown]
-# ## Table 1: the main claims, per dataset
-
-# %%
-checks = pd.concat({name: results.claim_checks(r) for name, r in rows.items()}, names=["dataset"]) if rows else None
-if checks is not None:
-    verdict = checks.groupby(level="dataset", sort=False).apply(results.verdicts).T
-    book.record("table1_verdicts", verdict.to_dict())
-    display(verdict)
+evidence = claims.gather_evidence(datasets, study_dir, profile, seeds, sweep_seeds,
+                                  {"random_ratio": sweep_ratios, "n_negatives": sweep_n_negatives}, quick=quick)
+rule = claims.book_rule(evidence.rows())
+checks = claims.evidence_checks(evidence, rule)
+cells = claims.scorecard(checks, evidence.datasets)
+grid = {d: {r.id: r.verdict for r in part.itertuples() if r.verdict in claims.VERDICTS}
+        for d, part in cells.groupby("dataset", sort=False)}
+book.record("verdict_grid", grid)
+book.record("verdict_seeds", {d: {r.id: r.seeds for r in part.itertuples() if r.verdict in claims.VERDICTS}
+                              for d, part in cells.groupby("dataset", sort=False)})
+book.record("datasets_with_runs", sorted(set(evidence.rows()["dataset"])) if len(evidence.rows()) else [])
+book.record("runs_asked", len(evidence.asked))
+book.record("runs_missing", len(evidence.missing))
+if quick:
+    display(Markdown("**Quick mode**: these runs have a handful of training steps each; their numbers check "
+                     "the plumbing and mean nothing as results."))
+display(plots.missing_runs(evidence.asked, evidence.missing))
 
 # %% [markdown]
-# The parts of each claim, with the paired difference (mean ± std over seeds):
+# ## The verdicts, claim by dataset
+#
+# One cell per claim and dataset: the verdict and the number of seeds it rests on (the fewest
+# among the claim's parts that have runs). Our `ml-1m` (MovieLens-1M prepared with the paper's preprocessing) is
+# held to what the paper says of its MovieLens. The ablations and the sweeps run on the study
+# dataset only; "not claimed here" marks a dataset on which the paper's text does not make the claim.
 
-# %%
-if checks is not None:
-    parts = checks.reset_index(level=0)
-    parts["claim"] = parts["claim"].str.split(")").str[0] + ")"  # (a), (b): the full text is above
-    display(parts[parts["seeds"] > 0].set_index(["dataset", "claim", "method", "metric"]))
+# %% tags=["hide-input"]
+display(plots.scorecard_html(cells, table_id="sprec-verdict-grid"))
+tally = cells["verdict"].value_counts()
+display(Markdown(", ".join(f"**{n}** {v}" for v, n in tally.items() if v in claims.VERDICTS) + "."))
+
+# %% [markdown]
+# The training noise added to every interval with fewer than three seeds (the pooled standard
+# deviation over seeds of the methods that have several):
+
+# %% tags=["hide-input"]
+display(plots.html_table(pd.DataFrame({"metric": list(rule.run_std), "std of one run": list(rule.run_std.values())}))
+        if rule.run_std else Markdown("No method has two seeds yet: the intervals count the test rows' noise only."))
+
+# %% [markdown]
+# ## The claims
+#
+# Each claim in our words, what it is measured against, how our runs test it, and where the paper's
+# own numbers made us narrow it (the note):
+
+# %% tags=["hide-input"]
+lines = []
+for c in claims.claims_table().to_dict("records"):
+    where, table = c["paper's datasets"], c["paper's table"]
+    note = f" *Note*: {c['note']}." if c["note"] else ""
+    lines.append(f"* **({c['id']}) {c['section']}**: {c['claim']}. *Against* {c['against']}; *tested by* "
+                 f"{c['tested by']}. *The paper's text makes it on* {where}; *numbers in* {table}.{note}")
+display(Markdown("\n".join(lines)))
+
+# %% [markdown]
+# ## Table 1: the parts, dataset by dataset
+#
+# Every part of claims (a1), (a2) and (b): the mean paired difference, its interval (`low`, `high`:
+# mean ± the seeds' spread with three seeds, else the widest 95% interval over the seeds), which
+# rule made it (`seeds`, `bootstrap` or `bound`) and the outcome.
+
+# %% tags=["hide-input"]
+PART_COLUMNS = ["dataset", "id", "method", "metric", "expected", "difference", "low", "high", "seeds", "rule", "outcome"]
+table1_ids = [c.id for c in claims.CLAIMS.values()]
+display(plots.html_table(checks[checks["id"].isin(table1_ids)][PART_COLUMNS]))
 
 # %% [markdown]
 # ## Table 2: the ablations, against SPRec
+#
+# Claims (c), (d) and (e) on the study dataset: each variant against SPRec on the same seed.
 
-# %% tags=["hide-output"]
-specs = experiments.specs(study_dir, ["sprec"], seeds, profile, variants=experiments.ABLATIONS)
-ablation_runs = [run for _, run in experiments.obtain_all(specs, train=False, quick=quick)]
-
-# %%
-if ablation_runs:
-    ablation_checks = results.claim_checks(results.run_rows(ablation_runs), base="sprec", claims=results.ABLATION_CLAIMS)
-    book.record("table2_verdicts", results.verdicts(ablation_checks).to_dict())
-    display(ablation_checks)
+# %% tags=["hide-input"]
+ablation_ids = [c.id for c in claims.ABLATION_CLAIMS.values()]
+display(plots.html_table(checks[checks["id"].isin(ablation_ids)][PART_COLUMNS]))
 
 # %% [markdown]
-# ## Section 5.4: the negative-sample sweeps, as trends
+# ## §5.4: the negative-sample sweeps, as trends
 #
-# Each claim is a trend over one sweep of SPRec on the study's dataset (notebook 05): the
-# least-squares slope of a metric against the swept setting, with the claimed sign in every seed
-# that has the whole sweep (`SWEEP_CLAIMS`, `trend_checks`).
+# Claims (f) and (g) on the study dataset's sweeps (notebook 05): the least-squares slope of each
+# metric against the swept setting, as the change it predicts over the whole sweep (`difference`),
+# for each seed that has every point of the sweep.
 
-# %% tags=["hide-output"]
-sweep_checks = pd.concat([
-    results.trend_checks(experiments.sweep(study_dir, setting, values, seeds, profile, train=False, quick=quick),
-                         setting, values)
-    for setting, values in [("random_ratio", sweep_ratios), ("n_negatives", sweep_n_negatives)]])
-
-# %%
-book.record("sweep_verdicts", results.verdicts(sweep_checks).to_dict())
-display(sweep_checks)
+# %% tags=["hide-input"]
+sweep_ids = [c.id for c in claims.SWEEP_CLAIMS.values()]
+display(plots.html_table(checks[checks["id"].isin(sweep_ids)][PART_COLUMNS]))
 
 # %% [markdown]
 # ## The paper's numbers beside ours
+#
+# The paper's Table 1 and Table 2 (`sprec_lib/paper/sprec_tables.csv`, transcribed from the paper)
+# beside our runs on the same datasets: each cell is *ours / the paper's*, ours the mean over
+# seeds (± their standard deviation when there are several). The paper has no plain-DPO row.
 
-# %%
-paper = results.paper_numbers()
+# %% tags=["hide-input"]
+paper = claims.paper_numbers()
 book.record("paper_numbers", len(paper))
-if len(paper) == 0:
-    print("No published numbers are transcribed yet (sprec_lib/paper/README.md says why and how to add them).")
-else:
-    ours = pd.concat(rows.values()) if rows else pd.DataFrame(columns=["dataset", "label"])
-    ours = ours.groupby(["dataset", "label"])[results.TABLE_COLUMNS].mean().stack().rename("ours")
-    side = paper.set_index(["dataset", "method", "metric"])["value"].rename("paper")
-    display(pd.concat([side, ours.rename_axis(["dataset", "method", "metric"])], axis=1).dropna(subset=["paper"]))
+side = claims.paper_beside_ours(evidence.table1, paper) if len(evidence.table1) else pd.DataFrame()
+on_paper = side[side["dataset"].isin(claims.PAPER_DATASETS)] if len(side) else side
+display(plots.html_table(claims.paper_beside_wide(on_paper)))
+
+# %% [markdown]
+# One figure per dataset of the paper: per method, our value beside the paper's, one panel per
+# metric, each with its own scale.
+
+# %% tags=["hide-input"]
+for dataset in [d for d in evidence.datasets if len(on_paper) and d in set(on_paper["dataset"])]:
+    fig = plots.plot_paper_beside_ours(on_paper, dataset)
+
+# %% [markdown]
+# ### Do we move in the paper's direction?
+#
+# For each dataset, method and metric that both the paper and our runs have: the sign of
+# (method − BIGRec) in the paper's table and in ours (the mean paired difference against our SFT),
+# whether they agree, and whether ours is clear of the noise by the rule above.
+
+# %% tags=["hide-input"]
+agreement = (claims.direction_agreement(evidence.table1, paper, rule=rule) if len(evidence.table1)
+             else pd.DataFrame(columns=["method", "agree", "clear"]))
+counts = claims.agreement_counts(agreement) if len(agreement) else pd.DataFrame()
+book.record("agreement_counts", {m: {k: int(v) for k, v in row.items()} for m, row in counts.iterrows()})
+display(plots.html_table(counts.reset_index(names="method")) if len(counts) else Markdown("Nothing to compare yet."))
+if len(agreement):
+    display(plots.details(f"The {len(agreement)} comparisons, one by one (click to open)", html=plots.html_table(agreement)))
+
+# %% [markdown]
+# ### The scale gap
+#
+# Our models are not the paper's: the `tiny` profile trains a model of a few million parameters
+# from scratch on a CPU, where the paper fine-tunes Llama-3.2-1B-Instruct. How far apart the numbers are:
+
+# %% tags=["hide-input"]
+gap = claims.scale_gap(evidence.table1, paper) if len(on_paper) else pd.DataFrame()
+display(Markdown(claims.scale_gap_text(gap) or "No dataset of the paper has runs yet."))
+if len(gap):
+    book.record("hr_ratio_range", [float(gap["HR@5 ours/paper, lowest"].min()), float(gap["HR@5 ours/paper, highest"].max())])
+
+# %% [markdown]
+# ## Table 1 and Table 2 as figures
+#
+# Our runs, grouped by dataset: the mean over seeds, and the range of the seeds as a line on each
+# bar (a bar without one has a single seed).
+
+# %% tags=["hide-input"]
+if len(evidence.table1):
+    fig = plots.plot_table_bars(evidence.table1, list(methods.table1()), title="Table 1: our runs")
+if len(evidence.ablations):
+    fig = plots.plot_table_bars(evidence.ablations, ["sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn"],
+                                title="Table 2: SPRec and its ablations, our runs")
+
+# %% [markdown]
+# ## The paper against its own claims
+#
+# Each claim as coded, checked on the paper's own numbers, one value per cell and no spread, so a
+# direction is a plain sign. The paper must pass each claim on every dataset its text names: where
+# a first reading of the text failed on the paper's own table, the claim was narrowed and the note
+# says how.
+
+# %% tags=["hide-input"]
+summary = claims.paper_summary(paper=paper)
+book.record("paper_passes", summary.set_index("id")["paper passes on"].to_dict())
+display(plots.html_table(summary))
 
 # %% [markdown]
 # ## Summary
+#
+# The values this page recorded; the tests read them back.
 
-# %%
+# %% tags=["hide-input"]
 book.summary()

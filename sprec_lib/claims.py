@@ -1028,15 +1028,19 @@ def scorecard(checks: pd.DataFrame, datasets: Iterable[str], claims=None) -> pd.
     """One row per claim x dataset (every pair, in the order given): ``id``, ``claim`` (title),
     ``section``, ``dataset``, ``verdict`` (one of :data:`VERDICTS`, or :data:`NOT_CLAIMED` where the
     paper's text does not make the claim on the dataset, or :data:`NOT_RUN` where it does but the
-    book runs it on the study dataset only), ``seeds`` and ``page`` (:func:`claim_page`)."""
+    book runs it on the study dataset only), ``seeds`` (the fewest among the parts that have runs;
+    0: none has) and ``page`` (:func:`claim_page`)."""
     table = verdict_table(checks).set_index(["dataset", "claim"]) if len(checks) else None
+    # The seeds a cell rests on: the fewest among the parts that have runs (a pending claim may
+    # have some parts measured, e.g. S-DPO's but not DMPO's).
+    ran = checks[checks["seeds"] > 0] if len(checks) else checks
+    seeds_of = ran.groupby(["dataset", "claim"])["seeds"].min() if len(ran) else pd.Series(dtype=int)
     out = []
     for claim in _as_claims(claims if claims is not None else ALL_CLAIMS):
         for dataset in datasets:
             key = (dataset, claim.title)
             if table is not None and key in table.index:
-                row = table.loc[key]
-                verdict, seeds = row["verdict"], int(row["seeds"])
+                verdict, seeds = table.loc[key, "verdict"], int(seeds_of.get(key, 0))
             elif paper_dataset(dataset) not in claim.datasets:
                 verdict, seeds = NOT_CLAIMED, 0
             else:

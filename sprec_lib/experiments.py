@@ -116,7 +116,8 @@ def _comparable(cfg: RunConfig) -> dict:
     thread count left out."""
     c = {k: v for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
     c["dataset"] = Path(c["dataset"]).name
-    c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}
+    if "model" in c:  # an LLM method (SASRec reads no model section)
+        c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}
     return c
 
 

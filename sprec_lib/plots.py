@@ -462,22 +462,33 @@ def _esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
-def html_table(frame: pd.DataFrame, index: bool = False, digits: int = 4, caption: str = "") -> Html:
+def html_table(frame: pd.DataFrame, index: bool = False, digits: int = 4, caption: str = "",
+               wrap: Sequence[str] | None = None) -> Html:
     """``frame`` as a whole HTML table, every row, column and character (pandas' display options
     would cut long texts with "..."), in a box that scrolls sideways when the table is wider than
-    the page. Floats to ``digits`` significant digits; missing values blank."""
+    the page. Short columns stay on one line; the columns in ``wrap`` (default: those with a value
+    longer than 40 characters) wrap at a readable width. Floats to ``digits`` significant digits;
+    missing values blank."""
+    shown = frame.reset_index() if index else frame
+
     def fmt(v):
         if isinstance(v, (float, np.floating)):
             return "" if np.isnan(v) else f"{v:.{digits}g}"
-        return v
+        if v is None or v is pd.NA:
+            return ""
+        return str(v)
 
-    shown = frame.copy()
-    for col in shown.columns:
-        if shown[col].dtype == object or pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(fmt)
-    body = shown.to_html(index=index, na_rep="", escape=True, border=0, classes="dataframe sprec-table")
-    head = f'<p class="sprec-caption"><b>{_esc(caption)}</b></p>' if caption else ""
-    return Html(f'{head}<div class="sprec-scroll" style="overflow-x:auto;max-width:100%">{body}</div>')
+    cells = {c: [fmt(v) for v in shown[c]] for c in shown.columns}
+    if wrap is None:
+        wrap = [c for c, vs in cells.items() if max((len(v) for v in vs), default=0) > 40]
+    style = {c: ("white-space:normal;min-width:14em;max-width:30em" if c in wrap else "white-space:nowrap")
+             + ";vertical-align:top;text-align:left;padding:0.25em 0.5em" for c in shown.columns}
+    head = "".join(f'<th style="{style[c]}">{_esc(c)}</th>' for c in shown.columns)
+    body = "".join("<tr>" + "".join(f'<td style="{style[c]}">{_esc(cells[c][i])}</td>' for c in shown.columns) + "</tr>"
+                   for i in range(len(shown)))
+    table = f'<table class="dataframe sprec-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    top = f'<p class="sprec-caption"><b>{_esc(caption)}</b></p>' if caption else ""
+    return Html(f'{top}<div class="sprec-scroll" style="overflow-x:auto;max-width:100%">{table}</div>')
 
 
 def setup_box(frame: pd.DataFrame, title: str, note: str = "") -> Html:
@@ -533,35 +544,43 @@ VERDICT_COLOURS = {
 
 def scorecard_html(cells: pd.DataFrame, claims_page: str = "06_results.html", table_id: str = "sprec-scorecard") -> Html:
     """The scorecard (:func:`sprec_lib.claims.scorecard`) as an HTML table (id ``table_id``):
-    one row per claim, one cell per dataset (``td.sprec-verdict``, with ``data-claim``,
-    ``data-dataset`` and ``data-verdict``), coloured by verdict (:data:`VERDICT_COLOURS`), naming
-    the verdict and the seeds it rests on, each linking to the page that shows its runs; the claim
-    links to ``claims_page``. A legend follows."""
+    one row per claim (its id and section, the statement on hover and in the list below the table),
+    one cell per dataset (``td.sprec-verdict``, with ``data-claim``, ``data-dataset`` and
+    ``data-verdict``), coloured by verdict (:data:`VERDICT_COLOURS`), naming the verdict and the
+    seeds it rests on, and linking to the page that shows its runs; the claim links to
+    ``claims_page``. A legend of the colours and the list of the claims follow."""
     datasets = list(dict.fromkeys(cells["dataset"]))
-    head = "".join(f"<th>{_esc(d)}</th>" for d in datasets)
-    rows = []
+    head = "".join(f'<th style="padding:0.35em 0.4em;text-align:center">{_esc(d).replace("_", "_<wbr>")}</th>'
+                   for d in datasets)
+    rows, statements = [], []
     for cid, part in cells.groupby("id", sort=False):
         first = part.iloc[0]
+        statement = first["claim"].split(") ", 1)[-1]
+        statements.append(f"<li><b>({_esc(cid)})</b> {_esc(first['section'])}: {_esc(statement)}</li>")
         tds = []
         for r in part.set_index("dataset").reindex(datasets).reset_index().itertuples(index=False):
             colour = VERDICT_COLOURS.get(r.verdict, "#ffffff")
             attrs = (f'class="sprec-verdict" data-claim="{_esc(cid)}" data-dataset="{_esc(r.dataset)}" '
                      f'data-verdict="{_esc(r.verdict)}" style="background:{colour};text-align:center;'
-                     'padding:0.35em 0.6em;border:1px solid #fff"')
+                     'padding:0.3em 0.4em;border:2px solid #fff;min-width:5.5em"')
             if r.verdict == "not claimed":
                 tds.append(f'<td {attrs}><span style="color:#777">—<br><small>not claimed here</small></span></td>')
             elif r.verdict == "not run here":
                 tds.append(f'<td {attrs}><span style="color:#555">not run here<br><small>study dataset only</small></span></td>')
             else:
-                seeds = f"{int(r.seeds)} seed" + ("" if int(r.seeds) == 1 else "s")
+                n = int(r.seeds)
+                seeds = f"{n} seed" + ("" if n == 1 else "s")
+                if r.verdict == "pending":
+                    seeds = f"partly run: {seeds}" if n else "no runs"
                 tds.append(f'<td {attrs}><a href="{_esc(r.page)}" style="color:#111">{_esc(r.verdict)}</a>'
                            f"<br><small>{seeds}</small></td>")
-        claim = (f'<th style="text-align:left;font-weight:normal;padding:0.35em 0.6em"><a href="{_esc(claims_page)}">'
-                 f"<b>({_esc(cid)})</b></a> {_esc(first['claim'].split(') ', 1)[-1])} <small>{_esc(first['section'])}</small></th>")
+        claim = (f'<th title="{_esc(statement)}" style="text-align:left;font-weight:normal;padding:0.35em 0.5em">'
+                 f'<a href="{_esc(claims_page)}"><b>({_esc(cid)})</b></a><br><small>{_esc(first["section"])}</small></th>')
         rows.append(f"<tr>{claim}{''.join(tds)}</tr>")
-    legend = " ".join(f'<span style="background:{c};padding:0.1em 0.5em;border:1px solid #ccc;margin-right:0.3em">'
-                      f"{_esc(v)}</span>" for v, c in VERDICT_COLOURS.items())
-    table = (f'<table id="{_esc(table_id)}" class="sprec-scorecard" style="border-collapse:collapse">'
-             f"<thead><tr><th>claim (paper section)</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    legend = " ".join(f'<span style="background:{c};padding:0.1em 0.5em;border:1px solid #ccc;margin-right:0.3em;'
+                      f'white-space:nowrap">{_esc(v)}</span>' for v, c in VERDICT_COLOURS.items())
+    table = (f'<table id="{_esc(table_id)}" class="sprec-scorecard" style="border-collapse:collapse;font-size:0.9em">'
+             f"<thead><tr><th>claim</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return Html(f'<div class="sprec-scroll" style="overflow-x:auto;max-width:100%">{table}</div>'
-                f'<p style="margin-top:0.6em;line-height:2">{legend}</p>')
+                f'<p style="margin-top:0.6em;line-height:2">{legend}</p>'
+                f'<ul class="sprec-claim-list">{"".join(statements)}</ul>')

@@ -54,6 +54,7 @@ def _first_two(values):
 
 # Each notebook's quick sizes: a value replaces the full one, a function maps it.
 NOTEBOOK_SIZES: dict[str, dict[str, Any]] = {
+    "00_scorecard": {"seeds": _first, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
     "01_theorem": {"n_items": 20, "optimiser_steps": 100, "n_betas": 7, "iterations": 4},
     "02_datasets": {},  # reading a dataset takes about a second: full size
     "03_training": {"seeds": _first},

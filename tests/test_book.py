@@ -20,12 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from sprec_lib import book
+from sprec_lib import book, claims
+from sprec_lib.book.runner import _content_hash, _jobs
 from sprec_lib.cli import build_parser, cmd_book_build, cmd_book_run
 from sprec_lib.data.sprec_format import write_sprec_folder
 from sprec_lib.data.synthetic import make_synthetic
+from sprec_lib.quick import NOTEBOOK_SIZES
 
 BOOK_SOURCES = book.book_dir()
+NOTEBOOK_SOURCES = book.notebooks_dir()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -38,8 +41,13 @@ def copy_book_sources(dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Run every notebook in quick mode (the dataset notebook on a synthetic folder) into a copy of
-    the book, and build it strictly; the HTML folder and the executed copies."""
+    the book, and build it strictly; the HTML folder and the executed copies. The repository root
+    is a temporary folder with a copy of the notebooks (``$SPREC_ROOT``), so that the quick runs
+    land there and not in the checkout's ``runs/``."""
     root = tmp_path_factory.mktemp("book")
+    shutil.copytree(NOTEBOOK_SOURCES, root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    env = pytest.MonkeyPatch()
+    env.setenv("SPREC_ROOT", str(root))
     data = write_sprec_folder(make_synthetic(n_items=50, sizes=(200, 20, 40), seed=2), root / "data" / "synthetic")
     src = copy_book_sources(root / "book")
     warnings_before = os.environ.get("PYTHONWARNINGS", "")
@@ -49,15 +57,17 @@ def built(tmp_path_factory):
     index = book.build_book(strict=True, book=src, output=root / "out")
     t2 = time.perf_counter()
     print(f"notebooks {t1 - t0:.1f} s, book build {t2 - t1:.1f} s")
-    return {"html": index.parent, "executed": executed, "book": src, "data": data, "warnings_before": warnings_before}
+    yield {"html": index.parent, "executed": executed, "book": src, "data": data, "warnings_before": warnings_before,
+           "root": root}
+    env.undo()
 
 
 def test_book_builds_strictly(built):
     html = built["html"]
     names = sorted(p.name for p in built["executed"])
-    assert names == ["01_theorem.ipynb", "02_datasets-synthetic.ipynb", "03_training-synthetic.ipynb",
+    assert names == ["00_scorecard.ipynb", "01_theorem.ipynb", "02_datasets-synthetic.ipynb", "03_training-synthetic.ipynb",
                      "04_ablations.ipynb", "05_negative_samples.ipynb", "06_results.ipynb"]
-    for page in ["intro", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
+    for page in ["intro", "executed/00_scorecard", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
                  "reproducibility", "howto", "results", "executed/03_training-synthetic", "executed/04_ablations",
                  "executed/05_negative_samples", "executed/06_results"]:
         assert (html / f"{page}.html").is_file(), page
@@ -100,12 +110,13 @@ def test_no_page_loads_from_another_host(built):
 
 def test_unchanged_notebooks_are_skipped(built, capsys):
     copies = built["executed"]
+    first = copies[[p.name for p in copies].index("01_theorem.ipynb")]
     before = {p: p.stat().st_mtime_ns for p in copies}
     again = book.run_notebooks(datasets=[str(built["data"])], quick=True, book=built["book"], log_output=False,
                                study=str(built["data"]))
     assert again == copies and {p: p.stat().st_mtime_ns for p in copies} == before
     assert capsys.readouterr().out.count("up to date") == len(copies)
-    metadata = json.loads(copies[0].read_text(encoding="utf-8"))["metadata"]
+    metadata = json.loads(first.read_text(encoding="utf-8"))["metadata"]
     meta = metadata["sprec_book"]
     assert meta["parameters"] == {"quick": True} and meta["source"] == "notebooks/01_theorem.ipynb"
     # papermill's own record names the notebook from the repository root, not this machine's path.
@@ -113,18 +124,23 @@ def test_unchanged_notebooks_are_skipped(built, capsys):
 
 
 def test_changed_dataset_files_change_the_hash(built):
-    jobs = book._jobs(book.NOTEBOOKS, built["book"] / "executed", [str(built["data"])], "tiny", [0], quick=True)
-    before = [book._content_hash(j) for j in jobs]
+    jobs = _jobs(book.NOTEBOOKS, built["book"] / "executed", [str(built["data"])], "tiny", [0], quick=True)
+    theorem, datasets = (next(j for j in jobs if j.spec.name == n) for n in ("01_theorem", "02_datasets"))
+    before = [_content_hash(j) for j in (theorem, datasets)]
     train = built["data"] / "train.json"
-    os.utime(train, ns=(train.stat().st_atime_ns, train.stat().st_mtime_ns + 1_000_000_000))
-    after = [book._content_hash(j) for j in jobs]
+    original = train.read_bytes()
+    try:  # the folder's hash is of its files' contents (not their times): change one
+        train.write_bytes(original + b"\n")
+        after = [_content_hash(j) for j in (theorem, datasets)]
+    finally:
+        train.write_bytes(original)
     assert before[0] == after[0] and before[1] != after[1]  # the theorem's copy does not read data
 
 
 def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "nowhere"))
-    jobs = book._jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, study=str(tmp_path / "none"))
-    assert [j.spec.name for j in jobs] == ["01_theorem", "06_results"]
+    jobs = _jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, study=str(tmp_path / "none"))
+    assert [j.spec.name for j in jobs] == ["00_scorecard", "01_theorem", "06_results"]  # they read results/runs
     out = capsys.readouterr().out
     assert "skip 02_datasets on Steam" in out and "skip 03_training on Steam" in out
     assert f"skip 04_ablations: no folder {tmp_path / 'none'}" in out
@@ -139,7 +155,7 @@ def test_paths_quick_mode_and_records(tmp_path, monkeypatch):
     monkeypatch.delenv("SPREC_QUICK", raising=False)
     assert book.sizes("01_theorem", False, n_items=30, iterations=8).n_items == 30
     monkeypatch.setenv("SPREC_QUICK", "1")
-    assert book.sizes("01_theorem", False, n_items=30, iterations=8).n_items == book.QUICK["01_theorem"]["n_items"]
+    assert book.sizes("01_theorem", False, n_items=30, iterations=8).n_items == NOTEBOOK_SIZES["01_theorem"]["n_items"]
     nb = {"cells": [{"cell_type": "code", "outputs": [
         {"output_type": "display_data", "metadata": {"scrapbook": {"name": "x", "mime_prefix": "application/papermill.record/"}},
          "data": {"application/papermill.record/text/plain": "[1.5, 2]"}}]}]}
@@ -273,3 +289,47 @@ def test_theorem_page_renders_in_chromium(browser, served, tmp_path):
         shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
         (Path(os.environ.get("SPREC_SCREENSHOT_DIR", tmp_path)) / name).write_bytes(shot)
         assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
+
+
+def test_scorecard_renders_in_chromium(browser, served, built, tmp_path):
+    """The scorecard at the front of the book: a table with one coloured cell per claim x dataset,
+    each naming its verdict and linking to a page of the book; code inputs are hidden by default."""
+    browser.call("Page.enable")
+    browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=1000, deviceScaleFactor=1, mobile=False)
+    browser.call("Page.navigate", url=f"{served}/executed/00_scorecard.html")
+    browser.wait_for("Page.loadEventFired")
+    card = browser.evaluate(
+        "(() => { const t = document.querySelector('table#sprec-scorecard'); if (!t) return null;"
+        " const cells = [...t.querySelectorAll('td.sprec-verdict')];"
+        " return {rows: t.querySelectorAll('tbody tr').length, columns: t.querySelectorAll('thead th').length - 1,"
+        " cells: cells.map(c => [c.dataset.claim, c.dataset.dataset, c.dataset.verdict,"
+        "   getComputedStyle(c).backgroundColor, c.querySelector('a') ? c.querySelector('a').getAttribute('href') : null]),"
+        " visible: t.getBoundingClientRect().width > 0}; })()")
+    assert card is not None, "no table#sprec-scorecard on the scorecard page"
+    recorded = book.recorded(built["book"] / "executed" / "00_scorecard.ipynb")
+    n_claims, n_datasets = recorded["scorecard_shape"]
+    assert n_claims == len(claims.ALL_CLAIMS) and card["visible"]
+    assert card["rows"] == n_claims and card["columns"] == n_datasets
+    assert len(card["cells"]) == n_claims * n_datasets
+    assert {(c[0], c[1]) for c in card["cells"]} == {(k, d) for d, v in recorded["scorecard"].items() for k in v}
+    words = set(claims.VERDICTS) | {claims.NOT_CLAIMED, claims.NOT_RUN}
+    assert {c[2] for c in card["cells"]} <= words
+    for claim_id, dataset, verdict, colour, href in card["cells"]:
+        assert colour not in ("", "rgba(0, 0, 0, 0)"), (claim_id, dataset)  # coloured
+        if verdict in claims.VERDICTS:
+            assert href and (built["html"] / "executed" / href).is_file(), (claim_id, dataset, href)
+    # Inputs are hidden by default: every code cell of the page is behind a toggle.
+    hidden = browser.evaluate("[...document.querySelectorAll('div.cell')].map(c => c.classList.contains('tag_hide-input')"
+                              " || c.classList.contains('tag_injected-parameters'))")
+    assert hidden and all(hidden), hidden
+    browser.evaluate("document.querySelector('table#sprec-scorecard').scrollIntoView(); true")
+    shot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+    (Path(os.environ.get("SPREC_SCREENSHOT_DIR", tmp_path)) / "scorecard.png").write_bytes(shot)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_claims_page_tables_are_whole(built):
+    """The claims page renders its tables whole (no "..." cut by pandas), inside boxes that scroll."""
+    page = (built["html"] / "executed" / "06_results.html").read_text(encoding="utf-8")
+    assert "sprec-verdict-grid" in page and page.count('class="sprec-scroll"') >= 4
+    assert "...</td>" not in page and "…</td>" not in page

@@ -10,9 +10,12 @@ import nbformat
 import papermill as pm
 import pytest
 
-from sprec_lib import book
+from sprec_lib import book, claims, methods
 from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.data.sprec_format import write_sprec_folder
+from sprec_lib.quick import NOTEBOOK_SIZES
+
+VERDICT_WORDS = set(claims.VERDICTS)
 
 NOTEBOOKS = [spec.name for spec in book.NOTEBOOKS]
 NOTEBOOKS_DIR = book.notebooks_dir()  # before any test moves $SPREC_ROOT
@@ -63,7 +66,7 @@ def test_theorem_notebook(tmp_path, monkeypatch):
     # Short DPO steps: self-play lowers the head mass every round (staying above the data's),
     # uniform negatives raise it every round.
     self_play, uniform = v["finite_self_head_mass"], v["finite_uniform_head_mass"]
-    assert len(self_play) == book.QUICK["01_theorem"]["iterations"] + 1
+    assert len(self_play) == NOTEBOOK_SIZES["01_theorem"]["iterations"] + 1
     assert all(b < a for a, b in zip(self_play, self_play[1:]))
     assert all(b > a for a, b in zip(uniform, uniform[1:]))
     assert min(self_play) > v["data_head_mass"]
@@ -98,14 +101,17 @@ def in_unit_range(means: dict) -> bool:
 
 
 def test_training_notebook(tmp_path, monkeypatch, synthetic_folder):
-    """Quick mode trains all four methods (a few steps each) under runs/quick and tabulates them."""
+    """Quick mode trains every Table-1 method of the registry (a few steps each) under runs/quick and tabulates them."""
     monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
     v = execute("03_training", tmp_path, data_dir="synthetic", seeds=[5, 6], train=False, quick=True)
-    assert v["runs_finished"] == v["runs_asked"] == 4  # one seed in quick mode; quick runs are always made
-    assert v["table_shape"] == [4, TABLE_WIDTH]
-    assert list(v["table_means"]) == ["sft", "dpo", "sdpo", "sprec"] and in_unit_range(v["table_means"])
-    assert len(v["differences_vs_sft"]) == 3 * 9
+    table1 = list(methods.table1())  # the registry's Table-1 methods, in its table order
+    assert v["runs_finished"] == v["runs_asked"] == len(table1)  # one seed in quick mode; quick runs are always made
+    assert v["table_shape"] == [len(table1), TABLE_WIDTH]
+    assert list(v["table_means"]) == table1 and in_unit_range(v["table_means"])
+    assert len(v["differences_vs_sft"]) == (len(table1) - 1) * 9
     assert v["iterations"] == 2 and v["genres"] == 4
+    # The paper's MovieLens beside every method it has a row for (not our plain DPO), 8 metrics each.
+    assert v["paper_beside_rows"] == 8 * sum(methods.get(m).paper is not None for m in methods.table1())
     assert set(v["negatives_head_share"]) == {"positive", "self"} and in_unit_range({"": v["negatives_head_share"]})
     assert len(list((synthetic_folder.parent / "runs" / "quick").glob("synthetic-tiny-*/sprec-seed5/FINISHED"))) == 1
     assert not (synthetic_folder.parent / "results").exists()  # quick runs are never exported
@@ -118,28 +124,99 @@ def test_ablations_and_negative_samples_notebooks(tmp_path, monkeypatch, synthet
     assert list(v["table_means"]) == ["sft", "sprec", "sprec-nosft", "sprec-nodpo", "sprec-rn"]
     assert in_unit_range(v["table_means"])
     assert v["curve_labels"] == ["sprec", "sprec-nodpo", "sprec-nosft", "sprec-rn"]
+    assert v["paper_beside_rows"] == 5 * 8  # Table 2's four rows and BIGRec, beside ours
     v = execute("05_negative_samples", tmp_path, data_dir="synthetic", quick=True)
     assert v["ratio_points"] == 2 and v["n_points"] == 2
     # Both sweeps are whole (two points, one seed): a verdict on one seed, never "pending".
-    from sprec_lib.results import SWEEP_CLAIMS
+    claims_ = list(claims.SWEEP_CLAIMS)
+    assert list(v["ratio_verdict"]) == claims_[:1] and list(v["n_verdict"]) == claims_[1:]
+    verdicts = set(v["ratio_verdict"].values()) | set(v["n_verdict"].values())
+    assert verdicts <= VERDICT_WORDS and claims.PENDING not in verdicts
 
-    claims = list(SWEEP_CLAIMS)
-    assert list(v["ratio_verdict"]) == claims[:1] and list(v["n_verdict"]) == claims[1:]
-    assert set(v["ratio_verdict"].values()) | set(v["n_verdict"].values()) <= {"reproduced (1 seed)", "not reproduced (1 seed)"}
 
-
-def test_results_notebook(tmp_path, monkeypatch, synthetic_folder):
-    """The verdicts of every claim on the quick runs (made here if the tests above did not run)."""
-    from sprec_lib.results import ABLATION_CLAIMS, CLAIMS, SWEEP_CLAIMS
-
+def test_results_and_scorecard_notebooks(tmp_path, monkeypatch, synthetic_folder):
+    """The verdicts of every claim on the quick runs (made here if the tests above did not run), on
+    the claims page and on the scorecard."""
     monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
     v = execute("06_results", tmp_path, datasets=["synthetic", "no-such-folder"], study_dir="synthetic", quick=True)
     assert v["datasets_with_runs"] == ["synthetic"]
-    words = {"reproduced (1 seed)", "not reproduced (1 seed)", "pending"}  # quick mode runs one seed
-    assert set(v["table1_verdicts"]) == {"synthetic"} and list(v["table1_verdicts"]["synthetic"]) == list(CLAIMS)
-    assert set(v["table1_verdicts"]["synthetic"].values()) <= words
-    assert list(v["table2_verdicts"]) == list(ABLATION_CLAIMS) and set(v["table2_verdicts"].values()) <= words
-    assert list(v["sweep_verdicts"]) == list(SWEEP_CLAIMS) and set(v["sweep_verdicts"].values()) <= words
-    from sprec_lib.results import paper_numbers
+    ids = [c.id for c in claims.ALL_CLAIMS.values()]  # synthetic is held to the paper's MovieLens: every claim
+    assert list(v["verdict_grid"]) == ["synthetic"] and list(v["verdict_grid"]["synthetic"]) == ids
+    assert set(v["verdict_grid"]["synthetic"].values()) <= VERDICT_WORDS
+    assert set(v["verdict_seeds"]["synthetic"].values()) <= {0, 1}  # quick mode runs one seed
+    assert v["paper_numbers"] == len(claims.paper_numbers()) == 383
+    assert v["runs_missing"] == 0 and v["runs_asked"] > 0  # quick runs are always made
+    # The paper passes its own claims on the datasets its text names (or they cannot be checked).
+    for claim in claims.ALL_CLAIMS.values():
+        passes = v["paper_passes"][claim.id]
+        assert passes == "not checkable" or set(passes.split(", ")) >= set(claim.datasets), claim.id
+    assert set(v["agreement_counts"]) == set()  # synthetic is none of the paper's datasets
+    s = execute("00_scorecard", tmp_path, datasets=["synthetic"], study_dir="synthetic", quick=True)
+    assert s["scorecard_shape"] == [len(ids), 1]
+    assert {k: x[0] for k, x in s["scorecard"]["synthetic"].items()} == v["verdict_grid"]["synthetic"]
 
-    assert v["paper_numbers"] == len(paper_numbers())
+
+def tracked_copy(dest):
+    """The working tree's files that git tracks or would track (committed, modified or new; not the
+    ignored ones: no runs/, no data folders, no virtual environment), copied into ``dest``: a fresh
+    clone of the work in progress."""
+    import shutil
+    import subprocess
+
+    root = book.repo_root()
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, names):
+        src = root / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def test_claims_page_on_a_fresh_clone_lists_every_dataset(tmp_path, monkeypatch):
+    """Issue 14, section 5: on a clone without ../shared (and without $SPREC_PAPER_DATA) and without
+    data/ml-1m, the claims page and the scorecard, run as `sprec book run` would run them (no
+    training), read the committed runs of all five datasets; they train nothing."""
+    import subprocess
+    import sys
+
+    clone = tracked_copy(tmp_path / "clone")
+    assert (clone / "results" / "runs").is_dir() and not (clone / "runs").exists()
+    monkeypatch.setenv("SPREC_ROOT", str(clone))
+    import os
+
+    # The kernels import the clone's sprec_lib (before the editable install's finder).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(clone), os.environ.get("PYTHONPATH")])))
+    where = subprocess.run([sys.executable, "-c", "import sprec_lib; print(sprec_lib.__file__)"], cwd=tmp_path,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert where.startswith(str(clone)), where
+    monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "no-such-folder"))
+    monkeypatch.delenv("SPREC_QUICK", raising=False)
+    specs = [s for s in book.NOTEBOOKS if s.name in ("00_scorecard", "06_results")]
+    from sprec_lib.book.runner import _jobs
+
+    jobs = _jobs(specs, tmp_path / "executed", list(book.DATASETS), "tiny", [0, 1, 2], quick=False)
+    assert [j.spec.name for j in jobs] == ["00_scorecard", "06_results"]
+    assert all(j.parameters["datasets"] == [] and j.parameters["quick"] is False for j in jobs)  # no folder here
+    def files():
+        return {p.relative_to(clone) for p in clone.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    before = files()
+    values = {}
+    for job in jobs:
+        pm.execute_notebook(str(clone / "notebooks" / job.source.name), str(tmp_path / job.output.name),
+                            parameters=job.parameters, cwd=str(clone), kernel_name="python3", progress_bar=False)
+        values[job.spec.name] = book.recorded(tmp_path / job.output.name)
+    five = ["ml-1m", "MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam"]
+    v = values["06_results"]
+    assert list(v["verdict_grid"]) == five and v["datasets_with_runs"] == sorted(five)
+    for dataset in five:
+        assert set(v["verdict_grid"][dataset]) >= {"a1", "a2", "b"}, dataset
+        assert set(v["verdict_grid"][dataset].values()) <= VERDICT_WORDS
+        assert min(v["verdict_seeds"][dataset][c] for c in ("a1", "a2", "b")) >= 1, dataset  # read, not pending
+    assert v["paper_numbers"] == 383 and v["agreement_counts"]["all"]["compared"] > 0
+    assert list(values["00_scorecard"]["scorecard"]) == five
+    assert values["00_scorecard"]["scorecard_shape"] == [len(claims.ALL_CLAIMS), 5]
+    # Nothing was trained, exported or written outside the executed copies.
+    assert not (clone / "runs").exists() and files() == before

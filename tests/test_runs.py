@@ -157,3 +157,35 @@ def test_module_level_imports_form_no_circle():
         if m not in state:
             visit(m, [m])
     assert not cycle, f"import circles: {cycle}"
+
+
+def test_every_relative_import_names_a_module_of_the_package():
+    """Late imports (inside functions) run only when their function does: a wrong one (``from
+    .assets`` in a subpackage) would pass every import-time check. Each must name a real module or
+    a name its package defines."""
+    import ast
+    import importlib
+
+    pkg = ROOT / "sprec_lib"
+    bad = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        package = ".".join(parts if parts[-1] == "__init__" else parts[:-1]).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                try:
+                    module = importlib.import_module(target)
+                except ImportError as e:
+                    bad.append(f"{rel}:{node.lineno}: {target} ({e})")
+                    continue
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{target}.{alias.name}")
+                        except ImportError:
+                            bad.append(f"{rel}:{node.lineno}: {target} has no {alias.name}")
+    assert not bad, "\n".join(bad)

@@ -35,15 +35,15 @@ MATHJAX_PARTS = ("tex-chtml.js", "output/chtml/fonts/woff-v2", "input/tex/extens
 
 
 def _mathjax_cache(cache_dir=None) -> Path:
-    from .assets import cache_root
+    from ..assets import cache_root
 
     return cache_root(cache_dir) / "mathjax" / MATHJAX_VERSION
 
 
 def _fetch_mathjax(folder: Path) -> None:
-    from .assets import sha256_file
-
     """``npm pack mathjax@VERSION`` (the npm registry's own client), check, extract the parts."""
+    from ..assets import sha256_file
+
     npm = shutil.which("npm")
     with tempfile.TemporaryDirectory() as tmp:
         tgz = Path(tmp) / f"mathjax-{MATHJAX_VERSION}.tgz"
