@@ -16,14 +16,19 @@
 # %% [markdown]
 # # Training and evaluation: the Table-1 rows of one dataset
 #
-# Four ways to align a recommender LLM after the same start (for the `tiny` profile: domain
-# pretraining, then the paper's SFT on 4,096 rows):
+# Every method of the registry's Table 1 (`sprec_lib.methods`, one recipe file each), after the
+# same start (for the `tiny` profile: domain pretraining, then the paper's SFT on 4,096 rows):
 #
 # | method | what it trains on | paper |
 # |---|---|---|
+# | `sasrec` | a sequential recommender of its own (no LLM), BCE with random negatives | SASRec |
 # | `sft` (BIGRec) | the positives, cross-entropy | the baseline of Table 1 |
-# | `dpo` | (positive, one uniformly random negative) | DPO with random negatives |
+# | `rw` | SFT with per-row weights that balance the genres | RW |
+# | `d3` | no training: the SFT model decoded with D3's rule and a SASRec assistant | D3 |
+# | `dmpo` | (positive, K random negatives), DMPO's loss | DMPO |
 # | `sdpo` | (positive, K random negatives), softmax loss | S-DPO |
+# | `dpo` | (positive, one uniformly random negative) | DPO with random negatives (ours: §4.1's setting) |
+# | `rosepo` | (positive, a semantic negative), smoothed DPO loss | RosePO |
 # | `sprec` | per iteration: SFT on positives, then DPO against the model's own top recommendation | SPRec |
 #
 # Every run is found or trained through `sprec_lib.experiments.obtain`: the committed copy under

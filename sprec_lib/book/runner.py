@@ -224,12 +224,22 @@ def _kernel_warning_filter():
             os.environ["PYTHONWARNINGS"] = saved
 
 
+def hide_inputs(nb) -> None:
+    """Tag every code cell ``hide-input`` (papermill's injected parameters too) unless it says
+    otherwise: a page is prose, tables and figures; the code stays one click away."""
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if cell.cell_type == "code" and not {"hide-input", "remove-input", "remove-cell"} & set(tags):
+            tags.append("hide-input")
+
+
 def _stamp(output: Path, digest: str, job: Job) -> None:
     """Write the hash into the executed copy's metadata (after a successful run only), and give
     the copy its own title when the spec has one."""
     import nbformat
 
     nb = nbformat.read(str(output), as_version=4)
+    hide_inputs(nb)
     if job.spec.title:
         title = job.spec.title.format(dataset=job.dataset or "")
         for cell in nb.cells:
