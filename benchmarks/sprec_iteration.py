@@ -19,8 +19,8 @@ Side by side, in one process, alternating (the order flips every repeat), median
 * generation stages: ours against the paper-code style (128 new tokens for negatives and 32 for
   evaluation with no stop at the quote, prompts batched in input order), as before.
 
-The allocator setting ``sprec_lib.cpu.keep_freed_memory()`` (glibc keeps freed memory: x1.5 on
-training steps here) is applied at the start, for every variant alike: the old/new ratio measures
+The allocator setting ``sprec_lib.cpu.keep_freed_memory()`` (glibc keeps freed memory: a
+pretraining step x1.10, ``benchmarks/cpu_allocator.py``) is applied at the start, for every variant alike: the old/new ratio measures
 the trainer changes only.
 
 FLOPs and the floor. ``P`` = the 2-D weights of the transformer layers, ``H`` hidden size, ``V``

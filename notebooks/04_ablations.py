@@ -94,15 +94,12 @@ if runs:
 
 # %% tags=["hide-input"]
 if runs:
-    name = rows["dataset"].iloc[0]
-    where = claims.paper_dataset(name)
-    if where != name:
-        display(Markdown(f"`{name}` is not one of the paper's datasets: beside it are the paper's {where} numbers, "
-                         "the closest (a different sample of a different MovieLens release)."))
-    side = claims.paper_beside_ours(rows.assign(dataset=where))
+    side, note = claims.paper_beside_page(rows)
+    if note:
+        display(Markdown(note))
     book.record("paper_beside_rows", int(side["paper"].notna().sum()))
     display(plots.html_table(claims.paper_beside_wide(side)))
-    fig = plots.plot_paper_beside_ours(side, where)
+    fig = plots.plot_paper_beside_ours(side, side["dataset"].iloc[0])
 
 # %% [markdown]
 # Each variant against SFT, paired by seed:

@@ -51,9 +51,9 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from .paths import PAPER_DATASETS
 from .results import ROWS_DIR, TABLE_COLUMNS, row_data_for_export  # noqa: F401  (row_data_for_export: the export side)
 
-PAPER_DATASETS = ("MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam")
 PAPER_TEST_ROWS = 1000  # §5.1.1 and §5.1.3: each model is evaluated once, on 1,000 test rows
 PAPER_METRICS = [c for c in TABLE_COLUMNS if c != "valid_ratio"]  # the paper's eight columns
 
@@ -657,6 +657,17 @@ def paper_summary(claims=None, paper: pd.DataFrame | None = None, rule: NoiseRul
 
 # ----------------------------------------------------------------------------------------------
 # the paper's numbers beside ours
+
+
+def paper_beside_page(rows: pd.DataFrame, paper: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str | None]:
+    """:func:`paper_beside_ours` for the runs of one page (one dataset), and a sentence to show when
+    that dataset is not one of the paper's: it is then put beside the closest of the paper's
+    (:func:`paper_dataset`: ml-1m beside MovieLens), which the reader must be told (else None)."""
+    name = rows["dataset"].iloc[0]
+    where = paper_dataset(name)
+    note = None if where == name else (f"`{name}` is not one of the paper's datasets: beside it are the paper's "
+                                       f"{where} numbers, the closest (a different sample of a different MovieLens release).")
+    return paper_beside_ours(rows.assign(dataset=where), paper), note
 
 
 def paper_beside_ours(rows: pd.DataFrame, paper: pd.DataFrame | None = None, metrics=PAPER_METRICS) -> pd.DataFrame:

@@ -82,9 +82,11 @@ def cmd_results(args) -> None:
     if args.gather:
         from .experiments import gather
 
+        from .paths import RESULTS, resolve
+
         exported = gather(root)
-        print(f"{len(exported)} finished runs under {root} exported to results/runs", file=sys.stderr)
-        root = Path("results/runs") if exported or not finished_runs(root) else root
+        print(f"{len(exported)} finished runs under {root} exported to {RESULTS}", file=sys.stderr)
+        root = resolve(RESULTS)  # the tables read what was gathered, with what was there before
     runs = finished_runs(root)
     if args.group:
         runs = [r for r in runs if f"{r.dataset}-{r.cfg.profile}" == args.group]

@@ -24,6 +24,11 @@ _THRESHOLD = 2**30  # 1 GiB: every tensor of the tiny and small profiles stays i
 _tuned: bool | None = None
 
 
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has tuned this process's allocator (a record, no change)."""
+    return bool(_tuned)
+
+
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory for reuse (see the module docstring); True if it did. Once per process."""
     global _tuned

@@ -225,14 +225,15 @@ def grid(specs: list[RunSpec], runs_root: str = RUNS, estimate: bool = True) -> 
     from functools import lru_cache
 
     from .data.sprec_format import read_sprec_folder
-    from .pipeline import plan
+    from .pipeline import dataset_hash, plan
 
     read = lru_cache(maxsize=None)(lambda data_dir: read_sprec_folder(resolve(data_dir)))
+    key = lru_cache(maxsize=None)(lambda data_dir: dataset_hash(resolve(data_dir)))
     out = []
     for spec in specs:
         seconds = None
         if estimate:
-            stages = plan(spec.config(), None, ds=read(spec.data_dir))["stages"]
+            stages = plan(spec.config(), None, ds=read(spec.data_dir), data_key=key(spec.data_dir))["stages"]
             known = [s["estimate_s"] for s in stages if s["estimate_s"] is not None]
             seconds = sum(known) if known else None
         out.append({"dataset": spec.dataset, "data_dir": spec.data_dir, "method": spec.method, "variant": spec.variant,

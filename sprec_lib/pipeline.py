@@ -122,7 +122,7 @@ class Pipeline:
         self.at: str | None = "nothing"
         self._grounder = None
         self.data_key = dataset_hash(self.cfg.dataset)
-        keep_freed_memory()  # 1.5x faster training steps on CPU, same numbers (sprec_lib.cpu)
+        keep_freed_memory()  # fewer page faults, the same numbers (sprec_lib.cpu); sprec eval comes here directly
         if self.cfg.model.torch_threads:  # here, not with the base model: a run may start from cached stages
             import torch
 
@@ -250,22 +250,28 @@ class Pipeline:
 
     def _evaluate(self, stage: str, label: str) -> dict:
         if self.run.has_metrics(label):
-            return self.run.metrics()[label]
+            return self.run.metrics_of(label)
         self.load(stage)
         if self.cfg.eval.mode == "grounded" and self._grounder is None:
             from .evaluation import Grounder
 
             self._grounder = Grounder(self.ds, self.cache_dir)
         predictions, metrics = evaluate(self.model, self.tokenizer, self.ds, self.cfg.eval, self.cache_dir, self._grounder)
+        return self.record_evaluation(label, stage, predictions, metrics)
+
+    def record_evaluation(self, label: str, stage: str, predictions, metrics: dict) -> dict:
+        """Keep an evaluation in the run (its predictions, its metrics labelled ``label`` with the
+        ``stage`` they measure and the dataset's warnings, which qualify them) and log its headline.
+        Every evaluation goes through here, a recipe's own (SASRec's ranking, D3's decoding) too."""
         metrics["stage"] = stage
-        if self.ds.warnings:  # recorded with the numbers they qualify
+        if self.ds.warnings:
             metrics["dataset_warnings"] = list(self.ds.warnings)
         self.run.save_predictions(label, predictions)
         self.run.record_metrics(label, metrics)
-        at1, at5 = metrics.get("@1", {}), metrics.get(f"@{max(self.cfg.eval.ks)}", {})
-        self.run.log(f"eval {label}: valid_ratio {metrics['valid_ratio']:.3f}, HR@{max(self.cfg.eval.ks)} "
-                     f"{at5.get('HR', float('nan')):.4f}, DivRatio@1 {at1.get('DivRatio', float('nan')):.4f}, "
-                     f"ORRatio@1 {at1.get('ORRatio', float('nan')):.4f}")
+        k = max(self.cfg.eval.ks)
+        at1, atk = metrics.get("@1", {}), metrics.get(f"@{k}", {})
+        self.run.log(f"eval {label}: valid_ratio {metrics['valid_ratio']:.3f}, HR@{k} {atk.get('HR', float('nan')):.4f}, "
+                     f"DivRatio@1 {at1.get('DivRatio', float('nan')):.4f}, ORRatio@1 {at1.get('ORRatio', float('nan')):.4f}")
         return metrics
 
     # -- stages --------------------------------------------------------------------------------
@@ -332,6 +338,7 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
 
     recipe = methods.get(cfg.method)
     ds = read_sprec_folder(cfg.dataset)  # read (and checked) before anything is written
+    keep_freed_memory()  # before the run records the machine, so that its config.json says so
     distributed.init()  # joins the launch's process group (nothing without one)
     run = distributed.on_main(Run, folder, cfg, variant)  # the main process makes the folder
     with run.lock():
@@ -438,7 +445,8 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
     return rows * epochs * per_row, tokens
 
 
-def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: Dataset | None = None) -> dict:
+def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: Dataset | None = None,
+         data_key: str | None = None) -> dict:
     """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
     steps, tokens and an estimate of its time (from ``benchmarks/results``), which shared stages it
     would reuse from the cache, which are already done in ``folder``, the device and threads."""
@@ -448,8 +456,9 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
     from .config import run_config
 
     recipe = methods.get(cfg.method)
-    ds = ds if ds is not None else read_sprec_folder(cfg.dataset)  # a caller planning many runs reads it once
-    data_key = dataset_hash(cfg.dataset)
+    # A caller planning many runs reads and hashes each dataset once (experiments.grid).
+    ds = ds if ds is not None else read_sprec_folder(cfg.dataset)
+    data_key = data_key if data_key is not None else dataset_hash(cfg.dataset)
     existing = None
     if folder is not None and (Path(folder) / "config.json").exists():
         existing = Run(folder)  # raises RunConfigMismatch when it was made with another config

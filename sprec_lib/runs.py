@@ -46,6 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .assets import sha256_file
 from .config import RunConfig, from_dict, run_config, to_dict
 from .distributed import is_main
 
@@ -74,10 +75,10 @@ def machine(threads: int | None = None) -> dict:
 
     import torch
 
-    from .cpu import keep_freed_memory
+    from .cpu import freed_memory_kept
 
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": threads or torch.get_num_threads(),
-            "malloc_keeps_freed_memory": keep_freed_memory(),
+            "malloc_keeps_freed_memory": freed_memory_kept(),
             "processor": platform.machine(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -134,20 +135,12 @@ def stage_finished(stage_dir: Path) -> bool:
     return _done_record(stage_dir) is not None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _model_files(stage_dir: Path) -> dict[str, dict]:
     """Size and sha256 of every file of the stage's ``model/`` folder, by POSIX path inside it."""
     model = Path(stage_dir) / "model"
     if not model.is_dir():
         return {}
-    return {p.relative_to(model).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    return {p.relative_to(model).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(model.rglob("*")) if p.is_file()}
 
 
@@ -179,7 +172,7 @@ def verify_stage(stage_dir: Path) -> str | None:
         size = path.stat().st_size
         if size != want.get("size"):
             return f"{path} has {size} bytes, {want.get('size')} when the stage finished"
-        if _sha256(path) != want.get("sha256"):
+        if sha256_file(path) != want.get("sha256"):
             return f"{path} differs from the file saved when the stage finished (sha256)"
     return None
 
@@ -408,9 +401,13 @@ class Run:
         listed = [x for x in self._manifest().get("evaluations", []) if x in found]
         return listed + sorted(found - set(listed), key=recipe_order)
 
+    def metrics_of(self, label: str) -> dict:
+        """One evaluation's metrics."""
+        return read_json(self.metrics_path(label))
+
     def metrics(self) -> dict[str, dict]:
         """Every evaluation's metrics, in :attr:`labels` order."""
-        return {label: read_json(self.metrics_path(label)) for label in self.labels}
+        return {label: self.metrics_of(label) for label in self.labels}
 
     @property
     def final_label(self) -> str | None:
@@ -420,7 +417,7 @@ class Run:
         final = self.final_stage
         for label in self.labels:
             if (label == final or _ITERATION.match(label) and "-" not in label) and \
-                    read_json(self.metrics_path(label)).get("stage") == final:
+                    self.metrics_of(label).get("stage") == final:
                 return label
         return None
 
@@ -431,7 +428,7 @@ class Run:
         label = self.final_label
         if label is None:
             raise FileNotFoundError(f"{self.folder}: no evaluation of its final stage {self.final_stage!r}")
-        return read_json(self.metrics_path(label))
+        return self.metrics_of(label)
 
     @contextmanager
     def lock(self):

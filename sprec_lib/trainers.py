@@ -966,6 +966,16 @@ class SDPOTrainer(FastHead, DPOTrainer):
             outputs = model(**kwargs, labels=labels, fused_lm_head=True)
         return self._split(self._sequence_logps(outputs, inputs))
 
+    def preference_loss(self, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, inputs):
+        """The per-row loss from the sequence log-probs (chosen ``[B]``, rejected ``[B, K]``): S-DPO's
+        softmax loss. The one hook a multi-negative loss overrides (DMPO, RosePO); the data path,
+        the reference log-probs and the logged rewards stay this trainer's."""
+        return sdpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta)
+
+    def extra_metrics(self, inputs) -> dict:
+        """Per-row values to log beside the rewards (none for S-DPO)."""
+        return {}
+
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
         kwargs, labels = self._model_inputs(inputs)
@@ -974,7 +984,7 @@ class SDPOTrainer(FastHead, DPOTrainer):
         ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
             self.ref_model if self.ref_model is not None else self.model, inputs
         )
-        loss = sdpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta).mean()
+        loss = self.preference_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, inputs).mean()
 
         chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps).detach()  # [B]
         rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps).detach()  # [B, K]
@@ -985,6 +995,7 @@ class SDPOTrainer(FastHead, DPOTrainer):
             "rewards/margins": chosen_rewards - rejected_rewards.mean(dim=1),
             "logps/chosen": chosen_logps.detach(),
             "logps/rejected": rejected_logps.detach().mean(dim=1),
+            **self.extra_metrics(inputs),
         }
         for key, value in metrics.items():
             self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())

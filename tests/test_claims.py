@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from sprec_lib import claims, plots, results  # noqa: E402
+from sprec_lib import claims, plots  # noqa: E402
 from sprec_lib.claims import (ABLATION_CLAIMS, ALL_CLAIMS, CLAIMS, DEGENERATE, INCONCLUSIVE,  # noqa: E402
                               NOT_REPRODUCED, PENDING, REPRODUCED, SWEEP_CLAIMS, VERDICTS, NoiseRule, check_claims,
                               check_trends, claim_checks, paper_check, paper_numbers, paper_passes, trend_checks,
@@ -421,6 +421,16 @@ def test_paper_beside_ours_by_hand():
     assert sft["ours"] == pytest.approx(0.012) and sft["ours_std"] == pytest.approx(0.0028284, abs=1e-6)
     assert sft["seeds"] == 2 and sft["ratio"] == pytest.approx(0.3)
     assert math.isnan(side.loc[("dpo", "HR@5"), "paper"]) and math.isnan(side.loc[("sdpo", "HR@5"), "ours_std"])
+
+
+def test_paper_beside_page_names_a_stand_in():
+    """A page of MovieLens runs sits beside the paper's MovieLens silently; ml-1m's sits beside the
+    paper's MovieLens with a sentence saying it is not the paper's dataset."""
+    side, note = claims.paper_beside_page(ours(), PAPER)
+    assert note is None and side.equals(claims.paper_beside_ours(ours(), PAPER))
+    side, note = claims.paper_beside_page(ours().assign(dataset="ml-1m"), PAPER)
+    assert "`ml-1m` is not one of the paper's datasets" in note and "MovieLens" in note
+    assert set(side["dataset"]) == {"MovieLens"} and side["paper"].notna().sum() == 6
 
 
 def test_direction_agreement_and_counts():

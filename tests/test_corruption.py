@@ -8,7 +8,6 @@ of it, or of one run interrupted during its DPO stage with a checkpoint after ev
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -17,6 +17,7 @@ from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.methods import dmpo
 from sprec_lib.pipeline import train
 from sprec_lib.quick import QUICK_RUN
+from helpers import completion_logp
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -26,16 +27,6 @@ CFG = StageConfig(epochs=1, lr=3e-3, batch_size=4, grad_accum=1, warmup_steps=0,
                   beta=0.5, n_negatives=3)
 
 
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_items=30, sizes=(16, 4, 4))
-
-
-@pytest.fixture(scope="module")
-def tok(ds):
-    return models.train_tokenizer(ds, 512)
-
-
 def rows(ds, n=8, k=3):
     out = []
     for i, s in enumerate(ds.train[:n]):
@@ -43,16 +34,6 @@ def rows(ds, n=8, k=3):
                     "chosen": prompts.target_completion(s, ds.catalogue, ds.wording),
                     "rejected": [prompts.completion(ds.catalogue.titles[3 + (i + j) % 7], ds.wording) for j in range(k)]})
     return out
-
-
-@torch.no_grad()
-def completion_logp(model, tok, prompt: str, completion: str) -> float:
-    """Sum of log p(completion + EOS | prompt), a plain forward (no trl code)."""
-    model.eval()
-    n = len(tok(prompt)["input_ids"])
-    ids = torch.tensor([tok(prompt + completion + tok.eos_token)["input_ids"]])
-    logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return logp[n - 1:].sum().item()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

@@ -18,6 +18,7 @@ from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.methods import rosepo, sasrec
 from sprec_lib.pipeline import train
 from sprec_lib.quick import QUICK_RUN
+from helpers import completion_logp
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -61,15 +62,6 @@ TINY = ModelConfig(profile="tiny", hidden_size=64, num_layers=2, num_heads=2, in
                    max_positions=256, lora=False)
 STAGE = StageConfig(epochs=1, lr=3e-3, batch_size=4, grad_accum=1, warmup_steps=0, logging_steps=1, max_length=256,
                     beta=0.5)
-
-
-@torch.no_grad()
-def completion_logp(model, tok, prompt: str, completion: str) -> float:
-    model.eval()
-    n = len(tok(prompt)["input_ids"])
-    ids = torch.tensor([tok(prompt + completion + tok.eos_token)["input_ids"]])
-    logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return logp[n - 1:].sum().item()
 
 
 def test_trainer_loss_is_the_smoothed_loss(tmp_path):

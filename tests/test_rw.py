@@ -16,6 +16,7 @@ from sprec_lib.data.synthetic import make_synthetic
 from sprec_lib.methods import rw
 from sprec_lib.pipeline import train
 from sprec_lib.quick import QUICK_RUN
+from helpers import completion_token_logps
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -51,24 +52,10 @@ CFG = StageConfig(epochs=1, lr=3e-3, batch_size=4, grad_accum=1, warmup_steps=0,
                   loss_on="completion")
 
 
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_items=30, sizes=(16, 4, 4))
-
-
-@pytest.fixture(scope="module")
-def tok(ds):
-    return models.train_tokenizer(ds, 512)
-
-
-@torch.no_grad()
 def completion_nll(model, tok, prompt: str, completion: str) -> tuple[float, int]:
     """Summed NLL of completion + EOS given the prompt, and its token count (plain forward, no trl)."""
-    model.eval()
-    n = len(tok(prompt)["input_ids"])
-    ids = torch.tensor([tok(prompt + completion + tok.eos_token)["input_ids"]])
-    logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return -logp[n - 1:].sum().item(), ids.shape[1] - n
+    logps = completion_token_logps(model, tok, prompt, completion)
+    return -logps.sum().item(), len(logps)
 
 
 @pytest.mark.parametrize("loss_on", ["completion", "all"])

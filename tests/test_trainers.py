@@ -16,7 +16,7 @@ import torch
 
 from sprec_lib import losses, models, prompts, trainers
 from sprec_lib.config import ModelConfig, StageConfig
-from sprec_lib.data.synthetic import make_synthetic
+from helpers import completion_logp
 
 TINY = ModelConfig(
     profile="tiny",
@@ -33,16 +33,6 @@ CFG = StageConfig(epochs=1, lr=3e-3, batch_size=4, grad_accum=1, warmup_steps=0,
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return make_synthetic(n_items=30, sizes=(16, 4, 4))
-
-
-@pytest.fixture(scope="module")
-def tok(ds):
-    return models.train_tokenizer(ds, 512)
 
 
 def tiny_model(tok, seed=0, lora=False):
@@ -74,17 +64,6 @@ def dpo_rows(ds, n=8):
 
 def sdpo_rows(ds, n=8, k=3):
     return [{**r, "rejected": [title(ds, 3 + (i + j) % 7) for j in range(k)]} for i, r in enumerate(dpo_rows(ds, n))]
-
-
-@torch.no_grad()
-def completion_logp(model, tok, prompt: str, completion: str) -> float:
-    """Sum of log p(completion + EOS | prompt), with a plain forward (no trl code)."""
-    model.eval()
-    n = len(tok(prompt)["input_ids"])
-    ids = torch.tensor([tok(prompt + completion + tok.eos_token)["input_ids"]])
-    assert ids[0, :n].tolist() == tok(prompt)["input_ids"]  # the prompt's tokens are a prefix
-    logp = model(input_ids=ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1)
-    return logp[n - 1 :].sum().item()
 
 
 @torch.no_grad()

@@ -237,7 +237,7 @@ def evaluate(p, stage: str, d3: D3Config, assistant) -> dict:
     from . import sasrec
 
     if p.run.has_metrics(LABEL):
-        return p.run.metrics()[LABEL]
+        return p.run.metrics_of(LABEL)
     p.load(stage)
     ds, ecfg = p.ds, p.cfg.eval
     rows = eval_rows(ds, ecfg)
@@ -252,11 +252,8 @@ def evaluate(p, stage: str, d3: D3Config, assistant) -> dict:
                      "mode": "d3", "split": ecfg.split}
     for k in ecfg.ks:
         metrics[f"@{k}"] = ranking_metrics(topk, targets, histories, ds.item_genres(), ds.genres, k)
-    metrics["stage"] = LABEL
     metrics["model_stage"] = stage
     metrics["d3"] = {f.name: getattr(d3, f.name) for f in fields(D3Config)}
-    if ds.warnings:
-        metrics["dataset_warnings"] = list(ds.warnings)
     predictions = pd.DataFrame({
         "target": pd.array(targets, dtype="Int64"),
         "generation": titles,
@@ -264,12 +261,7 @@ def evaluate(p, stage: str, d3: D3Config, assistant) -> dict:
         "valid": [bool(t) for t in titles],
         "topk": [list(map(int, t)) for t in topk],
     })
-    p.run.save_predictions(LABEL, predictions)
-    p.run.record_metrics(LABEL, metrics)
-    at1, atk = metrics.get("@1", {}), metrics[f"@{max(ecfg.ks)}"]
-    p.run.log(f"eval {LABEL}: HR@{max(ecfg.ks)} {atk['HR']:.4f}, DivRatio@1 {at1.get('DivRatio', float('nan')):.4f}, "
-              f"ORRatio@1 {at1.get('ORRatio', float('nan')):.4f}")
-    return metrics
+    return p.record_evaluation(LABEL, LABEL, predictions, metrics)
 
 
 def run(p) -> str:

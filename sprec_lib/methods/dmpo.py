@@ -54,28 +54,9 @@ def _make_trainer_cls():
         _name = "DMPO"
         reduction = "mean"
 
-        def _compute_loss(self, model, inputs, return_outputs):
-            mode = "train" if self.model.training else "eval"
-            kwargs, labels = self._model_inputs(inputs)
-            outputs = model(**kwargs, labels=labels, fused_lm_head=True)
-            chosen_logps, rejected_logps = self._split(self._sequence_logps(outputs, inputs))
-            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, inputs)
-            loss = dmpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta,
-                             self.reduction).mean()
-            chosen_rewards = self.beta * (chosen_logps - ref_chosen_logps).detach()
-            rejected_rewards = self.beta * (rejected_logps - ref_rejected_logps).detach()
-            metrics = {
-                "rewards/chosen": chosen_rewards,
-                "rewards/rejected": rejected_rewards.mean(dim=1),
-                "rewards/accuracies": (chosen_rewards.unsqueeze(1) > rejected_rewards).all(dim=1).float(),
-                "rewards/margins": chosen_rewards - rejected_rewards.mean(dim=1),
-                "logps/chosen": chosen_logps.detach(),
-                "logps/rejected": rejected_logps.detach().mean(dim=1),
-            }
-            for key, value in metrics.items():
-                self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
-            return (loss, outputs) if return_outputs else loss
+        def preference_loss(self, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, inputs):
+            return dmpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, self.beta,
+                             self.reduction)
 
     return DMPOTrainer
 

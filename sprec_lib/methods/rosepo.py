@@ -143,32 +143,15 @@ def trainer_cls():
             if "epsilon" not in self._signature_columns:
                 self._signature_columns = [*self._signature_columns, "epsilon"]
 
-        def _compute_loss(self, model, inputs, return_outputs):
+        def preference_loss(self, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, inputs):
             if self.num_negatives != 1:
                 raise ValueError(f"RosePO trains on one negative per row, got {self.num_negatives}")
-            mode = "train" if self.model.training else "eval"
-            eps = inputs["epsilon"]
-            kwargs, labels = self._model_inputs(inputs)
-            outputs = model(**kwargs, labels=labels, fused_lm_head=True)
-            chosen_logps, rejected_logps = self._split(self._sequence_logps(outputs, inputs))
-            ref_chosen, ref_rejected = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, inputs)
-            loss = smoothed_dpo_loss(chosen_logps, rejected_logps[:, 0], ref_chosen, ref_rejected[:, 0], self.beta,
-                                     eps.to(chosen_logps.dtype)).mean()
-            chosen_rewards = self.beta * (chosen_logps - ref_chosen).detach()
-            rejected_rewards = self.beta * (rejected_logps[:, 0] - ref_rejected[:, 0]).detach()
-            metrics = {
-                "rewards/chosen": chosen_rewards,
-                "rewards/rejected": rejected_rewards,
-                "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
-                "rewards/margins": chosen_rewards - rejected_rewards,
-                "logps/chosen": chosen_logps.detach(),
-                "logps/rejected": rejected_logps[:, 0].detach(),
-                "epsilon": eps.float(),
-            }
-            for key, value in metrics.items():
-                self._metrics[mode][key].append(self.accelerator.gather(value).mean().item())
-            return (loss, outputs) if return_outputs else loss
+            eps = inputs["epsilon"].to(chosen_logps.dtype)
+            return smoothed_dpo_loss(chosen_logps, rejected_logps[:, 0], ref_chosen_logps, ref_rejected_logps[:, 0],
+                                     self.beta, eps)
+
+        def extra_metrics(self, inputs) -> dict:
+            return {"epsilon": inputs["epsilon"].float()}
 
     _TRAINER = RosePOTrainer
     return _TRAINER

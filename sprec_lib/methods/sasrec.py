@@ -293,7 +293,7 @@ def evaluate(p, model, label: str = STAGE) -> dict:
     from ..metrics import ranking_metrics
 
     if p.run.has_metrics(label):
-        return p.run.metrics()[label]
+        return p.run.metrics_of(label)
     ds, ecfg = p.ds, p.cfg.eval
     rows = eval_rows(ds, ecfg)
     histories = [list(s.history) for s in rows]
@@ -302,9 +302,6 @@ def evaluate(p, model, label: str = STAGE) -> dict:
     metrics: dict = {"valid_ratio": 1.0, "rows": len(rows), "mode": "ranking", "split": ecfg.split}
     for k in ecfg.ks:
         metrics[f"@{k}"] = ranking_metrics(topk, targets, histories, ds.item_genres(), ds.genres, k)
-    metrics["stage"] = STAGE
-    if ds.warnings:
-        metrics["dataset_warnings"] = list(ds.warnings)
     titles = [ds.catalogue.titles[t[0]] if t else "" for t in topk]
     predictions = pd.DataFrame({
         "target": pd.array(targets, dtype="Int64"),
@@ -313,12 +310,7 @@ def evaluate(p, model, label: str = STAGE) -> dict:
         "valid": [bool(t) for t in topk],
         "topk": topk,
     })
-    p.run.save_predictions(label, predictions)
-    p.run.record_metrics(label, metrics)
-    at1, atk = metrics.get("@1", {}), metrics[f"@{max(ecfg.ks)}"]
-    p.run.log(f"eval {label}: HR@{max(ecfg.ks)} {atk['HR']:.4f}, DivRatio@1 {at1.get('DivRatio', float('nan')):.4f}, "
-              f"ORRatio@1 {at1.get('ORRatio', float('nan')):.4f}")
-    return metrics
+    return p.record_evaluation(label, STAGE, predictions, metrics)
 
 
 def run(p) -> str:
