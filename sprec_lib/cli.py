@@ -256,8 +256,61 @@ def cmd_book_build(args) -> None:
         build_book(strict=not args.no_strict)
     except subprocess.CalledProcessError as e:
         raise SystemExit(f"error: jupyter-book build failed (exit {e.returncode}); see its output above") from None
-    except RuntimeError as e:  # MathJax not obtainable, or a page that loads from another host
+    except RuntimeError as e:  # a page that loads from another host
         raise SystemExit(f"error: {e}") from None
+
+
+def cllmr_config_from_args(args):
+    """The CLLMR run's config: the defaults, ``--system``/``--seed``/``--dataset``, quick mode's sizes, then ``--set``."""
+    from .cllmr.config import cllmr_config
+    from .quick import quick_mode
+
+    for a in args.set:
+        key = a.split("=", 1)[0].strip()
+        if key in ("system", "seed", "data.dataset"):
+            raise ConfigError(f"--set {a}: use --{key.split('.')[-1]} instead")
+    quick = quick_mode(args.quick)
+    if quick:
+        print("quick mode (--quick or SPREC_QUICK=1): a few epochs on title-genres vectors; plumbing, not results",
+              file=sys.stderr)
+    return cllmr_config([f"data.dataset={args.dataset}", *args.set], quick=quick, system=args.system, seed=args.seed)
+
+
+def cmd_cllmr_train(args) -> None:
+    from .cllmr.run import label_of
+    from .cllmr.train import train
+
+    cfg = cllmr_config_from_args(args)
+    out = Path(args.out or Path("runs") / "cllmr" / cfg.data.dataset / f"{label_of(cfg, args.variant)}-seed{cfg.seed}")
+    _check_out(out)
+    run = train(cfg, out, cache_dir=args.cache_dir, variant=args.variant)
+    m = run.metrics()
+    rows = {kind: {f"{split} {k}": v for split in ("valid", "test") for k, v in m["scores"][kind][split].items()
+                   if k != "users"} for kind in m["scores"]}
+    _show(pd.DataFrame.from_dict(rows, orient="index").round(4).T)
+    side = m["spectrum"].get("side")
+    print(f"done: {m['label']} seed {m['seed']} on {m['dataset']}: best epoch {m['best_epoch']} of {m['epochs']} "
+          f"({m['stopped']}), {m['seconds_per_epoch']:.1f} s an epoch; headline score: {m['headline']}"
+          + (f"; side representations' effective rank {side['effective_rank']:.1f} of {side['dim']}" if side else "")
+          + f"; metrics in {run.folder / 'metrics.json'}")
+
+
+def cmd_cllmr_profiles(args) -> None:
+    from .cllmr.config import DataConfig, SideConfig
+    from .cllmr.data import load_implicit
+    from .cllmr.side_info import ProfileStore, generate_profiles, generator_meta
+
+    side = override(SideConfig(), args.set)
+    data = load_implicit(DataConfig(dataset=args.dataset), cache_dir=args.cache_dir)
+    store = ProfileStore(generator_meta(side), args.cache_dir)
+    before, t0 = len(store.load()), time.perf_counter()
+    profiles = generate_profiles(data.titles, data.genres, store, batch_size=side.batch_size, limit=args.limit)
+    made = len(store.load()) - before
+    print(f"{sum(p is not None for p in profiles)} of {len(profiles)} {args.dataset} items have a profile "
+          f"({made} generated now in {time.perf_counter() - t0:.0f} s, {(time.perf_counter() - t0) / max(made, 1):.1f} s "
+          f"an item) in {store.path}")
+    for title, text in [(t, p) for t, p in zip(data.titles, profiles) if p is not None][:args.show]:
+        print(f"\n{title}\n  {text}")
 
 
 def _cache_dir(p) -> None:
@@ -372,6 +425,27 @@ def build_parser() -> argparse.ArgumentParser:
     bbuild = bk.add_parser("build", help="jupyter-book build book/ (strict), with MathJax served from the book")
     bbuild.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     bbuild.set_defaults(func=cmd_book_build)
+
+    cl = sub.add_parser("cllmr", help="CLLMR and its baselines on LightGCN (sprec_lib/cllmr)").add_subparsers(
+        dest="cllmr_command", required=True)
+    ctr = cl.add_parser("train", help="train (or resume) one system in a run folder and evaluate it")
+    ctr.add_argument("--dataset", default="ml-1m", choices=["ml-1m", "ml-100k"])
+    ctr.add_argument("--system", required=True, choices=["backbone", "rlmrec-con", "cllmr"])
+    ctr.add_argument("--seed", type=int, default=0)
+    ctr.add_argument("--out", default=None, help="the run folder (default: runs/cllmr/<dataset>/<label>-seed<S>)")
+    ctr.add_argument("--variant", default=None, help="name the settings --set changes (label <system>-<variant>); "
+                     "the paper's ablations name themselves: --set sse.encoder=mlp (cllmr-mlp), cf.counterfactual=false (cllmr-nocf)")
+    _set(ctr, "CllmrConfig", "sse.noise=0.1 (dotted for sections)")
+    ctr.add_argument("--quick", action="store_true", help="a few epochs on title-genres vectors (plumbing); also SPREC_QUICK=1")
+    _cache_dir(ctr)
+    ctr.set_defaults(func=cmd_cllmr_train)
+    cpr = cl.add_parser("profiles", help="generate the items' LLM profiles (SmolLM2-135M-Instruct; cached per item, resumable)")
+    cpr.add_argument("--dataset", default="ml-1m", choices=["ml-1m", "ml-100k"])
+    cpr.add_argument("--limit", type=int, default=None, help="generate at most this many new profiles (default: all missing)")
+    cpr.add_argument("--show", type=int, default=3, help="print the first N items' profiles")
+    _set(cpr, "SideConfig", "max_new_tokens=64")
+    _cache_dir(cpr)
+    cpr.set_defaults(func=cmd_cllmr_profiles)
 
     assets = sub.add_parser("assets", help="files that PyPI wheels carry").add_subparsers(dest="assets_command", required=True)
     assets.add_parser("list").set_defaults(func=cmd_assets_list)

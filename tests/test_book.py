@@ -34,7 +34,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def copy_book_sources(dest: Path) -> Path:
     """The book's sources (not its executed copies, build or MathJax) in ``dest``."""
-    shutil.copytree(BOOK_SOURCES, dest, ignore=shutil.ignore_patterns("_build", "executed", "_mathjax", ".ipynb_checkpoints"))
+    shutil.copytree(BOOK_SOURCES, dest, ignore=shutil.ignore_patterns("_build", "executed", ".ipynb_checkpoints"))
     return dest
 
 

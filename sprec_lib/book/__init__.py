@@ -12,10 +12,10 @@ that a notebook needs one import (``from sprec_lib import book``).
 from ..paths import DATASETS, PAPER_DATASETS, STUDY_DATASET, book_dir, dataset_folder, notebooks_dir, portable_path, repo_root, resolve
 from .kernel import quick_mode, record, recorded, recorded_here, sizes, summary
 from .runner import NOTEBOOKS, NotebookSpec, check_pairing, run_notebooks
-from .site import build_book, cdn_references, ensure_mathjax
+from .site import build_book, cdn_references
 
 __all__ = [
     "DATASETS", "PAPER_DATASETS", "STUDY_DATASET", "book_dir", "dataset_folder", "notebooks_dir", "portable_path",
     "repo_root", "resolve", "quick_mode", "record", "recorded", "recorded_here", "sizes", "summary", "NOTEBOOKS",
-    "NotebookSpec", "check_pairing", "run_notebooks", "build_book", "cdn_references", "ensure_mathjax",
+    "NotebookSpec", "check_pairing", "run_notebooks", "build_book", "cdn_references",
 ]

@@ -117,16 +117,29 @@ def _content_hash(job: Job) -> str:
 
     nb = nbformat.read(str(job.source), as_version=4)
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
-    from ..runs import finished_runs
-
     data = folder_hash(job.data) if job.data is not None else None
     runs = None
-    if "profile" in job.spec.takes:  # the committed results, and which local runs have finished
-        local = sorted(r.folder.relative_to(resolve(RUNS)).as_posix() for r in finished_runs(resolve(RUNS)))
-        runs = [folder_hash(resolve(RESULTS)), local]
+    if "profile" in job.spec.takes:  # the committed results, and the finished local runs not exported
+        runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
     blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data,
                        "results": runs}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def local_only_runs(runs_root=RUNS, results_root=RESULTS) -> list[str]:
+    """The finished local runs (``runs/<dataset>-<profile>/<label>-seed<S>``) that have no exported
+    copy under ``results/runs``: the only local runs a page can read that a fresh clone lacks
+    (the notebooks read an exported run first). A run exported and committed does not change the
+    page's hash, so a clone of the same commit finds every executed copy up to date."""
+    from ..runs import finished_runs, open_run
+
+    runs_root, results_root = resolve(runs_root), resolve(results_root)
+    out = []
+    for run in finished_runs(runs_root):
+        rel = run.folder.relative_to(runs_root).as_posix()
+        if not rel.startswith("quick/") and open_run(results_root / rel) is None:  # quick runs: remade anyway
+            out.append(rel)
+    return sorted(out)
 
 
 def _stored_hash(output: Path) -> str | None:
