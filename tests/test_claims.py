@@ -64,11 +64,12 @@ def registry_of_four(monkeypatch):
 
 def test_claims_are_data():
     ids = [c.id for c in ALL_CLAIMS.values()]
-    assert ids == ["a1", "a2", "b", "c", "d", "e", "f", "g"]
+    assert ids == ["a1", "a2", "a3", "b", "b2", "c", "d", "e", "f", "g"]
     for c in ALL_CLAIMS.values():
         assert c.title.startswith(f"({c.id}) ") and c.section.startswith("§") and c.test and c.datasets
         assert set(c.datasets) <= set(claims.PAPER_DATASETS)
-    assert {c.base for c in CLAIMS.values()} == {"sft"} and {c.base for c in ABLATION_CLAIMS.values()} == {"sprec"}
+    assert {c.id: c.base for c in CLAIMS.values() if c.base != "sft"} == {"b2": "sprec"}  # SPRec vs the baselines
+    assert {c.base for c in ABLATION_CLAIMS.values()} == {"sprec"}
     assert [c.setting for c in SWEEP_CLAIMS.values()] == ["random_ratio", "n_negatives"]
     # (g) is "stable accuracy": HR@5 is expected to stay, not to rise.
     assert {(p.metric, p.direction) for p in claim("g").parts} >= {("HR@5", "same")}
@@ -495,18 +496,20 @@ def test_scorecard_cells_and_pages():
                        ("sprec", 0): dict(zip(metrics, [0.02, 0.2, 0.15, 0.3, 0.3]))}, dataset="Steam")
     checks = check_claims(rows, CLAIMS)
     cells = claims.scorecard(checks, ["Steam"]).set_index("id")
-    assert list(cells.index) == ["a1", "a2", "b", "c", "d", "e", "f", "g"]  # every claim x dataset
+    assert list(cells.index) == ["a1", "a2", "a3", "b", "b2", "c", "d", "e", "f", "g"]  # every claim x dataset
     assert cells.loc["a1", "verdict"] == PENDING and cells.loc["a1", "seeds"] == 0  # no DPO run
     # SPRec: DivRatio +0.2, ORRatio -0.3 and -0.15 on 1,000 rows, HR@5 unchanged: clear of the bounds.
     assert cells.loc["b", "verdict"] == REPRODUCED and cells.loc["b", "seeds"] == 1
     assert cells.loc["b", "page"] == "03_training-Steam.html"
+    # (a3) is made on CDs only; (b2) lacks every baseline run here.
+    assert cells.loc["a3", "verdict"] == claims.NOT_CLAIMED and cells.loc["b2", "verdict"] == PENDING
     # The paper's text makes (c), (e), (f), (g) on other datasets than Steam; (d) on Steam too, but
     # the book runs the ablations on its study dataset only.
     assert [cells.loc[c, "verdict"] for c in "cefg"] == [claims.NOT_CLAIMED] * 4
     assert cells.loc["d", "verdict"] == claims.NOT_RUN and cells.loc["d", "page"] == "04_ablations.html"
     assert cells.loc["f", "page"] == "05_negative_samples.html"
     html = plots.scorecard_html(claims.scorecard(checks, ["Steam", "ml-1m"]))
-    assert html.count('class="sprec-verdict"') == 8 * 2 and 'id="sprec-scorecard"' in html
+    assert html.count('class="sprec-verdict"') == 10 * 2 and 'id="sprec-scorecard"' in html
     assert 'href="03_training-Steam.html"' in html and html._repr_html_() == str(html)
 
 
@@ -537,3 +540,26 @@ def test_missing_runs_is_one_collapsed_line():
     assert html.startswith("<details") and "2 of 4 runs missing" in html and "Steam: sft-seed1, sprec-seed0" in html
     assert "sprec train" not in html  # no commands: `sprec runs missing` prints them
     assert plots.missing_runs(asked, []) == "<p>All 4 runs this page reads were found.</p>"
+
+
+def test_quorum_verdict_most_of_the_parts():
+    """A "most" claim (quorum 0.5 of 10 parts): reproduced with 6 holding; not reproduced once even
+    every open part holding would leave 5 or fewer; pending while a majority is still possible and a
+    part is missing; inconclusive when the open parts are all within the noise."""
+    from sprec_lib.claims import CONTRARY, HOLDS, MISSING, WITHIN, _verdict
+
+    def parts(**n):
+        outcomes = [o for o, k in ((HOLDS, n.get("h", 0)), (CONTRARY, n.get("c", 0)), (WITHIN, n.get("w", 0)),
+                                   (MISSING, n.get("m", 0))) for _ in range(k)]
+        return pd.DataFrame({"outcome": outcomes, "collapsed": False})
+
+    assert _verdict(parts(h=6, c=4), 0.5) == "reproduced"
+    assert _verdict(parts(h=5, c=5), 0.5) == "not reproduced"  # 5 of 10 is not "most"
+    assert _verdict(parts(h=3, c=5, w=2), 0.5) == "not reproduced"  # at best 5 of 10
+    assert _verdict(parts(h=4, c=3, m=3), 0.5) == "pending"  # 7 of 10 still possible
+    assert _verdict(parts(h=4, c=3, w=3), 0.5) == "inconclusive (within noise)"
+    assert _verdict(parts(h=6, c=4), None) == "not reproduced"  # without a quorum every part must hold
+    b2 = claim("b2")
+    assert b2.quorum == 0.5 and len(b2.parts) == 10
+    assert claims.paper_passes(b2).all()  # the paper's SPRec is first on both metrics everywhere
+    assert dict(claims.paper_passes(claim("a3")))["CDs_and_Vinyl"]  # RosePO on CDs, in the paper's numbers
