@@ -750,14 +750,15 @@ def _dataset(rows: list[dict], columns: tuple[str, ...]) -> Dataset:
 
 def make_dpo_trainer(
     model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None, trainer_cls=None,
-    dtype: str = "float32",
+    dtype: str = "float32", extra_columns: tuple[str, ...] = (),
 ) -> DPOTrainer:
     """DPO (sigmoid loss, ``beta=cfg.beta``) on ``{"prompt", "chosen", "rejected"}`` rows.
 
     The reference is the model as passed in (see the module docstring), or ``ref_model``.
     trl appends EOS to both completions. ``trainer_cls``: :class:`SDPOTrainer` for S-DPO (default
     :class:`FastDPOTrainer`); ``cfg.fast_head``, ``cfg.shared_prompt``: :class:`FastHead`; ``dtype``:
-    :func:`training_args`.
+    :func:`training_args`; ``extra_columns``: row fields the trainer's collator reads besides the
+    three (RosePO's ``epsilon``).
     """
     _unpatch_forward(model)
     if ref_model is None and not is_peft_model(model):
@@ -769,7 +770,7 @@ def make_dpo_trainer(
         model=model,
         ref_model=ref_model,
         args=args,
-        train_dataset=_dataset(rows, ("prompt", "chosen", "rejected")),
+        train_dataset=_dataset(rows, ("prompt", "chosen", "rejected", *extra_columns)),
         processing_class=tokenizer,
         **({"fast_head": cfg.fast_head, "shared_prompt": cfg.shared_prompt, "head_kernel": cfg.head_kernel}
            if issubclass(trainer_cls, FastHead) else {}),

@@ -93,12 +93,12 @@ def preference_rows(p, k: int, template: str) -> list[dict]:
 
 
 def train(model, tokenizer, rows: list[dict], cfg: DMPOConfig, out_dir, seed: int, ref_model=None,
-          checkpoint_minutes: float | None = None):
+          checkpoint_minutes: float | None = None, dtype: str = "float32"):
     """Train ``model`` with DMPO on ``rows`` (as :func:`sprec_lib.trainers.sdpo`)."""
     from .. import trainers
 
     trainer = trainers.make_dpo_trainer(model, tokenizer, rows, cfg.stage, out_dir, seed, ref_model,
-                                        trainer_cls=trainer_cls(cfg.reduction))
+                                        trainer_cls=trainer_cls(cfg.reduction), dtype=dtype)
     return trainers._train(trainer, out_dir, checkpoint_minutes)
 
 
@@ -107,7 +107,7 @@ def run(p) -> str:
     sft = p.shared_start()
     pairs = preference_rows(p, cfg.stage.n_negatives, cfg.stage.template)
     p.stage("dmpo", sft, lambda m, t, seed, out: train(m, t, pairs, cfg, out, seed,
-                                                       checkpoint_minutes=p.checkpoint_minutes))
+                                                       checkpoint_minutes=p.checkpoint_minutes, dtype=p.dtype))
     p.evaluate("dmpo")
     return "dmpo"
 

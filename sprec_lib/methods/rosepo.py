@@ -157,33 +157,25 @@ def trainer_cls():
     return _TRAINER
 
 
-def make_trainer(model, tokenizer, rows: list[dict], stage: StageConfig, out_dir, seed: int, ref_model=None):
-    """As :func:`sprec_lib.trainers.make_dpo_trainer` (reference: a frozen copy of the starting model;
-    trl's dropout switch undone afterwards), on rows with an ``epsilon`` column."""
-    import torch
-    from accelerate.utils import is_peft_model
-    from trl import DPOConfig
-
+def make_trainer(model, tokenizer, rows: list[dict], stage: StageConfig, out_dir, seed: int, ref_model=None,
+                 dtype: str = "float32"):
+    """:func:`sprec_lib.trainers.make_dpo_trainer` (reference: a frozen copy of the starting model;
+    trl's dropout switch undone afterwards; the stage's head switches; ``dtype``) with
+    :class:`RosePOTrainer`, on rows with an ``epsilon`` column."""
     from .. import trainers
 
     if any(not isinstance(r.get("epsilon"), (int, float)) or not 0 <= r["epsilon"] <= 1 for r in rows):
         raise ValueError("RosePO: every row needs an epsilon in [0, 1]")
-    trainers._unpatch_forward(model)
-    if ref_model is None and not is_peft_model(model):
-        ref_model = trainers._frozen_copy(model)
-    dropout = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-    args = trainers.training_args(DPOConfig, stage, out_dir, seed, beta=stage.beta, loss_type=["sigmoid"])
-    trainer = trainer_cls()(model=model, ref_model=ref_model, args=args,
-                            train_dataset=trainers._dataset(rows, ("prompt", "chosen", "rejected", "epsilon")),
-                            processing_class=tokenizer)
-    trainer.dropout_to_restore = dropout
-    return trainer
+    return trainers.make_dpo_trainer(model, tokenizer, rows, stage, out_dir, seed, ref_model,
+                                     trainer_cls=trainer_cls(), dtype=dtype, extra_columns=("epsilon",))
 
 
-def train(model, tokenizer, rows: list[dict], stage: StageConfig, out_dir, seed: int, checkpoint_minutes=None):
+def train(model, tokenizer, rows: list[dict], stage: StageConfig, out_dir, seed: int, checkpoint_minutes=None,
+          dtype: str = "float32"):
     from .. import trainers
 
-    return trainers._train(make_trainer(model, tokenizer, rows, stage, out_dir, seed), out_dir, checkpoint_minutes)
+    return trainers._train(make_trainer(model, tokenizer, rows, stage, out_dir, seed, dtype=dtype), out_dir,
+                           checkpoint_minutes)
 
 
 # -- the recipe -----------------------------------------------------------------------------------
@@ -233,7 +225,7 @@ def run(p) -> str:
     p.run.log(f"stage {STAGE}: {len(rows)} pairs, {cfg.negatives} negatives ({frame['negatives'].map(tuple).nunique()} "
               f"distinct), mean epsilon {float(np.mean(frame['epsilon'])):.3f}")
     p.stage(STAGE, sft, lambda m, t, seed, out: train(m, t, rows, cfg.stage, out, seed,
-                                                      checkpoint_minutes=p.checkpoint_minutes))
+                                                      checkpoint_minutes=p.checkpoint_minutes, dtype=p.dtype))
     p.evaluate(STAGE)
     return STAGE
 

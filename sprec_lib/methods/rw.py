@@ -78,11 +78,13 @@ def row_weights(rows, item_genres, genres, normalize: bool = False) -> list[floa
 # -- the weighted SFT trainer ---------------------------------------------------------------------
 
 
-def weighted_sft_trainer(model, tokenizer, rows: list[dict], cfg, out_dir, seed: int):
+def weighted_sft_trainer(model, tokenizer, rows: list[dict], cfg, out_dir, seed: int, dtype: str = "float32"):
     """trl's ``SFTTrainer`` on ``{"prompt", "completion", "weight"}`` rows, the loss weighted per row
-    (see the module docstring); otherwise :func:`sprec_lib.trainers.make_sft_trainer`."""
+    (see the module docstring); otherwise :func:`sprec_lib.trainers.make_sft_trainer`: the same
+    :class:`~sprec_lib.trainers.FastSFTTrainer` (``cfg.fast_head``, ``cfg.head_kernel``; its head
+    computes the log-probabilities only, as the weighted loss logs no token metrics) and ``dtype``."""
     import torch
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from .. import trainers
 
@@ -101,8 +103,11 @@ def weighted_sft_trainer(model, tokenizer, rows: list[dict], cfg, out_dir, seed:
             batch["weight"] = torch.tensor([float(ex["weight"]) for ex in examples], dtype=torch.float32)
             return batch
 
-    class WeightedSFTTrainer(SFTTrainer):
+    class WeightedSFTTrainer(trainers.FastSFTTrainer):
         _tag_names = ["trl", "sft", "rw"]
+
+        def head_outputs(self) -> tuple[str, ...]:
+            return ("log_probs",)  # the weighted loss reads nothing else
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -127,15 +132,17 @@ def weighted_sft_trainer(model, tokenizer, rows: list[dict], cfg, out_dir, seed:
             return (loss, outputs) if return_outputs else loss
 
     trainers._unpatch_forward(model)
-    args = trainers.training_args(SFTConfig, cfg, out_dir, seed, completion_only_loss=cfg.loss_on == "completion")
+    args = trainers.training_args(SFTConfig, cfg, out_dir, seed, dtype, completion_only_loss=cfg.loss_on == "completion")
     return WeightedSFTTrainer(model=model, args=args, train_dataset=trainers._dataset(rows, ("prompt", "completion", "weight")),
-                              processing_class=tokenizer)
+                              processing_class=tokenizer, fast_head=cfg.fast_head, head_kernel=cfg.head_kernel)
 
 
-def train(model, tokenizer, rows: list[dict], cfg, out_dir, seed: int, checkpoint_minutes: float | None = None):
+def train(model, tokenizer, rows: list[dict], cfg, out_dir, seed: int, checkpoint_minutes: float | None = None,
+          dtype: str = "float32"):
     from .. import trainers
 
-    return trainers._train(weighted_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed), out_dir, checkpoint_minutes)
+    return trainers._train(weighted_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, dtype), out_dir,
+                           checkpoint_minutes)
 
 
 # -- the recipe -----------------------------------------------------------------------------------
@@ -157,7 +164,7 @@ def run(p) -> str:
         write_json({"genre_weights": gw, "row_weights": weights}, out / "weights.json")
         if p.cfg.model.lora and not hasattr(model, "peft_config"):
             model = models.add_lora(model, p.cfg.model)
-        return train(model, tokenizer, data, p.cfg.sft, out, seed, checkpoint_minutes=p.checkpoint_minutes)
+        return train(model, tokenizer, data, p.cfg.sft, out, seed, checkpoint_minutes=p.checkpoint_minutes, dtype=p.dtype)
 
     p.stage(STAGE, p.base_stage(), fn)
     p.evaluate(STAGE)
