@@ -227,6 +227,39 @@ if len(evidence.ablations):
                                 title="Table 2: SPRec and its ablations, our runs")
 
 # %% [markdown]
+# ## How stable is this?
+#
+# SPRec − SFT, dataset by dataset: the effect (the bar; the mean over seeds), the spread of the
+# seeds' differences (black, ±1 std, where there are 2 seeds or more) and the noise of one run's
+# training alone (the grey band: ±√2 × the seed spread the book measures on its 3-seed groups). An
+# effect inside the grey band is within what re-training one seed can do; "n=" is the number of seeds.
+
+# %% tags=["hide-input"]
+stable = claims.stability(evidence.table1, "sprec", "sft", rule=rule)
+if len(stable):
+    fig = plots.plot_stability(stable, title="SPRec − SFT: effect, seed spread, one-run noise")
+    book.record("stability_seeds", {f"{r.dataset} {r.metric}": int(r.seeds) for r in stable.itertuples()})
+
+# %% [markdown]
+# ## Compute spent
+#
+# Wall-clock minutes of every committed run (`results/runs`), from its log: the time between its log
+# lines, without the gaps where it was stopped and later resumed. One thread per run, beside another
+# run on a 2-core machine; a pretraining or SFT stage reused from the shared cache is counted in the
+# run that trained it (so SFT-started methods look cheaper than they are).
+
+# %% tags=["hide-input"]
+from sprec_lib import results
+
+spent = results.compute_spent(results.finished_runs(book.resolve("results/runs")))
+if len(spent):
+    spent["method"] = spent["label"].str.split("-").str[0]
+    hours = spent.pivot_table(index="dataset", columns="method", values="minutes", aggfunc="sum").div(60).round(2)
+    hours["total"] = hours.sum(axis=1)
+    book.record("lane_hours_total", round(float(spent["minutes"].sum()) / 60, 1))
+    display(plots.html_table(hours.reset_index(), caption="lane-hours per dataset and method (committed runs)"))
+
+# %% [markdown]
 # ## The paper against its own claims
 #
 # Each claim as coded, checked on the paper's own numbers, one value per cell and no spread, so a

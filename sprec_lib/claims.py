@@ -409,6 +409,26 @@ def seed_spread(rows: pd.DataFrame, metrics: Iterable[str] = PAPER_METRICS) -> d
     return out
 
 
+def stability(rows: pd.DataFrame, label: str = "sprec", base: str = "sft",
+              metrics: Iterable[str] = ("HR@5", "DivRatio@1", "ORRatio@1"), rule: NoiseRule = RULE) -> pd.DataFrame:
+    """How stable is an effect: per (dataset, profile, metric), ``effect`` (the mean over seeds of
+    ``label − base``, paired by seed), ``seed_spread`` (the std of the seeds' differences; NaN with
+    one seed), ``run_noise`` (sqrt(2) x ``rule.run_std[metric]``: what one seed's difference may move
+    by from training alone, the book's measured spread; NaN when unmeasured) and ``seeds``."""
+    out = []
+    for dataset, profile, group in _groups(rows):
+        for metric in metrics:
+            pairs = _pairs(group, label, base, metric, rule)
+            if not len(pairs):
+                continue
+            diff = pairs["value"] - pairs["base"]
+            noise = rule.run_std.get(metric)
+            out.append({"dataset": dataset, "profile": profile, "metric": metric, "effect": float(diff.mean()),
+                        "seed_spread": float(diff.std(ddof=1)) if len(diff) > 1 else math.nan,
+                        "run_noise": math.sqrt(2) * noise if noise is not None else math.nan, "seeds": len(diff)})
+    return pd.DataFrame(out, columns=["dataset", "profile", "metric", "effect", "seed_spread", "run_noise", "seeds"])
+
+
 def _evidence(diffs: pd.Series, intervals: list[tuple[float, float, str]], rule: NoiseRule) -> dict:
     """Whether differences (one per seed) are clear of the noise: +1 up, −1 down, 0 within it."""
     mean, n = float(diffs.mean()), len(diffs)

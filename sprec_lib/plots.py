@@ -443,6 +443,36 @@ def plot_table_bars(rows: pd.DataFrame, labels: Sequence[str], metrics: Sequence
     return fig
 
 
+__all__ += ["plot_stability"]
+
+
+def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
+    """One panel per metric (:func:`sprec_lib.claims.stability`): per dataset, the effect
+    (``label − base``, mean over seeds) as a bar, the seeds' spread of the difference as a black
+    error bar (±1 std; 2+ seeds), and the one-run noise (±sqrt(2) x the measured run std) as a grey
+    band around zero; "n=" names the seeds. An effect inside the grey band could be one run's noise."""
+    metrics = list(dict.fromkeys(stable["metric"]))
+    fig, axes = _panels(max(1, len(metrics)), width=4.4)
+    for ax, metric in zip(axes, metrics):
+        part = stable[stable["metric"] == metric].reset_index(drop=True)
+        x = np.arange(len(part))
+        ax.bar(x, part["effect"], color="#4c72b0", width=0.6)
+        ax.errorbar(x, part["effect"], yerr=part["seed_spread"].fillna(0), fmt="none", ecolor="black", capsize=4)
+        for i, r in part.iterrows():
+            if not np.isnan(r["run_noise"]):
+                ax.fill_between([i - 0.4, i + 0.4], -r["run_noise"], r["run_noise"], color="grey", alpha=0.3, lw=0)
+            ax.annotate(f"n={int(r['seeds'])}", (i, 0), textcoords="offset points", xytext=(0, -12 if r["effect"] >= 0 else 4),
+                        ha="center", fontsize=8)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, part["dataset"], rotation=30)
+        ax.set_ylabel(f"Δ {METRIC_LABELS.get(metric, metric)}")
+        ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------------------------
 # HTML for the book's pages: whole tables (no truncation), the scorecard, collapsed lists
 

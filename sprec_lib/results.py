@@ -246,3 +246,40 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
                          "head_share": sum(i in head_ids for i in ids) / len(ids), "top3_share": top3 / len(ids),
                          "distinct": len(set(ids)) / len(ids)})
     return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct"])
+
+
+def compute_spent(runs: list[Run]) -> pd.DataFrame:
+    """Wall-clock minutes each run spent, read from its ``log.txt``: one row per run (``dataset``,
+    ``profile``, ``label``, ``seed``, ``minutes``, ``sessions``).
+
+    The time between consecutive log lines is summed, except the gap before a line that opens a
+    session (``<method> on <dataset> (...)``: a start or a resume), which is time the run was not
+    running. A stage reused from the shared cache costs nothing here: it is counted in the run that
+    trained it. Lines carry a date (``YYYY-MM-DD HH:MM:SS``) or, in older logs, the time alone (a
+    step back in time is then read as midnight passed). These are lane minutes: one thread each,
+    beside whatever else the machine ran, not CPU time."""
+    import re
+    from datetime import datetime, timedelta
+
+    stamp = re.compile(r"^(?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) (.*)$")
+    out = []
+    for run in runs:
+        log = run.folder / "log.txt"
+        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+        times, opens = [], []
+        day = datetime(2000, 1, 1)
+        for line in lines:
+            m = stamp.match(line)
+            if not m:
+                continue
+            date, clock, text = m.groups()
+            t = datetime.fromisoformat(f"{date or day.date().isoformat()} {clock}")
+            if date is None and times and t < times[-1]:
+                t += timedelta(days=1)
+                day += timedelta(days=1)
+            times.append(t)
+            opens.append(bool(re.match(r"^\S+ on \S+ \(", text)))
+        seconds = sum((b - a).total_seconds() for a, b, o in zip(times, times[1:], opens[1:]) if not o)
+        out.append({"dataset": Path(run.cfg.dataset).name, "profile": run.cfg.profile, "label": run.label, "seed": run.cfg.seed,
+                    "minutes": seconds / 60, "sessions": max(1, sum(opens))})
+    return pd.DataFrame(out, columns=["dataset", "profile", "label", "seed", "minutes", "sessions"])

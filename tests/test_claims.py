@@ -563,3 +563,22 @@ def test_quorum_verdict_most_of_the_parts():
     assert b2.quorum == 0.5 and len(b2.parts) == 10
     assert claims.paper_passes(b2).all()  # the paper's SPRec is first on both metrics everywhere
     assert dict(claims.paper_passes(claim("a3")))["CDs_and_Vinyl"]  # RosePO on CDs, in the paper's numbers
+
+
+def test_stability_effect_spread_and_noise_by_hand():
+    """SPRec − SFT DivRatio@1 over three seeds: 0.30-0.10, 0.25-0.10, 0.35-0.15 = 0.20, 0.15, 0.20;
+    mean 0.18333, sample std sqrt(((1/60)^2*2 + (1/30)^2)/2) = 0.028868. One-run noise: sqrt(2) x 0.01."""
+    rows = rows_frame({("sft", 0): {"DivRatio@1": 0.10}, ("sprec", 0): {"DivRatio@1": 0.30},
+                       ("sft", 1): {"DivRatio@1": 0.10}, ("sprec", 1): {"DivRatio@1": 0.25},
+                       ("sft", 2): {"DivRatio@1": 0.15}, ("sprec", 2): {"DivRatio@1": 0.35}}, dataset="Steam")
+    rule = claims.NoiseRule(run_std={"DivRatio@1": 0.01})
+    s = claims.stability(rows, metrics=["DivRatio@1", "HR@5"], rule=rule)
+    assert len(s) == 1  # no HR@5 values: no row
+    r = s.iloc[0]
+    assert (r["dataset"], r["metric"], r["seeds"]) == ("Steam", "DivRatio@1", 3)
+    assert r["effect"] == pytest.approx(0.55 / 3) and r["seed_spread"] == pytest.approx(0.028868, abs=1e-6)
+    assert r["run_noise"] == pytest.approx(0.01 * 2 ** 0.5)
+    one = claims.stability(rows[rows["seed"] == 0], metrics=["DivRatio@1"], rule=rule).iloc[0]
+    assert one["seeds"] == 1 and np.isnan(one["seed_spread"]) and one["effect"] == pytest.approx(0.2)
+    fig = plots.plot_stability(s)
+    assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 1

@@ -122,3 +122,29 @@ def test_sweep_rows_reads_the_setting_from_the_variant(tmp_path):
     # The mean of iterations 2 and 3: 2.5 * hr.
     assert rows["random_ratio"].tolist() == [0.0, 1.0] and rows["HR@5"].tolist() == pytest.approx([0.25, 1.0])
     assert rows["label"].tolist() == ["sprec-n1024", "sprec-ratio1-n1024"]
+
+
+def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_path):
+    """Minutes by hand: 10:00:00 → 10:30:00 (30), an interruption until 13:00:00 (a resume line: not
+    counted), then 13:00:00 → 13:12:30 (12.5): 42.5 minutes in 2 sessions. An undated log that passes
+    midnight: 23:50:00 → 00:10:00 is 20 minutes."""
+    from types import SimpleNamespace
+
+    from sprec_lib.results import compute_spent
+
+    def run(name, text):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "log.txt").write_text(text)
+        return SimpleNamespace(folder=folder, label="sprec", cfg=SimpleNamespace(dataset="/x/MovieLens", profile="tiny", seed=1))
+
+    a = run("a", "2026-12-01 10:00:00 sprec on MovieLens (tiny profile, seed 1)\n"
+                 "2026-12-01 10:30:00 stage pretrain: SIGTERM\n"
+                 "2026-12-01 13:00:00 sprec on MovieLens (tiny profile, seed 1)\n"
+                 "2026-12-01 13:00:00 stage pretrain: resuming from checkpoint-5\n"
+                 "2026-12-01 13:12:30 finished: sprec, final stage it3-dpo\n")
+    b = run("b", "23:50:00 sprec on MovieLens (tiny profile, seed 1)\nnot a log line\n00:10:00 finished: sprec\n")
+    spent = compute_spent([a, b])
+    assert spent["minutes"].tolist() == pytest.approx([42.5, 20.0])
+    assert spent["sessions"].tolist() == [2, 1]
+    assert spent.loc[0, ["dataset", "profile", "label", "seed"]].tolist() == ["MovieLens", "tiny", "sprec", 1]
