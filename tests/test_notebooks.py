@@ -198,7 +198,9 @@ def test_claims_page_on_a_fresh_clone_lists_every_dataset(tmp_path, monkeypatch)
 
     jobs = _jobs(specs, tmp_path / "executed", list(book.DATASETS), "tiny", [0, 1, 2], quick=False)
     assert [j.spec.name for j in jobs] == ["00_scorecard", "06_results"]
-    assert all(j.parameters["datasets"] == [] and j.parameters["quick"] is False for j in jobs)  # no folder here
+    # The datasets by name although no folder is here: the same parameters (and page hash) as on a
+    # machine with the data, so `make book` on this clone finds the committed pages up to date.
+    assert all(j.parameters["datasets"] == list(book.DATASETS) and j.parameters["quick"] is False for j in jobs)
     def files():
         return {p.relative_to(clone) for p in clone.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
@@ -220,3 +222,21 @@ def test_claims_page_on_a_fresh_clone_lists_every_dataset(tmp_path, monkeypatch)
     assert values["00_scorecard"]["scorecard_shape"] == [len(claims.ALL_CLAIMS), 5]
     # Nothing was trained, exported or written outside the executed copies.
     assert not (clone / "runs").exists() and files() == before
+
+
+def test_committed_pages_are_up_to_date_on_a_fresh_clone(tmp_path, monkeypatch):
+    """Issue 14: `make book` on a clone leaves `git status` clean. On a copy of the tracked files
+    without ../shared and without data/ml-1m, every page `sprec book run` would consider (the
+    theorem, the scorecard, the claims page) carries the hash the runner computes there, so it is
+    skipped rather than re-run and re-written. This fails when a notebook, its parameters or the
+    committed results change without `sprec book run` having been run and its pages committed."""
+    from sprec_lib.book.runner import _content_hash, _jobs, _stored_hash
+
+    clone = tracked_copy(tmp_path / "clone")
+    monkeypatch.setenv("SPREC_ROOT", str(clone))
+    monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "no-such-folder"))
+    monkeypatch.delenv("SPREC_QUICK", raising=False)
+    jobs = _jobs(book.NOTEBOOKS, clone / "book" / "executed", list(book.DATASETS), "tiny", [0, 1, 2], quick=False)
+    assert {j.spec.name for j in jobs} >= {"01_theorem", "00_scorecard", "06_results"}
+    stale = [j.output.name for j in jobs if _stored_hash(j.output) != _content_hash(j)]
+    assert not stale, f"run `sprec book run` and commit book/executed: out of date {stale}"

@@ -82,8 +82,13 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
         if "train" in spec.takes:
             base["train"] = bool(train)
         source = notebooks_dir() / f"{spec.name}.ipynb"
-        if "datasets" in spec.takes:  # one copy over all the datasets there are
-            base["datasets"] = [portable_path(dataset_folder(n)) for n in datasets if dataset_folder(n).is_dir()]
+        if "datasets" in spec.takes:  # one copy over all the datasets (the claim pages)
+            # The book's datasets by name, whether or not their folders are here: these pages read
+            # the committed runs of every dataset anyway (claims.gather_evidence), so the parameters,
+            # and with them the page's hash, are the same on a clone without ../shared. Other folders
+            # by path, where they exist.
+            base["datasets"] = [n if n in DATASETS else portable_path(dataset_folder(n))
+                                for n in datasets if n in DATASETS or dataset_folder(n).is_dir()]
         if "study_dir" in spec.takes:
             folder = dataset_folder(study)
             if "datasets" in spec.takes:
