@@ -6,9 +6,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 
+from .cllmr.config import DatasetName as CllmrDataset, System as CllmrSystem
 from .config import PROFILE_NAMES, ConfigError, PrepareConfig, override
 from .data import DataFormatError
 from .runs import CHECKPOINT_MINUTES
@@ -429,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("cllmr", help="CLLMR and its baselines on LightGCN (sprec_lib/cllmr)").add_subparsers(
         dest="cllmr_command", required=True)
     ctr = cl.add_parser("train", help="train (or resume) one system in a run folder and evaluate it")
-    ctr.add_argument("--dataset", default="ml-1m", choices=["ml-1m", "ml-100k"])
-    ctr.add_argument("--system", required=True, choices=["backbone", "rlmrec-con", "cllmr"])
+    ctr.add_argument("--dataset", default="ml-1m", choices=get_args(CllmrDataset))
+    ctr.add_argument("--system", required=True, choices=get_args(CllmrSystem))
     ctr.add_argument("--seed", type=int, default=0)
     ctr.add_argument("--out", default=None, help="the run folder (default: runs/cllmr/<dataset>/<label>-seed<S>)")
     ctr.add_argument("--variant", default=None, help="name the settings --set changes (label <system>-<variant>); "
@@ -440,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_dir(ctr)
     ctr.set_defaults(func=cmd_cllmr_train)
     cpr = cl.add_parser("profiles", help="generate the items' LLM profiles (SmolLM2-135M-Instruct; cached per item, resumable)")
-    cpr.add_argument("--dataset", default="ml-1m", choices=["ml-1m", "ml-100k"])
+    cpr.add_argument("--dataset", default="ml-1m", choices=get_args(CllmrDataset))
     cpr.add_argument("--limit", type=int, default=None, help="generate at most this many new profiles (default: all missing)")
     cpr.add_argument("--show", type=int, default=3, help="print the first N items' profiles")
     _set(cpr, "SideConfig", "max_new_tokens=64")

@@ -225,6 +225,20 @@ class StageInterrupted(Exception):
     """A stage stopped on SIGTERM or SIGINT after saving a checkpoint to resume from."""
 
 
+def provenance(threads: int | None) -> dict:
+    """What every run record's ``config.json`` says about where and when it was made: package
+    versions, the machine (at ``threads`` torch threads), the git commit and the time."""
+    return {"versions": versions(), "machine": machine(threads), "git_commit": git_commit(),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def config_mismatch(path: Path, saved: dict, asked: dict) -> str:
+    """The message of a run folder asked to resume with another config: the fields that differ."""
+    diff = {k: (v, asked.get(k)) for k, v in saved.items() if asked.get(k) != v}
+    return (f"{path}: this run was started with a different config (saved vs asked: {diff}); "
+            "use a new run folder to change it")
+
+
 class Run:
     """A run folder: its config and spec, the stages it finished, what it evaluated, whether it ended."""
 
@@ -238,11 +252,7 @@ class Run:
             saved_doc = read_json(path)
             saved = from_dict(RunConfig, saved_doc["config"])
             if cfg is not None and cfg != saved:
-                diff = {k: (v, to_dict(cfg).get(k)) for k, v in to_dict(saved).items() if to_dict(cfg).get(k) != v}
-                raise RunConfigMismatch(
-                    f"{path}: this run was started with a different config (saved vs asked: {diff}); "
-                    "use a new run folder to change it"
-                )
+                raise RunConfigMismatch(config_mismatch(path, to_dict(saved), to_dict(cfg)))
             self.cfg, self._spec = saved, saved_doc.get("spec")
         else:
             if cfg is None:
@@ -254,9 +264,7 @@ class Run:
                           "seed": cfg.seed, "dataset": Path(cfg.dataset).name, "profile": cfg.profile}
             if not is_main():  # another process of a launch: the main process writes the config
                 return
-            write_json({"config": to_dict(cfg), "spec": self._spec, "versions": versions(),
-                        "machine": machine(cfg.model.torch_threads), "git_commit": git_commit(),
-                        "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
+            write_json({"config": to_dict(cfg), "spec": self._spec, **provenance(cfg.model.torch_threads)}, path)
 
     def __repr__(self) -> str:
         return f"Run({str(self.folder)!r}, {self.label}, seed {self.seed})"

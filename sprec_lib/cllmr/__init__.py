@@ -27,5 +27,3 @@ One job per module, data flowing one way::
 ``sprec cllmr train --dataset ml-1m --system cllmr --seed 0 --out runs/cllmr/ml-1m/cllmr-seed0`` trains
 and evaluates one run; ``sprec cllmr profiles --dataset ml-1m`` generates the LLM item profiles.
 """
-
-SYSTEMS = ("backbone", "rlmrec-con", "cllmr")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError, from_dict, to_dict
-from ..runs import CONFIG, FINISHED, LOG, git_commit, machine, read_json, versions, write_json
+from ..runs import CONFIG, FINISHED, LOG, config_mismatch, provenance, read_json, write_json
 from .config import CllmrConfig
 
 STATE, METRICS = "state.pt", "metrics.json"  # config.json, log.txt and FINISHED as sprec_lib.runs names them
@@ -48,18 +48,13 @@ class CllmrRun:
             doc = read_json(path)
             saved = from_dict(CllmrConfig, doc["config"])
             if cfg is not None and cfg != saved:
-                new, old = to_dict(cfg), to_dict(saved)
-                diff = {k: (old[k], new[k]) for k in old if old[k] != new[k]}
-                raise ConfigError(f"{path}: this run was started with a different config (saved vs asked: {diff}); "
-                                  "use a new run folder to change it")
+                raise ConfigError(config_mismatch(path, to_dict(saved), to_dict(cfg)))
             self.cfg, self.label = saved, doc["label"]
         else:
             if cfg is None:
                 raise FileNotFoundError(f"{path}: no CLLMR run here")
             self.cfg, self.label = cfg, label_of(cfg, variant)
-            write_json({"config": to_dict(cfg), "label": self.label, "versions": versions(),
-                        "machine": machine(cfg.train.torch_threads), "git_commit": git_commit(),
-                        "created": time.strftime("%Y-%m-%d %H:%M:%S")}, path)
+            write_json({"config": to_dict(cfg), "label": self.label, **provenance(cfg.train.torch_threads)}, path)
 
     def __repr__(self) -> str:
         return f"CllmrRun({str(self.folder)!r}, {self.label}, seed {self.cfg.seed})"
