@@ -429,14 +429,23 @@ def stability(rows: pd.DataFrame, label: str = "sprec", base: str = "sft",
     return pd.DataFrame(out, columns=["dataset", "profile", "metric", "effect", "seed_spread", "run_noise", "seeds"])
 
 
+def seeds_evidence(diffs: pd.Series) -> dict:
+    """The seeds rule on paired differences (one per seed, ``NoiseRule.min_seeds`` or more): clear
+    when every seed has the same sign and the mean exceeds the seeds' std; ``evidence`` +1 up, −1
+    down, 0 within the noise."""
+    mean, n = float(diffs.mean()), len(diffs)
+    spread = float(diffs.std(ddof=1)) if n > 1 else math.nan
+    clear = abs(mean) > spread and ((diffs > 0).all() or (diffs < 0).all())
+    return dict(difference=mean, spread=spread, seeds=n, low=mean - spread, high=mean + spread,
+                rule="seeds", evidence=int(np.sign(mean)) if clear else 0)
+
+
 def _evidence(diffs: pd.Series, intervals: list[tuple[float, float, str]], rule: NoiseRule) -> dict:
     """Whether differences (one per seed) are clear of the noise: +1 up, −1 down, 0 within it."""
     mean, n = float(diffs.mean()), len(diffs)
     spread = float(diffs.std(ddof=1)) if n > 1 else math.nan
     if n >= rule.min_seeds:
-        clear = abs(mean) > spread and ((diffs > 0).all() or (diffs < 0).all())
-        return dict(difference=mean, spread=spread, seeds=n, low=mean - spread, high=mean + spread,
-                    rule="seeds", evidence=int(np.sign(mean)) if clear else 0)
+        return seeds_evidence(diffs)
     low, high = min(i[0] for i in intervals), max(i[1] for i in intervals)
     how = "bootstrap" if all(i[2] == "bootstrap" for i in intervals) else "bound"
     return dict(difference=mean, spread=spread, seeds=n, low=low, high=high, rule=how,

@@ -141,14 +141,13 @@ def _difference(table: pd.DataFrame, label: str, base: str, column: str, rule) -
     b = table[table["label"] == base].set_index("seed")[column]
     diffs = (a - b).dropna()
     n = len(diffs)
-    mean = float(diffs.mean()) if n else math.nan
-    spread = float(diffs.std(ddof=1)) if n > 1 else math.nan
-    if n < rule.min_seeds:
-        evidence = None
-    else:
-        clear = abs(mean) > spread and ((diffs > 0).all() or (diffs < 0).all())
-        evidence = int(np.sign(mean)) if clear else 0
-    return {"difference": mean, "spread": spread, "seeds": n, "evidence": evidence}
+    if n >= rule.min_seeds:  # the book's seeds rule (sprec_lib.claims)
+        from ..claims import seeds_evidence
+
+        e = seeds_evidence(diffs)
+        return {k: e[k] for k in ("difference", "spread", "seeds", "evidence")}
+    return {"difference": float(diffs.mean()) if n else math.nan,
+            "spread": float(diffs.std(ddof=1)) if n > 1 else math.nan, "seeds": n, "evidence": None}
 
 
 CLAIMS = [
