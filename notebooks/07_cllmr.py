@@ -29,20 +29,20 @@
 #   the LLM's propensity (here, as MACR: `(⟨e_u, e_i⟩ − c) · σ(P_i)`, with `P_i` the item's propensity
 #   from its side representation and `c` the matching's reference value).
 #
-# The paper's code was never released; every choice we made where it is silent is a setting of
-# `sprec_lib.cllmr.config.CllmrConfig`, and the module that uses it says why. Here: ML-1M as implicit
-# feedback (ratings ≥ 4, a per-user 3:1:1 split, full ranking with training items masked, as
-# RLMRec), LightGCN as the backbone, profiles written by SmolLM2-135M-Instruct and embedded by
-# all-MiniLM-L6-v2. The runs are read from `results/cllmr/` (`sprec cllmr train ...`; the list of the
-# missing ones, with their commands, is below).
+# The paper's code was never released and its full text could not be read here; every choice we made
+# where it is silent is a setting of `sprec_lib.cllmr.config.CllmrConfig`, and the module that uses it
+# says why. The page reads finished runs exported under `results/cllmr/<dataset>/` (committed); the
+# missing ones are listed with the command that makes each. By default it trains nothing.
 
 # %% tags=["parameters", "hide-input"]
-dataset: str = "ml-1m"  # ml-1m | ml-100k
+dataset: str = "ml-100k"  # ml-100k | ml-1m
 seeds: list = [0, 1, 2]
-runs_root: str = "results/cllmr"  # finished run folders, <root>/<dataset>/<label>-seed<S>
+profiles: str = "title-genres"  # every run's side.profiles: title-genres (MiniLM of title and genres) | llm (hours of generation)
 sweeps: bool = True  # the noise and rank sweeps of CLLMR
-train: bool = False  # True: train the missing runs (hours on a CPU); False: use the runs that exist
-quick: bool = False  # ML-100K, one seed, a few epochs on title-genres vectors, under runs/quick (plumbing, not results)
+results_root: str = "results/cllmr"  # exported runs (committed), <root>/<dataset>/<label>-seed<S>
+runs_root: str = "runs/cllmr"  # local run folders (training state; exported when found)
+train: bool = False  # True: train the missing runs (minutes each on ML-100K, one thread); False: read what exists
+quick: bool = False  # one seed, a few epochs each, under runs/quick/cllmr, never exported (plumbing, not results)
 
 # %% tags=["remove-output", "hide-input"]
 import pandas as pd
@@ -53,19 +53,38 @@ from sprec_lib.cllmr import report
 
 quick = book.quick_mode(quick)
 if quick:
-    dataset, seeds, train = "ml-100k", seeds[:1], True
-    runs_root = "runs/quick/cllmr" if runs_root == "results/cllmr" else runs_root
-specs = report.book_specs(dataset, seeds, sweeps=sweeps)
-found, missing = report.obtain(specs, book.resolve(runs_root), train=train, quick=quick)
+    seeds = seeds[:1]
+    runs_root = "runs/quick/cllmr" if runs_root == "runs/cllmr" else runs_root
+specs = report.book_specs(dataset, seeds, sweeps=sweeps, settings=[f"side.profiles={profiles}"])
+found, missing = report.obtain(specs, train=train, quick=quick, results_root=results_root, runs_root=runs_root)
 table = report.rows(found)
 book.record("runs_finished", len(found))
 book.record("runs_asked", len(specs))
-print(f"{len(found)} of {len(specs)} runs finished under {runs_root}")
+print(f"{len(found)} of {len(specs)} runs finished")
+
+# %% [markdown]
+# ## What ran, and how it differs from the paper
+#
+# The paper trains on Amazon-book, Yelp and Steam as RLMRec prepared them, with GPT-3.5 profiles;
+# none of them can be fetched here. These runs use MovieLens as implicit feedback with RLMRec's
+# protocol, a LightGCN backbone with RLMRec's settings, and, by default, the cheap side information
+# (a MiniLM vector of each movie's title and genres, no LLM generation: SmolLM2's profiles of
+# ML-100K's movies would take hours on this machine's CPU). With these vectors the "LLM propensity"
+# the counterfactual step removes is that of a sentence encoder, not a generator's.
 
 # %% tags=["hide-input"]
 pd.set_option("display.max_colwidth", None)
+first = next(iter(found.values()), None)
+setup = report.setup_table(specs[0].config(quick), first["data"] if first else None)
+book.record("setup", setup["this page"].to_dict())
+setup
+
+# %% tags=["hide-input"]
+book.record("missing_commands", [s.command(runs_root) for s in missing])
 if missing:
-    display(Markdown(f"**{len(missing)} runs missing.** Train them with:\n\n```\n"
+    display(Markdown(f"**Pending: {len(missing)} of {len(specs)} runs are missing.** Make them with the commands "
+                     "below (one thread each; they resume when run again), then run this page again: it exports "
+                     f"every finished run under `{runs_root}` to `{results_root}`. Or run the page with `train=True`.\n\n```\n"
                      + "\n".join(s.command(runs_root) for s in missing) + "\n```"))
 
 # %% [markdown]
@@ -80,6 +99,7 @@ main_labels = ["backbone", "rlmrec-con", "cllmr", "cllmr-nocf", "cllmr-mlp", "cl
 main = table[table["label"].isin(main_labels)] if len(table) else table
 main_table = report.mean_std(main) if len(main) else pd.DataFrame()
 book.record("main_table", main_table.to_dict() if len(main_table) else {})
+book.record("main_means", report.label_means(main) if len(main) else {})
 main_table
 
 # %% [markdown]
@@ -88,8 +108,8 @@ main_table
 
 # %% tags=["hide-input"]
 gains = report.relative_gains(main) if len(main) else pd.DataFrame()
-book.record("relative_gains", gains.round(3).to_dict() if len(gains) else {})
-gains
+book.record("relative_gains", gains["ours (%)"].to_dict() if len(gains) else {})
+gains.round({"baseline": 4, "cllmr": 4, "ours (%)": 2})
 
 # %% [markdown]
 # ## Dimensional collapse
@@ -132,13 +152,19 @@ for name, frame in report.sweep_table(table if len(table) else pd.DataFrame(colu
 # %% [markdown]
 # ## Verdicts
 #
-# Under the book's noise rule: with three seeds or more, a difference holds when it has the claimed
-# sign in every seed and its mean is larger than the seeds' standard deviation; with fewer seeds it
-# is not judged.
+# Under the book's noise rule (`sprec_lib.claims.seeds_evidence`): with three seeds or more, a
+# difference holds when it has the claimed sign in every seed and its mean is larger than the seeds'
+# standard deviation; a claim is *reproduced* when every part holds, *not reproduced* when a part is
+# clearly against it, and *inconclusive* otherwise. With fewer seeds it is not judged (*too few
+# seeds*); without runs it is *pending*. The differences are paired by seed (the same split, the same
+# seed's initialisation).
 
 # %% tags=["hide-input"]
-checks = report.verdicts(table if len(table) else pd.DataFrame(columns=["label", "seed"]))
+checks = report.verdicts(table if len(table) else pd.DataFrame(columns=["label", "seed"]), sweeps=sweeps)
 book.record("verdicts", checks.groupby("claim", sort=False)["verdict"].first().to_dict())
+display(Markdown("\n".join(report.verdict_lines(checks))))
+
+# %% tags=["hide-input"]
 checks
 
 # %% tags=["hide-input"]

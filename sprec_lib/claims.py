@@ -356,7 +356,10 @@ def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE
     A resample repeats some rows and drops others, which lowers DivRatio in both runs alike; the
     difference is what is read."""
     n = len(a["target"])
-    if len(b["target"]) != n or list(a["target"]) != list(b["target"]):
+    # An export knows a row's target only where the run hit it (-1 elsewhere): rows agree when both
+    # runs know the target and it is the same, or when one of them does not know it.
+    known = (-1, None)
+    if len(b["target"]) != n or any(x != y for x, y in zip(a["target"], b["target"]) if x not in known and y not in known):
         raise ValueError(f"{metric}: the two runs were not evaluated on the same test rows")
     fa, fb = _statistic(metric, a), _statistic(metric, b)
     rng = np.random.default_rng(rule.rng_seed)
@@ -489,7 +492,7 @@ def _outcome(direction: str, evidence: int) -> str:
 # verdicts
 
 CHECK_COLUMNS = ["dataset", "profile", "claim", "id", "method", "metric", "expected", "difference", "spread",
-                 "seeds", "low", "high", "rule", "outcome", "collapsed"]
+                 "seeds", "low", "high", "rule", "outcome", "collapsed", "quorum"]
 
 
 def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseRule) -> pd.DataFrame:
@@ -540,7 +543,7 @@ def check_claims(rows: pd.DataFrame, claims=None, rule: NoiseRule = RULE,
                 row = dict(dataset=dataset, profile=profile, claim=claim.title, id=claim.id, method=part.label,
                            metric=part.metric, expected=f"{part.direction} vs {claim.base}", difference=math.nan,
                            spread=math.nan, seeds=0, low=math.nan, high=math.nan, rule="", outcome=MISSING,
-                           collapsed=collapsed)
+                           collapsed=collapsed, quorum=claim.quorum)
                 pairs = _pairs(group, part.label, claim.base, part.metric, rule)
                 if len(pairs):
                     intervals = [] if len(pairs) >= rule.min_seeds else [
@@ -577,7 +580,7 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
             row = dict(dataset=dataset, profile=profile, claim=claim.title, id=claim.id,
                        method=f"slope over {setting}", metric=part.metric, expected=f"{part.direction} with {setting}",
                        difference=math.nan, spread=math.nan, seeds=len(complete), low=math.nan, high=math.nan,
-                       rule="", outcome=MISSING, collapsed=False)
+                       rule="", outcome=MISSING, collapsed=False, quorum=claim.quorum)
             if complete and all(part.metric in p for p in complete):
                 changes, intervals = [], []
                 for p in complete:
@@ -621,8 +624,15 @@ def verdict_table(checks: pd.DataFrame) -> pd.DataFrame:
     if checks.empty:
         return pd.DataFrame(columns=keys + ["id", "verdict", "seeds"])
     grouped = checks.groupby(keys, sort=False)
-    quorum = {c.id: c.quorum for c in ALL_CLAIMS.values()}
-    table = grouped.apply(lambda g: _verdict(g, quorum.get(g["id"].iloc[0])), include_groups=False)
+    # each part carries its claim's quorum (a custom claim list keeps its own); older tables without
+    # the column fall back to the claim of that id in ALL_CLAIMS
+    by_id = {c.id: c.quorum for c in ALL_CLAIMS.values()}
+
+    def quorum(g):
+        q = g["quorum"].iloc[0] if "quorum" in g else by_id.get(g["id"].iloc[0])
+        return None if q is None or pd.isna(q) else float(q)
+
+    table = grouped.apply(lambda g: _verdict(g, quorum(g)), include_groups=False)
     table = table.rename("verdict").to_frame()
     table["seeds"] = grouped["seeds"].min().astype(int)
     table["id"] = grouped["id"].first()

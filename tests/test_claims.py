@@ -186,6 +186,14 @@ def test_paired_bootstrap_on_hits():
     assert high < 0 and low == pytest.approx(-0.02 - Z * 0.00443, abs=0.003)
     with pytest.raises(ValueError, match="same test rows"):
         claims.paired_bootstrap("HR@5", row_data(set(), n=10), row_data(set(), n=11))
+    # Exports keep a target only where the run hit it (-1 elsewhere, results.row_data_for_export):
+    # runs that hit different rows are still on the same rows; a row whose known targets differ is not.
+    hit_a = {"target": [5, -1, -1], "topk": [[5, 1], [2, 3], [4, 6]]}
+    hit_b = {"target": [-1, 7, -1], "topk": [[1, 2], [7, 3], [4, 6]]}
+    low, high = claims.paired_bootstrap("HR@1", hit_a, hit_b)
+    assert low <= 0 <= high  # one hit each, on different rows
+    with pytest.raises(ValueError, match="same test rows"):
+        claims.paired_bootstrap("HR@1", hit_a, {"target": [9, -1, -1], "topk": [[9, 1], [2, 3], [4, 6]]})
 
 
 def test_minus_0003_hr_on_1000_rows_with_one_seed_is_inconclusive():
@@ -563,6 +571,19 @@ def test_quorum_verdict_most_of_the_parts():
     assert b2.quorum == 0.5 and len(b2.parts) == 10
     assert claims.paper_passes(b2).all()  # the paper's SPRec is first on both metrics everywhere
     assert dict(claims.paper_passes(claim("a3")))["CDs_and_Vinyl"]  # RosePO on CDs, in the paper's numbers
+
+
+def test_a_custom_claim_keeps_its_quorum_in_the_verdict_table():
+    """A claim outside ALL_CLAIMS (id "zz", quorum 0.5): its parts carry the quorum, so 6 of 10
+    holding is reproduced; a table without the column falls back to ALL_CLAIMS, where "zz" has none,
+    and every part must hold."""
+    from sprec_lib.claims import CONTRARY, HOLDS, verdict_table
+
+    checks = pd.DataFrame({"dataset": "Steam", "profile": "tiny", "claim": "custom", "id": "zz",
+                           "outcome": [HOLDS] * 6 + [CONTRARY] * 4, "collapsed": False, "seeds": 1, "quorum": 0.5})
+    assert verdict_table(checks)["verdict"].tolist() == ["reproduced"]
+    assert verdict_table(checks.drop(columns="quorum"))["verdict"].tolist() == ["not reproduced"]
+    assert verdict_table(checks.assign(quorum=None))["verdict"].tolist() == ["not reproduced"]
 
 
 def test_stability_effect_spread_and_noise_by_hand():

@@ -325,6 +325,31 @@ def test_run_folder_refuses_another_config(tmp_path):
         CllmrRun(tmp_path / "r", cllmr_config(system="cllmr"))
 
 
+def test_export_and_obtain_read_exported_then_local_runs_and_refuse_other_settings(tmp_path):
+    from sprec_lib.cllmr import report
+
+    results, runs, log = tmp_path / "results", tmp_path / "runs", []
+    backbone, rlmrec, cllmr = report.book_specs("ml-100k", [0], sweeps=False, settings=["side.profiles=title-genres"])[:3]
+    local = CllmrRun(backbone.folder(runs), backbone.config())
+    (local.folder / "state.pt").write_bytes(b"training state")
+    local.log("trained")
+    local.finish({"label": "backbone", "test": {"Recall@20": 0.25}})
+    # the same recipe at another thread count (a different float sum, not a different run) ...
+    CllmrRun(rlmrec.folder(results), cllmr_config(["data.dataset=ml-100k", "side.profiles=title-genres",
+                                                   "train.torch_threads=2"], system="rlmrec-con")).finish({"test": {}})
+    # ... but a CLLMR run with the LLM profiles is not the title-genres run the chapter asks for
+    CllmrRun(cllmr.folder(results), cllmr_config(["data.dataset=ml-100k"])).finish({"test": {}})
+
+    found, missing = report.obtain([backbone, rlmrec, cllmr], results_root=results, runs_root=runs, log=log.append)
+    assert set(found) == {backbone, rlmrec} and missing == [cllmr]
+    assert found[backbone] == {"label": "backbone", "test": {"Recall@20": 0.25}}
+    exported = backbone.folder(results)  # the local run, exported: every file but the training state
+    assert sorted(p.name for p in exported.iterdir()) == ["FINISHED", "config.json", "log.txt", "metrics.json"]
+    assert log == [f"{cllmr.folder(results)}: made with other settings; not used"]
+    assert cllmr.command() == ("sprec cllmr train --dataset ml-100k --system cllmr --seed 0 --set side.profiles=title-genres "
+                               "--out runs/cllmr/ml-100k/cllmr-seed0")
+
+
 def test_profiles_are_cached_per_item_and_resume(tmp_path):
     calls = []
 

@@ -253,3 +253,17 @@ def test_committed_run_configs_load(path):
         return old == new
 
     assert kept(saved, json.loads(json.dumps(to_dict(cfg))))
+
+
+def test_dataset_overrides_apply_by_folder_name_and_yield_to_set():
+    """CDs_and_Vinyl's tiny pretraining is 3x the profile's (issue 14); --set still wins, the other
+    datasets and profiles keep the profile's value."""
+    from sprec_lib.config import DATASET_OVERRIDES, PROFILES
+
+    profile_steps = int(PROFILES["tiny"]["pretrain.max_steps"])
+    assert DATASET_OVERRIDES["tiny"]["CDs_and_Vinyl"] == {"pretrain.max_steps": "1200"}
+    assert run_config("tiny", dataset="/any/where/CDs_and_Vinyl").pretrain.max_steps == 1200 == 3 * profile_steps
+    assert run_config("tiny", dataset="/any/where/MovieLens").pretrain.max_steps == profile_steps
+    assert run_config("tiny").pretrain.max_steps == profile_steps
+    assert run_config("paper", dataset="/x/CDs_and_Vinyl").pretrain == run_config("paper").pretrain
+    assert run_config("tiny", ["pretrain.max_steps=7"], dataset="/x/CDs_and_Vinyl").pretrain.max_steps == 7

@@ -227,3 +227,20 @@ def test_claims_page_on_a_fresh_clone_lists_every_dataset(tmp_path, monkeypatch)
     # Nothing was trained, exported or written outside the executed copies.
     assert not (clone / "runs").exists() and files() == before
 
+
+
+def test_committed_pages_are_up_to_date_on_a_fresh_clone(tmp_path, monkeypatch):
+    """Issue 14, section 5: on a fresh clone (no ../shared, no runs/), every committed executed page
+    carries the hash of what it would be made from today, so `make book` re-executes nothing and
+    leaves `git status` clean. Fails when a notebook, the library or a committed result changed
+    without `sprec book run` and a commit of book/executed/."""
+    from sprec_lib.book.runner import _content_hash, _jobs, _stored_hash
+
+    clone = tracked_copy(tmp_path / "clone")
+    monkeypatch.setenv("SPREC_ROOT", str(clone))
+    monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "no-such-folder"))
+    monkeypatch.delenv("SPREC_QUICK", raising=False)
+    jobs = _jobs(book.NOTEBOOKS, clone / "book" / "executed", list(book.DATASETS), "tiny", [0, 1, 2], quick=False)
+    assert {"01_theorem", "00_scorecard", "06_results"} <= {j.spec.name for j in jobs}
+    stale = [j.output.name for j in jobs if _stored_hash(j.output) != _content_hash(j)]
+    assert not stale, f"run `sprec book run` and commit book/executed/: stale {stale}"

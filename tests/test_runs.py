@@ -27,6 +27,9 @@ def _same(a, b) -> bool:
 # in file-time order, which after a clone may be a re-evaluation on the validation split
 # ("it3-dpo-grounded-5-valid", 512 rows) instead of the iteration's test evaluation ("it3").
 FIXED = {"results/investigations/ml-1m-tiny/sprec-dpolr5e-6-seed0": "it3"}
+# CDs_and_Vinyl's dpo, sdpo and sprec were re-run when its tiny pretraining became 1,200 steps (issue 14):
+# their pins went with the old runs. The old SFT moved, unchanged, to investigations/ (pinned there,
+# with the two validation-split evaluations added to its metrics; its label is read from the folder name).
 
 
 def test_committed_runs_read_as_before():

@@ -36,12 +36,15 @@ class NotebookSpec:
     ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``).
     ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# ``
     heading), with ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
+    ``reads``: other committed result folders the page reads (relative to the repository root);
+    their contents are part of its hash.
     """
 
     name: str
     takes: tuple[str, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
     title: str | None = None
+    reads: tuple[str, ...] = ()
 
     @property
     def per_dataset(self) -> bool:
@@ -57,6 +60,8 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("04_ablations", takes=("study_dir", "profile", "seeds", "train")),
     NotebookSpec("05_negative_samples", takes=("study_dir", "profile", "train")),
     NotebookSpec("06_results", takes=("datasets", "study_dir", "profile", "seeds")),
+    # The third paper: its own runs (ML-100K, LightGCN), exported under results/cllmr.
+    NotebookSpec("07_cllmr", takes=("seeds", "train"), reads=("results/cllmr",)),
 ]
 
 
@@ -116,8 +121,8 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
 
 
 def _content_hash(job: Job) -> str:
-    """sha256 of the notebook's cells (type, source, tags), the parameters, the page title and
-    the dataset folder's fingerprint."""
+    """sha256 of the notebook's cells (type, source, tags), the parameters, the page title, the
+    dataset folder's fingerprint and those of the result folders the page reads."""
     import nbformat
 
     nb = nbformat.read(str(job.source), as_version=4)
@@ -126,8 +131,10 @@ def _content_hash(job: Job) -> str:
     runs = None
     if "profile" in job.spec.takes:  # the committed results, and the finished local runs not exported
         runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
-    blob = json.dumps({"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data,
-                       "results": runs}, sort_keys=True, ensure_ascii=False)
+    inputs = {"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data, "results": runs}
+    if job.spec.reads:  # a key only where there is one: the other pages' hashes stay as committed
+        inputs["reads"] = {folder: folder_hash(resolve(folder)) for folder in job.spec.reads}
+    blob = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -142,7 +149,9 @@ def local_only_runs(runs_root=RUNS, results_root=RESULTS) -> list[str]:
     out = []
     for run in finished_runs(runs_root):
         rel = run.folder.relative_to(runs_root).as_posix()
-        if not rel.startswith("quick/") and open_run(results_root / rel) is None:  # quick runs: remade anyway
+        # quick runs: remade anyway; investigations: no page reads them; CLLMR's runs: its page reads
+        # results/cllmr, hashed through its `reads`
+        if not rel.startswith(("quick/", "investigations/", "cllmr/")) and open_run(results_root / rel) is None:
             out.append(rel)
     return sorted(out)
 

@@ -4,7 +4,8 @@
   seed, and the sensitivity sweeps (noise, rank) of CLLMR. The "without counterfactual inference"
   ablation needs no run of its own: it is the factual score of the same CLLMR model
   (:mod:`sprec_lib.cllmr.train`), so :func:`rows` derives the ``cllmr-nocf`` rows from the ``cllmr`` runs.
-* :func:`obtain`: the finished runs under a root (``results/cllmr``), training the missing ones if asked.
+* :func:`obtain`: the finished runs, exported under ``results/cllmr`` (committed) or local under
+  ``runs/cllmr`` (exported when found), training the missing ones if asked.
 * :func:`mean_std`, :func:`relative_gains` (ours beside the paper's +6.26% Recall@10 and +12.80%
   NDCG@10), :func:`popularity_table`, :func:`verdicts` (the book's noise rule,
   :class:`sprec_lib.claims.NoiseRule`: with 3 seeds or more a difference holds when it has the
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +31,24 @@ METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
 SWEEPS = {"noise": ("sse.noise", (0.001, 0.01, 0.1, 0.5), 0.01), "rank": ("sse.rank", (16, 32, 64), 32)}
 
 
+RESULTS_ROOT = "results/cllmr"  # exported runs, committed: what the chapter reads on a fresh clone
+RUNS_ROOT = "runs/cllmr"  # local run folders with their training state (ignored by git)
+
+
 @dataclass(frozen=True)
 class Spec:
-    """One run of the chapter: a system, ``--set`` assignments, a variant name, a seed."""
+    """One run of the chapter: a system, ``--set`` assignments, a variant name, a seed; ``settings``:
+    the assignments every run of the chapter shares (``side.profiles=title-genres``)."""
 
     dataset: str
     system: str
     seed: int
     assignments: tuple[str, ...] = ()
     variant: str | None = None
+    settings: tuple[str, ...] = ()
 
     def config(self, quick: bool = False) -> CllmrConfig:
-        return cllmr_config([f"data.dataset={self.dataset}", *self.assignments], quick=quick,
+        return cllmr_config([f"data.dataset={self.dataset}", *self.settings, *self.assignments], quick=quick,
                             system=self.system, seed=self.seed)
 
     @property
@@ -50,40 +58,95 @@ class Spec:
     def folder(self, root) -> Path:
         return Path(root) / self.dataset / f"{self.label}-seed{self.seed}"
 
-    def command(self, root="results/cllmr") -> str:
-        sets = (" --set " + " ".join(self.assignments)) if self.assignments else ""
+    def command(self, root=RUNS_ROOT) -> str:
+        assignments = (*self.settings, *self.assignments)
+        sets = (" --set " + " ".join(assignments)) if assignments else ""
         variant = f" --variant {self.variant}" if self.variant else ""
         return (f"sprec cllmr train --dataset {self.dataset} --system {self.system} --seed {self.seed}{sets}{variant} "
                 f"--out {self.folder(root)}")
 
 
-def book_specs(dataset: str, seeds, sweeps: bool = True) -> list[Spec]:
-    specs = [Spec(dataset, system, s) for s in seeds for system in ("backbone", "rlmrec-con", "cllmr")]
-    specs += [Spec(dataset, "cllmr", s, ("sse.encoder=mlp",)) for s in seeds]
+def book_specs(dataset: str, seeds, sweeps: bool = True, settings=()) -> list[Spec]:
+    """The chapter's runs, the cheap ones first: the three systems and the SSE->MLP ablation per
+    seed, then (``sweeps``) CLLMR at each other noise and rank."""
+    settings = tuple(settings)
+    specs = [Spec(dataset, system, s, settings=settings) for s in seeds for system in ("backbone", "rlmrec-con", "cllmr")]
+    specs += [Spec(dataset, "cllmr", s, ("sse.encoder=mlp",), settings=settings) for s in seeds]
     if sweeps:
         for name, (key, values, default) in SWEEPS.items():
-            specs += [Spec(dataset, "cllmr", s, (f"{key}={v}",), f"{name}{v}") for s in seeds for v in values if v != default]
+            specs += [Spec(dataset, "cllmr", s, (f"{key}={v}",), f"{name}{v}", settings) for s in seeds for v in values
+                      if v != default]
     return specs
 
 
-def obtain(specs: list[Spec], root, train: bool = False, quick: bool = False, cache_dir=None, log=print):
-    """``(metrics per spec that has a finished run, the specs still missing)``; with ``train``, the
-    missing ones are trained first (into ``root``; quick runs belong under ``runs/quick``)."""
-    found, missing = {}, []
-    for spec in specs:
-        folder = spec.folder(root)
-        run = CllmrRun(folder) if (folder / "config.json").exists() else None
-        if (run is None or not run.is_finished) and train:
-            from .train import train as train_run
+def obtain(specs: list[Spec], train: bool = False, quick: bool = False, results_root=RESULTS_ROOT,
+           runs_root=RUNS_ROOT, cache_dir=None, log=print) -> tuple[dict, list[Spec]]:
+    """``(metrics per spec that has a finished run, the specs still missing)``. For each spec, the
+    first of: its exported copy under ``results_root``; its finished local run under ``runs_root``
+    (exported first, so that it can be committed); with ``train``, training it there (resuming an
+    unfinished folder), then exporting it. A run made with other settings is not used, and said so.
+    Quick runs (seconds each) are always trained, under ``runs_root``, and never read or exported
+    to ``results_root``: plumbing, not results. Relative roots are read from the repository root."""
+    from ..paths import resolve
 
-            log(f"training {spec.label} seed {spec.seed} -> {folder}")
-            run = train_run(spec.config(quick), folder, cache_dir=cache_dir, variant=spec.variant, log=lambda m: None,
-                            progress=False)
-        if run is not None and run.is_finished:
-            found[spec] = run.metrics()
-        else:
+    found, missing, shared = {}, [], {}
+    for spec in specs:
+        run = _obtain(spec, train, quick, resolve(results_root), resolve(runs_root), cache_dir, log, shared)
+        if run is None:
             missing.append(spec)
+        else:
+            found[spec] = run.metrics()
     return found, missing
+
+
+def _obtain(spec: Spec, train: bool, quick: bool, results_root: Path, runs_root: Path, cache_dir, log, shared: dict):
+    cfg = spec.config(quick)
+    exported, local = spec.folder(results_root), spec.folder(runs_root)
+    if not quick:
+        run = _open(exported)
+        if run is not None and run.is_finished:
+            if run.made_with(cfg):
+                return run
+            log(f"{exported}: made with other settings; not used")
+    run = _open(local)
+    if run is not None and not run.made_with(cfg):
+        if not quick:
+            log(f"{local}: made with other settings; not used (move it away to train this run there)")
+            return None
+        shutil.rmtree(local)  # quick runs are disposable: remade with the current settings
+        run = None
+    if run is None or not run.is_finished:
+        if not (train or quick):
+            return None
+        from .train import train as train_run
+
+        log(f"training {spec.label} seed {spec.seed} -> {local}")
+        run = train_run(cfg, local, inputs=_inputs(cfg, shared, cache_dir), variant=spec.variant, log=lambda m: None,
+                        progress=False)
+    return run if quick else run.export(exported)
+
+
+def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
+    """What :func:`sprec_lib.cllmr.train.prepare` makes for ``cfg``, with the data and the item
+    vectors loaded once for all the runs of one :func:`obtain` call (in ``shared``): loading the
+    data and the sentence encoder cost more than a quick run trains."""
+    from .data import load_implicit
+    from .side_info import embed, item_texts
+    from .train import prepare
+
+    if cfg.data not in shared:
+        shared[cfg.data] = load_implicit(cfg.data, cache_dir)
+    data, vectors = shared[cfg.data], None
+    if cfg.uses_side_info:
+        key = (cfg.data, cfg.side)
+        if key not in shared:
+            shared[key] = embed(item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=False), cache_dir=cache_dir)
+        vectors = shared[key]
+    return prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False)
+
+
+def _open(folder: Path) -> CllmrRun | None:
+    return CllmrRun(folder) if (folder / "config.json").exists() else None
 
 
 def rows(found: dict) -> pd.DataFrame:
@@ -159,10 +222,11 @@ CLAIMS = [
 ]
 
 
-def verdicts(table: pd.DataFrame, rule=None) -> pd.DataFrame:
+def verdicts(table: pd.DataFrame, rule=None, sweeps: bool = True) -> pd.DataFrame:
     """Each claim's parts (up: ``label`` above ``base`` on ``metric``) under the noise rule, and the
     claim's verdict: reproduced (every part holds), not reproduced (a part is clearly against),
-    inconclusive (within noise), too few seeds, or pending (no runs)."""
+    inconclusive (within noise), too few seeds, or pending (no runs). ``sweeps``: judge the noise
+    and rank optima too."""
     from ..claims import RULE
 
     rule = rule or RULE
@@ -173,7 +237,7 @@ def verdicts(table: pd.DataFrame, rule=None) -> pd.DataFrame:
             outcome = ("missing" if d["seeds"] == 0 else "too few seeds" if d["evidence"] is None else
                        "holds" if d["evidence"] > 0 else "contrary" if d["evidence"] < 0 else "within noise")
             out.append({"claim": claim, "part": f"{label} > {base}", "metric": metric, **d, "outcome": outcome})
-    out += sweep_verdicts(table, rule)
+    out += sweep_verdicts(table, rule) if sweeps else []
     frame = pd.DataFrame(out)
     verdict = frame.groupby("claim", sort=False)["outcome"].agg(_verdict)
     return frame.drop(columns="evidence").assign(verdict=frame["claim"].map(verdict))
@@ -239,3 +303,52 @@ def plot_spectrum(found: dict, seed: int | None = None):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def setup_table(cfg: CllmrConfig, data: dict | None = None) -> pd.DataFrame:
+    """What this chapter's runs are, beside what CLLMR's paper reports (its summary in
+    ``shared/papers``; RLMRec where the paper builds on it): the page states its own sizes."""
+    profiles = ("MiniLM (all-MiniLM-L6-v2) of 'title. Genres: ...', no generation" if cfg.side.profiles == "title-genres"
+                else f"SmolLM2-135M-Instruct profiles from title and genres (<= {cfg.side.max_new_tokens} tokens), MiniLM-embedded")
+    size = (f"{data['users']:,} users, {data['items']:,} items, {data['train']:,}/{data['valid']:,}/{data['test']:,} "
+            "train/valid/test positives" if data else "")
+    b, t, s = cfg.backbone, cfg.train, cfg.sse
+    rows_ = [
+        ("data", f"{cfg.data.dataset}, ratings >= {cfg.data.min_rating}, per-user 3:1:1 split; {size}",
+         "Amazon-book, Yelp, Steam as RLMRec prepared them"),
+        ("side information", profiles, "GPT-3.5 profiles from item text and reviews (RLMRec), text-embedding-ada-002"),
+        ("user side information", "mean of the user's training items' vectors", "LLM user profiles from their reviews (RLMRec)"),
+        ("backbone", (f"LightGCN as RLMRec runs it (torch.sparse; layers summed), {b.embedding_size}-d, {b.layers} "
+                      f"layers, edge keep rate {b.keep_rate}"),
+         "several backbones (CLLMR is a plug-in); RLMRec's LightGCN: 32-d, 3 layers"),
+        ("training", (f"Adam lr {t.lr}, batch {t.batch_size}, validation every {t.eval_every} epochs, patience "
+                      f"{t.patience} on valid Recall@{cfg.eval.early_stop_k}"), "RLMRec's trainer (the same)"),
+        ("alignment", f"InfoNCE, weight {cfg.align.kd_weight}, temperature {cfg.align.kd_temperature}",
+         "RLMRec-Con's (the same)"),
+        ("SSE", f"rank {s.rank}, hidden {s.hidden}, noise {s.noise}, VAE weight {s.vae_weight}, KL weight {s.kl_weight}",
+         "rank 32, hidden 32, noise 0.01; the loss weights are not reported"),
+        ("counterfactual score", "MACR-style: (<e_u, e_i> - c) * sigmoid(P_i), c the mean matching over training pairs",
+         "TE - NDE over a causal graph (exposure, LLM propensity, score); its estimator is not reported"),
+        ("evaluation", f"full ranking, training items masked, Recall and NDCG at {', '.join(map(str, cfg.eval.ks))}",
+         "the same (RLMRec's protocol)"),
+    ]
+    return pd.DataFrame(rows_, columns=["", "this page", "CLLMR's paper"]).set_index("")
+
+
+def label_means(table: pd.DataFrame, columns=METRICS) -> dict:
+    """``{label: {column: mean over seeds}}`` (the numbers behind :func:`mean_std`, for the record)."""
+    return {label: {c: float(v) for c, v in row.items()} for label, row in
+            table.groupby("label", sort=False)[list(columns)].mean().iterrows()}
+
+
+def verdict_lines(checks: pd.DataFrame) -> list[str]:
+    """One Markdown line per claim: its verdict, then each part's mean difference ± the seeds' std
+    and its outcome."""
+    out = []
+    for claim, part in checks.groupby("claim", sort=False):
+        details = "; ".join(
+            f"{r.part} on {r.metric}: {r.difference:+.4f}" + (f" ± {r.spread:.4f}" if not math.isnan(r.spread) else "")
+            + f" over {r.seeds} seed{'s' if r.seeds != 1 else ''} ({r.outcome})" if r.seeds else f"{r.part} on {r.metric}: no runs"
+            for r in part.itertuples())
+        out.append(f"* **{part['verdict'].iloc[0]}**: {claim}. {details}.")
+    return out

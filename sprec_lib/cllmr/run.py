@@ -8,6 +8,9 @@ RUN/log.txt         what happened, dated
 RUN/FINISHED        written last
 ```
 
+:meth:`CllmrRun.export` copies every file but ``state.pt`` to the committed results
+(``results/cllmr/<dataset>/<label>-seed<S>``), which the chapter reads.
+
 :class:`sprec_lib.runs.Run` is the SPRec record (its config is a ``RunConfig``, its unit a stage
 with a model checkpoint); a graph recommender has one stage and a state of a few megabytes, so this
 is a smaller record of the same shape, reusing its atomic JSON writer and its machine description.
@@ -18,6 +21,7 @@ config: start a new folder to change it.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -93,6 +97,26 @@ class CllmrRun:
 
     def metrics(self) -> dict:
         return read_json(self.folder / METRICS)
+
+    def made_with(self, cfg: CllmrConfig) -> bool:
+        """Whether this run's config is ``cfg``, the thread count aside (it changes float sums, not the recipe)."""
+        def recipe(c: CllmrConfig) -> dict:
+            d = to_dict(c)
+            d["train"] = {k: v for k, v in d["train"].items() if k != "torch_threads"}
+            return d
+        return recipe(self.cfg) == recipe(cfg)
+
+    def export(self, dest: str | Path) -> CllmrRun:
+        """Copy a finished run's small files (config, metrics, log, end marker) to ``dest``, for git;
+        the training state stays here. Returns the exported run."""
+        if not self.is_finished:
+            raise RuntimeError(f"{self.folder}: not finished; nothing to export")
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG, METRICS, LOG, FINISHED):  # FINISHED last: an interrupted copy is not a run
+            if (self.folder / name).exists():
+                shutil.copy2(self.folder / name, dest / name)
+        return CllmrRun(dest)
 
 
 def finished_runs(root: str | Path) -> list[CllmrRun]:
