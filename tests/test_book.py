@@ -334,3 +334,18 @@ def test_claims_page_tables_are_whole(built):
     page = (built["html"] / "executed" / "06_results.html").read_text(encoding="utf-8")
     assert "sprec-verdict-grid" in page and page.count('class="sprec-scroll"') >= 4
     assert "...</td>" not in page and "…</td>" not in page
+
+
+def test_local_only_runs_are_the_unexported_runs_pages_name(tmp_path):
+    """Only ``<dataset>-<profile>/<label>-seed<S>`` folders count, and only without an exported copy:
+    quick, investigation and CLLMR runs (deeper folders) are never read from runs/ by a page."""
+    from sprec_lib.book.runner import local_only_runs
+    from sprec_lib.config import run_config
+    from sprec_lib.runs import Run
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    for root, rel in [(runs, "ml-1m-tiny/sft-seed0"), (runs, "ml-1m-tiny/dpo-seed0"), (results, "ml-1m-tiny/dpo-seed0"),
+                      (runs, "quick/ml-1m-tiny-abc/sft-seed0"), (runs, "investigations/ml-1m-tiny/sft-x-seed0"),
+                      (runs, "cllmr/ml-100k/cllmr-seed0")]:
+        Run(root / rel, run_config("tiny", dataset="/x/ml-1m", method=rel.split("/")[-1].split("-")[0])).finish("sft")
+    assert local_only_runs(runs, results) == ["ml-1m-tiny/sft-seed0"]

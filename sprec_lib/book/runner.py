@@ -149,9 +149,9 @@ def local_only_runs(runs_root=RUNS, results_root=RESULTS) -> list[str]:
     out = []
     for run in finished_runs(runs_root):
         rel = run.folder.relative_to(runs_root).as_posix()
-        # quick runs: remade anyway; investigations: no page reads them; CLLMR's runs: its page reads
-        # results/cllmr, hashed through its `reads`
-        if not rel.startswith(("quick/", "investigations/", "cllmr/")) and open_run(results_root / rel) is None:
+        # only a run named as the pages name them, <dataset>-<profile>/<label>-seed<S>: deeper folders
+        # (quick/, investigations/, cllmr/) are runs no page reads from runs/
+        if rel.count("/") == 1 and open_run(results_root / rel) is None:
             out.append(rel)
     return sorted(out)
 
