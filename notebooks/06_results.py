@@ -243,21 +243,23 @@ if len(stable):
 # %% [markdown]
 # ## Compute spent
 #
-# Wall-clock minutes of every committed run (`results/runs`), from its log: the time between its log
-# lines, without the gaps where it was stopped and later resumed. One thread per run, beside another
-# run on a 2-core machine; a pretraining or SFT stage reused from the shared cache is counted in the
-# run that trained it (so SFT-started methods look cheaper than they are).
+# Lane-hours of every committed run (`results/runs`), summed over seeds and variants, from the run
+# logs (`sprec_lib.results.compute_spent`; the same table: `sprec runs cost --by method`). One thread
+# per run, beside another run on a 2-core machine. These are lower bounds: the time a killed process
+# spent after its last log line is not known (the upper bound, as if every killed process had run
+# until the next restart, is recorded beside). A pretraining or SFT stage reused from the shared
+# cache is counted in the run that trained it, so the methods that start from SFT look cheaper than
+# a run from scratch would be.
 
 # %% tags=["hide-input"]
 from sprec_lib import results
 
-spent = results.compute_spent(results.finished_runs(book.resolve("results/runs")))
+spent = results.compute_spent(book.resolve("results/runs"))
 if len(spent):
-    spent["method"] = spent["label"].str.split("-").str[0]
-    hours = spent.pivot_table(index="dataset", columns="method", values="minutes", aggfunc="sum").div(60).round(2)
-    hours["total"] = hours.sum(axis=1)
-    book.record("lane_hours_total", round(float(spent["minutes"].sum()) / 60, 1))
-    display(plots.html_table(hours.reset_index(), caption="lane-hours per dataset and method (committed runs)"))
+    hours = results.compute_table(spent, by="method").round(2)
+    book.record("lane_hours_total", round(float(spent["hours"].sum()), 1))
+    book.record("lane_hours_at_most", round(float(spent["hours_at_most"].sum()), 1))
+    display(plots.html_table(hours.reset_index(), caption="lane-hours per dataset and method, committed runs (lower bounds)"))
 
 # %% [markdown]
 # ## The paper against its own claims

@@ -130,6 +130,38 @@ def cmd_runs_missing(args) -> None:
     print(f"{len(todo)} runs missing", file=sys.stderr)
 
 
+def cmd_runs_cost(args) -> None:
+    from .results import compute_spent, compute_table
+
+    spent = compute_spent(args.results)
+    if not len(spent):
+        raise FileNotFoundError(f"{args.results}: no finished runs")
+    low, high = compute_table(spent, by=args.by), compute_table(spent, by=args.by, values="hours_at_most")
+    print(f"lane-hours per {args.by} and dataset, summed over seeds, from the logs of {len(spent)} finished runs "
+          f"under {args.results}")
+    print("(lower bounds: a killed process's time after its last log line is not counted; a stage reused from "
+          "the shared cache costs nothing here, it was paid by the run that trained it)\n")
+    _show(low.T.map(lambda h: "-" if pd.isna(h) else f"{h:.2f}"))  # "-": no run
+    print(f"\ntotal {low.iat[-1, -1]:.2f} lane-hours; at most {high.iat[-1, -1]:.2f} if every killed process "
+          "ran until the next restart")
+    restarted = spent[(spent["restarts"] > 0) | (spent["after_finish"] > 0)]
+    if len(restarted):
+        print("\nrestarted runs (hours measured .. at most; stages cut by a kill; lines after `finished:`, not counted):")
+        for r in restarted.itertuples():
+            print(f"  {r.dataset}-{r.profile}/{r.label}-seed{r.seed}: {r.restarts} restart(s), {r.hours:.2f} .. "
+                  f"{r.hours_at_most:.2f} h" + (f", cut: {r.interrupted}" if r.interrupted else "")
+                  + (f", {r.after_finish} line(s) after finished" if r.after_finish else ""))
+    if args.json:
+        import json
+
+        out = {"results": str(args.results), "runs": json.loads(spent.to_json(orient="records")),
+               "table": json.loads(low.reset_index().to_json(orient="records")),
+               "table_at_most": json.loads(high.reset_index().to_json(orient="records"))}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"written: {args.json}", file=sys.stderr)
+
+
 def train_config(args):
     """The run's config from the command line: the profile, quick mode's sizes, then ``--set``.
     ``--set`` may not change what the command's own options say (dataset, method, profile, seed)."""
@@ -375,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first export every finished run under ROOT (e.g. where a job array wrote them) into results/runs")
     res.set_defaults(func=cmd_results)
 
-    runs = sub.add_parser("runs", help="the runs the book reads").add_subparsers(dest="runs_command", required=True)
+    runs = sub.add_parser("runs", help="the runs the book reads: which are missing, what they cost").add_subparsers(dest="runs_command", required=True)
     miss = runs.add_parser("missing", help="print the `sprec train` command of every run the book reads and does not find "
                                            "(one per line: pipe to `xargs -P 2 -I{} sh -c {}` to run two at a time)")
     miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
@@ -386,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="commands: one per line; slurm: a job-array script (one task per run); json: records for any scheduler")
     miss.add_argument("--parallel", type=int, default=None, help="slurm: at most this many array tasks at once")
     miss.set_defaults(func=cmd_runs_missing)
+    cost = runs.add_parser("cost", help="lane-hours per dataset and method, from the run logs (lower bounds: "
+                                        "killed processes' last minutes and cache-reused stages are not counted)")
+    cost.add_argument("--results", default="results/runs", help="a folder of run folders (default: results/runs)")
+    cost.add_argument("--by", default="label", choices=["label", "method"],
+                      help="label: variants apart (sprec-nosft); method: added up")
+    cost.add_argument("--json", default=None, metavar="PATH", help="also write every run's row and the tables as JSON")
+    cost.set_defaults(func=cmd_runs_cost)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
     tr.add_argument("--dataset", required=True, help="a folder of the paper's format")
@@ -460,13 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .assets import AssetUnavailableError
+    from .results import LogFormatError
     from .runs import RunConfigMismatch, RunLocked, StageInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (DataFormatError, AssetUnavailableError, ConfigError, RunConfigMismatch, FileNotFoundError,
-            PermissionError, RunLocked) as e:
+            PermissionError, RunLocked, LogFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StageInterrupted as e:

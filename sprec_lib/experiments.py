@@ -32,13 +32,12 @@ The book's experiments (the paper's section in brackets):
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from . import methods
 from .config import RunConfig, to_dict
 from .paths import RESULTS, RUNS, resolve
-from .runs import Run, RunSpec, open_run
+from .runs import CONFIG, Run, RunSpec, open_run, reuse_or_make
 
 __all__ = ["RunSpec", "table1_methods", "ABLATIONS", "ABLATION_LABELS", "NEGATIVE_STUDY", "ratio_variants",
            "n_negative_variants", "sweep", "specs", "matches", "obtain", "obtain_all", "book_specs", "is_done", "grid",
@@ -148,27 +147,11 @@ def obtain(spec: RunSpec, train: bool = True, quick: bool = False, runs_root: st
     quick = quick_mode(quick)
 
     exported, local = _folders(spec, quick, runs_root, results_root)
-    if not quick:
-        run = open_run(exported)
-        if run is not None and matches(run, spec):
-            return run
-        if run is not None:
-            print(f"{exported}: made with another config; not used")
-    run = open_run(local)
-    if run is not None and not matches(run, spec, quick):
-        if not quick:
-            print(f"{local}: made with another config; not used (move it away to train this spec there)")
-            return None
-        shutil.rmtree(local)  # quick runs are disposable: remade with the current config
-        run = None
-    if run is None:
-        if not train and not quick:  # quick runs take seconds: always made
-            print(f"missing {spec.name} on {spec.dataset}: {spec.command(runs_root)}")
-            return None
-        run = train_run(spec.config(quick), local, cache_dir, variant=spec.variant)
-    if not quick:
-        export_run(run, exported)
-    return run
+    return reuse_or_make(
+        exported, local, open_folder=lambda f: Run(f) if (Path(f) / CONFIG).exists() else None,
+        fits=lambda run: matches(run, spec, quick), make=lambda: train_run(spec.config(quick), local, cache_dir, variant=spec.variant),
+        export=lambda run, dest: (export_run(run, dest), run)[1], may_make=train, quick=quick,
+        missing=f"missing {spec.name} on {spec.dataset}: {spec.command(runs_root)}")
 
 
 def obtain_all(specs: list[RunSpec], train: bool = True, quick: bool = False, **kw) -> list[tuple[RunSpec, Run]]:

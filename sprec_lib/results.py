@@ -7,12 +7,15 @@ per-iteration metrics (iteration 0 is the SFT model), the data of the paper's Fi
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from .evaluation import flat_metrics
-from .runs import Run
+from .runs import Run, recipe_order
 
 TABLE_COLUMNS = ["HR@5", "NDCG@5", "DivRatio@1", "DivRatio@5", "ORRatio@1", "ORRatio@5", "MGU@1", "MGU@5", "valid_ratio"]
 
@@ -248,38 +251,187 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct"])
 
 
-def compute_spent(runs: list[Run]) -> pd.DataFrame:
-    """Wall-clock minutes each run spent, read from its ``log.txt``: one row per run (``dataset``,
-    ``profile``, ``label``, ``seed``, ``minutes``, ``sessions``).
+# -- compute spent, from the run logs ------------------------------------------------------------
+# A run's log.txt (:meth:`sprec_lib.runs.Run.log`): one line per event, ``YYYY-MM-DD HH:MM:SS <message>``,
+# or ``HH:MM:SS <message>`` in logs written before the date was added.
+LOG_STAMP = re.compile(r"^(?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2})(?: (.*))?$")
+BROKEN_STAMP = re.compile(r"^(?:\d{4}-\d|\d{1,2}:\d)")  # starts like a stamp, does not parse as one
+START_LINE = re.compile(r"^(\S+) on (\S+) \((\S+) profile, seed (\d+)[;)]")  # a process (re)starts the run
+STAGE_OPENS = re.compile(r"^stage (\S+): (?:starting from|resuming from|training) ")
+STAGE_DONE = re.compile(r"^stage (\S+) done(?: |$)")
+STAGE_REUSED = re.compile(r"^stage (\S+): reused ")
+FINISHED_LINE = "finished: "
+STAGE_COLUMN = "stage {}"  # compute_spent's column of a stage's hours
 
-    The time between consecutive log lines is summed, except the gap before a line that opens a
-    session (``<method> on <dataset> (...)``: a start or a resume), which is time the run was not
-    running. A stage reused from the shared cache costs nothing here: it is counted in the run that
-    trained it. Lines carry a date (``YYYY-MM-DD HH:MM:SS``) or, in older logs, the time alone (a
-    step back in time is then read as midnight passed). These are lane minutes: one thread each,
-    beside whatever else the machine ran, not CPU time."""
-    import re
-    from datetime import datetime, timedelta
 
-    stamp = re.compile(r"^(?:(\d{4}-\d{2}-\d{2}) )?(\d{2}:\d{2}:\d{2}) (.*)$")
-    out = []
+class LogFormatError(ValueError):
+    """A run log line that :func:`run_compute` cannot read: the file, the line number, what was expected."""
+
+
+def _stamped_lines(path: Path) -> list[tuple[int, datetime, bool, str]]:
+    """The timestamped lines of a run log: (line number, time, whether the line was dated, message).
+
+    A line with no stamp is skipped when it is blank, continues the message above (a message with a
+    newline in it: an exception's text) or is a note appended by hand (``ml-1m-tiny/sprec-seed0``
+    says after a blank line that it was re-evaluated); one that starts like a stamp and does not
+    parse is an error, not a note. An undated time earlier than the line above is the next day."""
+    out: list[tuple[int, datetime, bool, str]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        m = LOG_STAMP.match(line)
+        if m is None:
+            if BROKEN_STAMP.match(line):
+                raise LogFormatError(f"{path}, line {n}: expected 'YYYY-MM-DD HH:MM:SS <message>' or "
+                                     f"'HH:MM:SS <message>', got {line!r}")
+            if not out and line.strip():
+                raise LogFormatError(f"{path}, line {n}: expected a timestamped line (the run's start line "
+                                     f"'<label> on <dataset> (<profile> profile, seed <S>...)'), got {line!r}")
+            continue
+        date, clock, text = m.groups()
+        prev = out[-1][1] if out else None
+        try:
+            t = datetime.fromisoformat(f"{date or (prev or datetime(2000, 1, 1)).date().isoformat()} {clock}")
+        except ValueError as e:
+            raise LogFormatError(f"{path}, line {n}: expected a valid date and time, got {line!r} ({e})") from None
+        if prev is not None and t < prev:
+            if date is not None:
+                raise LogFormatError(f"{path}, line {n}: expected a time no earlier than line {out[-1][0]}'s "
+                                     f"({prev}), got {line!r}")
+            t += timedelta(days=1)
+        out.append((n, t, date is not None, (text or "").rstrip()))
+    return out
+
+
+def run_compute(folder: str | Path) -> dict:
+    """The wall-clock seconds one run spent, read from its ``log.txt``.
+
+    Each start line (``<label> on <dataset> (<profile> profile, seed <S>...)``) opens a process
+    segment, which ends at its last line, or at its ``finished:`` line: lines after that and before
+    the next start come from other commands (``sprec eval``, a relabelling note), whose start is not
+    logged. The gap between a killed segment's last line and the next start is not compute and is
+    not counted; neither is the time between that last line and the kill, which the log does not
+    show, nor the cost of the after-finish lines: every number here is a lower bound.
+    ``at_most_seconds`` bounds the processes' time from above: a killed segment ran until the next
+    start at the latest (one process at a time holds a run folder); an undated log's gap is read as
+    less than a day.
+
+    Returns ``seconds`` (the segments summed), ``stage_seconds`` (per stage: from ``stage X:
+    starting from`` / ``resuming from`` / ``training`` to ``stage X done``, summed over segments; a
+    stage still open when its segment ends counts up to the segment's last line and is listed in
+    ``interrupted``; stages run one after another, so a stage that opens closes one left open),
+    ``restarts`` (start lines after the first: resumes, and re-evaluations after the run finished),
+    ``reused`` (stages copied from the shared stage cache: 0 seconds here, their cost was paid by
+    the run that trained them) and ``after_finish`` (lines logged after a ``finished:`` line by
+    another command, not counted). Raises :class:`LogFormatError` naming the file and line where
+    the log is not what this expects."""
+    folder = Path(folder)
+    path = folder / "log.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no log.txt")
+    config = json.loads((folder / "config.json").read_text())["config"] if (folder / "config.json").is_file() else None
+    lines = _stamped_lines(path)
+    if not lines:
+        raise LogFormatError(f"{path}: expected timestamped lines, found none")
+    seconds, at_most, stages, opened = 0.0, 0.0, {}, {}
+    reused, interrupted, starts, after_finish = [], [], 0, 0
+    segment = last = None  # the segment's first and last times; None: none open (before the first, after finished)
+    dated = False
+
+    def close_segment(killed_before: datetime | None = None) -> None:
+        nonlocal seconds, at_most, segment
+        seconds += (last - segment).total_seconds()
+        at_most += ((killed_before or last) - segment).total_seconds()
+        for stage, since in opened.items():
+            stages[stage] = stages.get(stage, 0.0) + (last - since).total_seconds()
+            interrupted.append(stage)
+        opened.clear()
+        segment = None
+
+    for n, t, is_dated, text in lines:
+        start = START_LINE.match(text)
+        if start:
+            if config is not None and (start[3], int(start[4])) != (config["profile"], config["seed"]):
+                raise LogFormatError(f"{path}, line {n}: expected the start line of this run ({config['profile']} "
+                                     f"profile, seed {config['seed']}: its config.json), got {text!r}")
+            if segment is not None:
+                close_segment(killed_before=t)
+            segment = last = t
+            dated, starts = is_dated, starts + 1
+            continue
+        if starts == 0:
+            raise LogFormatError(f"{path}, line {n}: expected the run's start line '<label> on <dataset> "
+                                 f"(<profile> profile, seed <S>...)' first, got {text!r}")
+        if segment is None:
+            after_finish += 1
+            continue
+        if is_dated != dated:
+            raise LogFormatError(f"{path}, line {n}: expected {'dated' if dated else 'undated'} lines within one "
+                                 f"process (as its start line), got {text!r}")
+        last = t
+        if m := STAGE_DONE.match(text):
+            since = opened.pop(m[1], t)  # no open line (a pass-through stage): it took no time
+            stages[m[1]] = stages.get(m[1], 0.0) + (t - since).total_seconds()
+        elif m := STAGE_OPENS.match(text):
+            if m[1] not in opened:
+                for stage, since in list(opened.items()):
+                    stages[stage] = stages.get(stage, 0.0) + (t - since).total_seconds()
+                    interrupted.append(stage)
+                opened.clear()
+                opened[m[1]] = t
+        elif m := STAGE_REUSED.match(text):
+            reused.append(m[1])
+            stages.setdefault(m[1], 0.0)
+        elif text.startswith(FINISHED_LINE):
+            close_segment()
+    if segment is not None:
+        close_segment()
+    return {"seconds": seconds, "at_most_seconds": at_most, "stage_seconds": stages, "restarts": starts - 1,
+            "reused": reused, "interrupted": list(dict.fromkeys(interrupted)), "after_finish": after_finish}
+
+
+def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
+    """Lane-hours of every finished run below a results folder (or of a list of runs), from their
+    logs (:func:`run_compute`): one row per run with ``dataset``, ``profile``, ``label``, ``method``,
+    ``seed``, ``hours``, ``hours_at_most``, ``restarts``, ``reused`` and ``interrupted`` (stage
+    names, comma-separated), ``after_finish``, ``run`` (its folder) and one ``stage <name>`` column
+    of hours per stage (0 for a reused stage: its cost is in the run that trained it; empty for a
+    stage the run does not have). ``minutes`` and ``sessions`` (restarts + 1) are kept for the
+    results page (``notebooks/06_results``), which reads them.
+
+    Lower bounds (see :func:`run_compute`), and lane time: one thread each, beside whatever else
+    the machine ran, not CPU time. An SFT-started method looks cheaper than it is: its pretraining
+    and SFT were paid by the run that trained them."""
+    if isinstance(runs, (str, Path)):
+        runs = finished_runs(runs)
+    rows, stage_names = [], set()
     for run in runs:
-        log = run.folder / "log.txt"
-        lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
-        times, opens = [], []
-        day = datetime(2000, 1, 1)
-        for line in lines:
-            m = stamp.match(line)
-            if not m:
-                continue
-            date, clock, text = m.groups()
-            t = datetime.fromisoformat(f"{date or day.date().isoformat()} {clock}")
-            if date is None and times and t < times[-1]:
-                t += timedelta(days=1)
-                day += timedelta(days=1)
-            times.append(t)
-            opens.append(bool(re.match(r"^\S+ on \S+ \(", text)))
-        seconds = sum((b - a).total_seconds() for a, b, o in zip(times, times[1:], opens[1:]) if not o)
-        out.append({"dataset": Path(run.cfg.dataset).name, "profile": run.cfg.profile, "label": run.label, "seed": run.cfg.seed,
-                    "minutes": seconds / 60, "sessions": max(1, sum(opens))})
-    return pd.DataFrame(out, columns=["dataset", "profile", "label", "seed", "minutes", "sessions"])
+        c = run_compute(run.folder)
+        stage_names |= set(c["stage_seconds"])
+        rows.append({"dataset": Path(run.cfg.dataset).name, "profile": run.cfg.profile, "label": run.label,
+                     "method": run.cfg.method, "seed": run.cfg.seed, "hours": c["seconds"] / 3600,
+                     "hours_at_most": c["at_most_seconds"] / 3600,
+                     "restarts": c["restarts"], "reused": ", ".join(c["reused"]),
+                     "interrupted": ", ".join(c["interrupted"]), "after_finish": c["after_finish"],
+                     "minutes": c["seconds"] / 60, "sessions": c["restarts"] + 1, "run": str(run.folder),
+                     **{STAGE_COLUMN.format(s): v / 3600 for s, v in c["stage_seconds"].items()}})
+    columns = ["dataset", "profile", "label", "method", "seed", "hours", "hours_at_most", "restarts", "reused",
+               "interrupted", "after_finish", "minutes", "sessions", "run"]
+    return pd.DataFrame(rows, columns=columns + [STAGE_COLUMN.format(s) for s in sorted(stage_names, key=recipe_order)])
+
+
+def compute_table(spent: pd.DataFrame, by: str = "label", values: str = "hours") -> pd.DataFrame:
+    """Lane-hours (``values``: a :func:`compute_spent` column, ``hours_at_most`` for the upper
+    bounds) per (dataset, profile) (rows) and ``by`` (columns: ``label`` keeps variants apart,
+    ``method`` adds them up), summed over seeds, with a ``total`` column and a ``total`` row; empty
+    where there is no run. Columns follow the registry's table order (:func:`sprec_lib.methods.names`),
+    each method's variants after it."""
+    from . import methods
+
+    table = spent.pivot_table(index=["dataset", "profile"], columns=by, values=values, aggfunc="sum")
+    order = {m: i for i, m in enumerate(methods.names())}
+    method_of = dict(zip(spent[by], spent["method"]))
+    m = method_of.get
+    table = table[sorted(table.columns, key=lambda c: (order.get(m(c), len(order)), m(c), c != m(c), c))]
+    table.columns.name = by
+    table["total"] = table.sum(axis=1)
+    table.loc[("total", ""), :] = table.sum(axis=0, min_count=1)
+    return table

@@ -538,6 +538,42 @@ def open_run(folder: str | Path) -> Run | None:
     return None
 
 
+def reuse_or_make(exported: Path, local: Path, *, open_folder, fits, make, export, may_make: bool, quick: bool,
+                  log=print, missing: str = ""):
+    """The one order in which both families find a run (:func:`sprec_lib.experiments.obtain` and
+    :func:`sprec_lib.cllmr.report.obtain`), for any run type with ``is_finished``:
+
+    1. the exported copy, when it is finished and ``fits`` (made with the settings asked for);
+    2. the local folder: a run there made with other settings is never overwritten (it is said, and
+       None returned), except a quick one, which is disposable and removed;
+    3. the finished local run, or ``make()`` (which resumes an unfinished folder) when ``may_make``
+       or ``quick``; otherwise ``missing`` is said and None returned;
+    4. unless quick, ``export(run, exported)``, whose value is returned.
+
+    ``open_folder(folder)`` is the run in ``folder`` (finished or not) or None. Quick runs never read
+    or write ``exported``: plumbing, not results."""
+    if not quick:
+        run = open_folder(exported)
+        if run is not None and run.is_finished:
+            if fits(run):
+                return run
+            log(f"{exported}: made with other settings; not used")
+    run = open_folder(local)
+    if run is not None and not fits(run):
+        if not quick:
+            log(f"{local}: made with other settings; not used (move it away to train this run there)")
+            return None
+        shutil.rmtree(local)
+        run = None
+    if run is None or not run.is_finished:
+        if not (may_make or quick):
+            if missing:
+                log(missing)
+            return None
+        run = make()
+    return run if quick else export(run, exported)
+
+
 def finished_runs(root: str | Path) -> list[Run]:
     """Every finished run folder below ``root``, in path order."""
     return [Run(p.parent) for p in sorted(Path(root).rglob(FINISHED)) if (p.parent / CONFIG).exists()]

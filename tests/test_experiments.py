@@ -56,7 +56,7 @@ def test_obtain_prefers_the_export_then_the_local_run(tmp_path, monkeypatch, cap
     other = RunSpec(spec.data_dir, "sft", seed=1, overrides=("sft.lr=0.5",))
     assert obtain(other, train=False) is None
     out = capsys.readouterr().out
-    assert "made with another config; not used" in out
+    assert "made with other settings; not used" in out
 
 
 def test_thread_count_and_dataset_path_do_not_matter(tmp_path):

@@ -136,7 +136,8 @@ def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_pa
         folder = tmp_path / name
         folder.mkdir()
         (folder / "log.txt").write_text(text)
-        return SimpleNamespace(folder=folder, label="sprec", cfg=SimpleNamespace(dataset="/x/MovieLens", profile="tiny", seed=1))
+        cfg = SimpleNamespace(dataset="/x/MovieLens", profile="tiny", seed=1, method="sprec")
+        return SimpleNamespace(folder=folder, label="sprec", cfg=cfg)
 
     a = run("a", "2026-12-01 10:00:00 sprec on MovieLens (tiny profile, seed 1)\n"
                  "2026-12-01 10:30:00 stage pretrain: SIGTERM\n"

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,30 +99,18 @@ def obtain(specs: list[Spec], train: bool = False, quick: bool = False, results_
 
 
 def _obtain(spec: Spec, train: bool, quick: bool, results_root: Path, runs_root: Path, cache_dir, log, shared: dict):
-    cfg = spec.config(quick)
-    exported, local = spec.folder(results_root), spec.folder(runs_root)
-    if not quick:
-        run = _open(exported)
-        if run is not None and run.is_finished:
-            if run.made_with(cfg):
-                return run
-            log(f"{exported}: made with other settings; not used")
-    run = _open(local)
-    if run is not None and not run.made_with(cfg):
-        if not quick:
-            log(f"{local}: made with other settings; not used (move it away to train this run there)")
-            return None
-        shutil.rmtree(local)  # quick runs are disposable: remade with the current settings
-        run = None
-    if run is None or not run.is_finished:
-        if not (train or quick):
-            return None
-        from .train import train as train_run
+    from ..runs import reuse_or_make
+    from .train import train as train_run
 
+    cfg, local = spec.config(quick), spec.folder(runs_root)
+
+    def make():
         log(f"training {spec.label} seed {spec.seed} -> {local}")
-        run = train_run(cfg, local, inputs=_inputs(cfg, shared, cache_dir), variant=spec.variant, log=lambda m: None,
-                        progress=False)
-    return run if quick else run.export(exported)
+        return train_run(cfg, local, inputs=_inputs(cfg, shared, cache_dir), variant=spec.variant, log=lambda m: None,
+                         progress=False)
+
+    return reuse_or_make(spec.folder(results_root), local, open_folder=_open, fits=lambda run: run.made_with(cfg),
+                         make=make, export=lambda run, dest: run.export(dest), may_make=train, quick=quick, log=log)
 
 
 def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
