@@ -4,7 +4,8 @@
     OMP_NUM_THREADS=1 python benchmarks/cllmr_cost.py --quick          # ML-100K, one epoch, 2 items: checks it runs
 
 Epochs: for each system (``backbone``, ``rlmrec-con``, ``cllmr``; ``--systems``), ``--epochs`` full
-training epochs on the implicit ML-1M (RLMRec's batch of 4,096 pairs, one thread), the first one
+training epochs (for the two aligned systems, with the plain and the fused InfoNCE side by side, their
+epochs alternating) on the implicit ML-1M (RLMRec's batch of 4,096 pairs, one thread), the first one
 discarded as warm-up when there are two or more; the table gives the median seconds per epoch and
 per step, and the epochs RLMRec's early stopping would allow in an hour. The side vectors are the
 cheap title-genres ones (the cost of an epoch does not depend on which text was embedded).
@@ -40,25 +41,37 @@ from sprec_lib.runs import machine, versions  # noqa: E402
 
 
 def time_epochs(dataset: str, systems: list[str], epochs: int) -> list[dict]:
+    """Per system, ``epochs`` training epochs; for the systems with the InfoNCE alignment, the plain
+    InfoNCE (``train.fused_infonce=false``) and the fused one side by side, their epochs alternating
+    in this process, so that the ratio shares the machine's load."""
     data = load_implicit(cllmr_config([f"data.dataset={dataset}"]).data)
     rows = []
     for system in systems:
-        cfg = cllmr_config([f"data.dataset={dataset}", "side.profiles=title-genres"], system=system)
-        inputs = prepare(cfg, data, progress=False)
-        model = build(cfg, inputs)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-        times = []
+        variants = {"fused": True} if system == "backbone" else {"plain": False, "fused": True}
+        models = {}
+        for name, fused in variants.items():
+            cfg = cllmr_config([f"data.dataset={dataset}", "side.profiles=title-genres",
+                                f"train.fused_infonce={str(fused).lower()}"], system=system)
+            inputs = prepare(cfg, data, progress=False)
+            model = build(cfg, inputs)
+            models[name] = (model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr), inputs, [])
         for epoch in range(epochs):
-            t0 = time.perf_counter()
-            train_epoch(model, opt, inputs, epoch)
-            times.append(time.perf_counter() - t0)
-        kept = times[1:] if len(times) > 1 else times
+            for name, (model, opt, inputs, times) in models.items():
+                t0 = time.perf_counter()
+                train_epoch(model, opt, inputs, epoch)
+                times.append(time.perf_counter() - t0)
         steps = -(-data.train.nnz // cfg.train.batch_size)
-        per_epoch = statistics.median(kept)
-        rows.append({"system": system, "dataset": dataset, "train_pairs": int(data.train.nnz), "steps_per_epoch": steps,
-                     "epoch_s": per_epoch, "step_ms": 1000 * per_epoch / steps, "epochs_per_hour": 3600 / per_epoch,
-                     "all_epochs_s": times})
-        print(f"{system:11s} {per_epoch:7.1f} s an epoch ({1000 * per_epoch / steps:.0f} ms a step, {steps} steps)", flush=True)
+        for name, (_, _, _, times) in models.items():
+            kept = times[1:] if len(times) > 1 else times
+            per_epoch = statistics.median(kept)
+            rows.append({"system": system, "infonce": name if system != "backbone" else "-", "dataset": dataset,
+                         "train_pairs": int(data.train.nnz), "steps_per_epoch": steps, "epoch_s": per_epoch,
+                         "step_ms": 1000 * per_epoch / steps, "epochs_per_hour": 3600 / per_epoch, "all_epochs_s": times})
+            print(f"{system:11s} {rows[-1]['infonce']:6s} {per_epoch:7.1f} s an epoch ({1000 * per_epoch / steps:.0f} ms a step, "
+                  f"{steps} steps)", flush=True)
+        if len(models) == 2:
+            rows[-1]["plain_over_fused"] = rows[-2]["epoch_s"] / rows[-1]["epoch_s"]
+            print(f"{system:11s} plain / fused: x{rows[-1]['plain_over_fused']:.2f}", flush=True)
     return rows
 
 
@@ -110,9 +123,10 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out)
 
-    print("\n| system | s / epoch | ms / step | epochs / hour |\n|---|---|---|---|")
+    print("\n| system | InfoNCE | s / epoch | ms / step | epochs / hour | plain / fused |\n|---|---|---|---|---|---|")
     for r in result["epochs"]:
-        print(f"| {r['system']} | {r['epoch_s']:.1f} | {r['step_ms']:.0f} | {r['epochs_per_hour']:.0f} |")
+        ratio = f"x{r['plain_over_fused']:.2f}" if "plain_over_fused" in r else ""
+        print(f"| {r['system']} | {r['infonce']} | {r['epoch_s']:.1f} | {r['step_ms']:.0f} | {r['epochs_per_hour']:.0f} | {ratio} |")
     if "profiles" in result:
         p = result["profiles"]
         print(f"\nprofiles: {p['s_per_item']:.2f} s an item; {p['catalogue_projection_h']:.2f} h for {p['catalogue_items']} items")

@@ -258,6 +258,31 @@ def test_alignment_loss_counts_repeats_exactly_as_rlmrec_sums_them():
     torch.testing.assert_close(infonce(uc, us, us, 0.5), _rlmrec_infonce(uc, us, us, 0.5))
 
 
+def test_fused_and_plain_alignment_give_rlmrecs_loss_and_the_same_gradients():
+    """The fused InfoNCE (1/t folded into the anchors, a log-sum-exp keeping its softmax) against
+    RLMRec's transcribed formula by autograd: value and gradients of every input, repeats included."""
+    g = torch.Generator().manual_seed(1)
+    users, pos, negs = torch.tensor([0, 0, 3, 5, 3, 0]), torch.tensor([1, 1, 1, 2, 8, 4]), torch.tensor([7, 7, 0, 0, 6, 6])
+    base = [torch.randn(n, 4, generator=g, dtype=torch.float64) * 3 for n in (6, 9, 6, 9)]  # x3: a peaked softmax
+
+    def grads(loss_fn):
+        xs = [b.clone().requires_grad_() for b in base]
+        loss = loss_fn(*xs)
+        loss.backward()
+        return loss.detach(), [x.grad for x in xs]
+
+    def naive(uc, ic, us, is_):
+        return (_rlmrec_infonce(uc[users], us[users], us, 0.2) + _rlmrec_infonce(ic[pos], is_[pos], is_[pos], 0.2)
+                + _rlmrec_infonce(ic[negs], is_[negs], is_[negs], 0.2)) / len(users)
+
+    want, want_grads = grads(naive)
+    for fused in (True, False):
+        got, got_grads = grads(lambda uc, ic, us, is_: alignment_loss(uc, ic, us, is_, users, pos, negs, 0.2, fused=fused))
+        torch.testing.assert_close(got, want)
+        for a, b in zip(got_grads, want_grads):
+            torch.testing.assert_close(a, b)
+
+
 def _toy_matrix():
     return sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], dtype=np.float32))
 
@@ -334,9 +359,10 @@ def test_export_and_obtain_read_exported_then_local_runs_and_refuse_other_settin
     (local.folder / "state.pt").write_bytes(b"training state")
     local.log("trained")
     local.finish({"label": "backbone", "test": {"Recall@20": 0.25}})
-    # the same recipe at another thread count (a different float sum, not a different run) ...
+    # the same recipe at another thread count, with the plain InfoNCE (float rounding, not another run) ...
     CllmrRun(rlmrec.folder(results), cllmr_config(["data.dataset=ml-100k", "side.profiles=title-genres",
-                                                   "train.torch_threads=2"], system="rlmrec-con")).finish({"test": {}})
+                                                   "train.torch_threads=2", "train.fused_infonce=false"],
+                                                  system="rlmrec-con")).finish({"test": {}})
     # ... but a CLLMR run with the LLM profiles is not the title-genres run the chapter asks for
     CllmrRun(cllmr.folder(results), cllmr_config(["data.dataset=ml-100k"])).finish({"test": {}})
 

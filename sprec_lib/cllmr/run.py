@@ -99,10 +99,11 @@ class CllmrRun:
         return read_json(self.folder / METRICS)
 
     def made_with(self, cfg: CllmrConfig) -> bool:
-        """Whether this run's config is ``cfg``, the thread count aside (it changes float sums, not the recipe)."""
+        """Whether this run's config is ``cfg``, the thread count and the fused InfoNCE aside (they
+        change float rounding, not the recipe)."""
         def recipe(c: CllmrConfig) -> dict:
             d = to_dict(c)
-            d["train"] = {k: v for k, v in d["train"].items() if k != "torch_threads"}
+            d["train"] = {k: v for k, v in d["train"].items() if k not in ("torch_threads", "fused_infonce")}
             return d
         return recipe(self.cfg) == recipe(cfg)
 

@@ -83,7 +83,8 @@ class Recommender(nn.Module):
         if self.encoder is not None:
             u_side, i_side, terms = self.side(generator)
             parts["kd"] = cfg.align.kd_weight * alignment_loss(u_emb, i_emb, u_side, i_side, users, pos, negs,
-                                                               cfg.align.kd_temperature, cfg.align.user_candidates)
+                                                               cfg.align.kd_temperature, cfg.align.user_candidates,
+                                                               fused=cfg.train.fused_infonce)
             if terms:
                 parts["vae"] = cfg.sse.vae_weight * (terms["recon"] + cfg.sse.kl_weight * terms["kl"]).mean()
         if self.propensity is not None:
