@@ -25,6 +25,8 @@ for m in ["HR@5", "NDCG@5", "DivRatio@1", "ORRatio@1", "DivRatio@5", "ORRatio@5"
     print(f"  {m:11s} bf16 {va(one)[0]:.4f}  fp32 {vb(one)[0]:.4f}  diff {va(one)[0]-vb(one)[0]:+.4f}  [{lo:+.4f}, {hi:+.4f}]  {'within noise' if lo <= 0 <= hi else 'DIFFERS'}")
 if len(sys.argv) > 4:
     c = claims.load_row_data(sys.argv[4])
+    if c is None:
+        sys.exit(f"{sys.argv[4]}: no exported rows (an export older than the rows/ folder): compare its metrics by hand")
     print(f"\nfp32 at another thread count ({sys.argv[4]}) - fp32 ({fp32_dir}), same config and seed:")
     for m in ["HR@5", "NDCG@5", "DivRatio@1", "ORRatio@1", "DivRatio@5", "ORRatio@5"]:
         vc, vb = claims._statistic(m, c), claims._statistic(m, b)
