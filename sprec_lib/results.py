@@ -394,8 +394,7 @@ def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
     ``seed``, ``hours``, ``hours_at_most``, ``restarts``, ``reused`` and ``interrupted`` (stage
     names, comma-separated), ``after_finish``, ``run`` (its folder) and one ``stage <name>`` column
     of hours per stage (0 for a reused stage: its cost is in the run that trained it; empty for a
-    stage the run does not have). ``minutes`` and ``sessions`` (restarts + 1) are kept for the
-    results page (``notebooks/06_results``), which reads them.
+    stage the run does not have).
 
     Lower bounds (see :func:`run_compute`), and lane time: one thread each, beside whatever else
     the machine ran, not CPU time. An SFT-started method looks cheaper than it is: its pretraining
@@ -411,10 +410,10 @@ def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
                      "hours_at_most": c["at_most_seconds"] / 3600,
                      "restarts": c["restarts"], "reused": ", ".join(c["reused"]),
                      "interrupted": ", ".join(c["interrupted"]), "after_finish": c["after_finish"],
-                     "minutes": c["seconds"] / 60, "sessions": c["restarts"] + 1, "run": str(run.folder),
+                     "run": str(run.folder),
                      **{STAGE_COLUMN.format(s): v / 3600 for s, v in c["stage_seconds"].items()}})
     columns = ["dataset", "profile", "label", "method", "seed", "hours", "hours_at_most", "restarts", "reused",
-               "interrupted", "after_finish", "minutes", "sessions", "run"]
+               "interrupted", "after_finish", "run"]
     return pd.DataFrame(rows, columns=columns + [STAGE_COLUMN.format(s) for s in sorted(stage_names, key=recipe_order)])
 
 

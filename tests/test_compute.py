@@ -131,7 +131,6 @@ def test_compute_spent_and_table_by_hand(tmp_path):
     assert spent[["dataset", "label", "method", "seed", "restarts"]].values.tolist() == [
         ["MovieLens", "dpo", "dpo", 0, 1], ["Steam", "sft", "sft", 0, 1], ["Steam", "sft", "sft", 1, 0]]
     assert spent["hours"].tolist() == pytest.approx([2525 / 3600, 780 / 3600, 3060 / 3600])
-    assert spent["minutes"].tolist() == pytest.approx([2525 / 60, 780 / 60, 3060 / 60])
     assert spent["reused"].tolist() == ["pretrain, sft", "", ""]
     assert spent["stage dpo"].tolist()[0] == pytest.approx(2400 / 3600)
     assert spent["stage dpo"].isna().tolist() == [False, True, True]  # empty: no such stage
@@ -168,8 +167,7 @@ def test_the_committed_runs_keep_the_invariants():
     assert (stages.fillna(0) >= 0).all().all() and (spent["hours"] > 0).all()
     assert (spent["hours"] >= stages.sum(axis=1) - 1e-9).all()
     assert (spent["hours_at_most"] >= spent["hours"] - 1e-9).all()
-    assert (spent["restarts"] >= 0).all() and (spent["sessions"] == spent["restarts"] + 1).all()
-    assert spent["minutes"].tolist() == pytest.approx((spent["hours"] * 60).tolist())
+    assert (spent["restarts"] >= 0).all()
     for r in spent.itertuples():  # a reused stage costs nothing here
         for stage in filter(None, r.reused.split(", ")):
             assert spent.loc[r.Index, f"stage {stage}"] == 0
