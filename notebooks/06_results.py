@@ -43,6 +43,14 @@
 # every method that has several seeds: a re-run of the same seed on another machine moves the
 # metrics as much as a change of seed does (see the reproducibility chapter).
 #
+# **Paired with the model it started from.** A method is compared with the SFT evaluation inside
+# its own run: the model it actually trained from. Usually that is the committed `sft` run's model.
+# Some baselines, though, reused an SFT stage trained later, by newer code at one thread, from the
+# same config: a second SFT model for the same seed, which can differ from the first by as much
+# as a method does (the table after Table 1's parts lists them). Comparing such a baseline with the
+# other SFT would charge that difference to the method. The column `paired` says which was used
+# (`own start` or `seed`); `claims.check_claims(..., pairing="seed")` gives the other reading.
+#
 # **The verdicts.** *reproduced*: every part holds. *not reproduced*: a part is clearly against
 # the claim. *inconclusive (within noise)*: no part is against it, but some are within the noise.
 # *pending*: runs are missing. *degenerate baseline*: the base model is collapsed (no hit in the
@@ -139,9 +147,22 @@ display(Markdown("\n".join(lines)))
 # rule made it (`seeds`, `bootstrap` or `bound`) and the outcome.
 
 # %% tags=["hide-input"]
-PART_COLUMNS = ["dataset", "id", "method", "metric", "expected", "difference", "low", "high", "seeds", "rule", "outcome"]
+PART_COLUMNS = ["dataset", "id", "method", "metric", "expected", "difference", "low", "high", "seeds", "rule",
+                "outcome", "paired"]
 table1_ids = [c.id for c in claims.CLAIMS.values()]
 display(plots.html_table(checks[checks["id"].isin(table1_ids)][PART_COLUMNS]))
+
+# %% [markdown]
+# ### The SFT model each method started from
+#
+# Every run of Table 1 that began from an SFT stage evaluated that stage first. `same model: no`
+# marks a run whose start is not the committed `sft` run's model (a stage made again by newer code
+# from the same config); its parts above are paired with its own start. The gap between the two
+# SFT models of one seed is a measure of how much SFT alone varies under a change of numerics.
+
+# %% tags=["hide-input"]
+started = claims.starts(evidence.table1) if len(evidence.table1) else pd.DataFrame()
+display(plots.html_table(started) if len(started) else Markdown("No run has an SFT start of its own."))
 
 # %% [markdown]
 # ## Table 2: the ablations, against SPRec

@@ -374,8 +374,8 @@ def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE
 
 
 
-def load_row_data(run_folder) -> dict | None:
-    """Per-row data of a run's final evaluation, ``{"target": [...], "topk": [[...], ...]}``: from an
+def load_row_data(run_folder, label: str | None = None) -> dict | None:
+    """Per-row data of a run's final evaluation (or of its evaluation ``label``), ``{"target": [...], "topk": [[...], ...]}``: from an
     export's ``rows/<label>.json`` (:func:`row_data_for_export`: the top-K item ids and the rank of
     the held-out item in them; the target itself is not committed, so a miss reads as target -1),
     else a local run's ``predictions/<label>.parquet``; None when neither is there (then the bounds
@@ -385,7 +385,7 @@ def load_row_data(run_folder) -> dict | None:
     run = open_run(run_folder) if isinstance(run_folder, (str, Path)) else None
     if run is None:
         return None
-    label = run.final_label
+    label = run.final_label if label is None else label
     path = run.folder / ROWS_DIR / f"{label}.json"
     if path.exists():
         data = read_json(path)
@@ -472,6 +472,11 @@ def _cached(row_data: Callable) -> Callable:
     cache: dict = {}
 
     def data(folder):
+        """``folder``: a run folder (its final evaluation) or ``(folder, label)``."""
+        if isinstance(folder, tuple):
+            if folder not in cache:
+                cache[folder] = row_data(*folder) if isinstance(folder[0], (str, Path)) else None
+            return cache[folder]
         if folder not in cache:
             cache[folder] = row_data(folder) if isinstance(folder, (str, Path)) else None
         return cache[folder]
@@ -492,19 +497,88 @@ def _outcome(direction: str, evidence: int) -> str:
 # verdicts
 
 CHECK_COLUMNS = ["dataset", "profile", "claim", "id", "method", "metric", "expected", "difference", "spread",
-                 "seeds", "low", "high", "rule", "outcome", "collapsed", "quorum"]
+                 "seeds", "low", "high", "rule", "outcome", "collapsed", "quorum", "paired"]
 
 
-def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseRule) -> pd.DataFrame:
-    """``label``'s and ``base``'s runs of one (dataset, profile), paired by seed."""
+PAIRINGS = ("own start", "seed")  # how a method meets its base; see _pairs
+
+
+def _start(folder, base: str) -> dict | None:
+    """The raw metrics of the ``base`` evaluation inside the run at ``folder`` (the stage the run
+    began from, e.g. the SFT model a DPO run trained on), or None."""
+    from .runs import open_run
+
+    run = open_run(folder) if isinstance(folder, (str, Path)) else None
+    if run is None or run.method == base or not run.has_metrics(base):
+        return None
+    return run.metrics_of(base)
+
+
+def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseRule,
+           pairing: str = "own start") -> pd.DataFrame:
+    """``label``'s and ``base``'s runs of one (dataset, profile), paired by seed.
+
+    ``pairing="own start"`` (the default) pairs a run with the ``base`` evaluation inside its own
+    run folder when it has one: the model it actually started from. That matters when a method's
+    run reused a cached SFT stage made by other code than the committed ``sft`` run (the same
+    config, trained at another thread count or before a numerics change: MovieLens seed 0 has two
+    SFT models, ORRatio@1 0.596 and 0.672), so that a seed-paired difference would mix the method's
+    effect with the difference between two SFT models. ``base_run`` is then ``(folder, base)``, whose
+    per-row data an export keeps as ``rows/<base>.json``; where the start is the ``base`` run's own
+    model (equal metrics), that run stands in, with its row data. ``pairing="seed"``: the ``base``
+    run of the same seed, always."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
     if metric not in group:
         return pd.DataFrame()
     a, b = (group[group["label"] == x].drop_duplicates("seed").set_index("seed") for x in (label, base))
-    seeds = a.index.intersection(b.index).sort_values()
-    a, b = a.loc[seeds], b.loc[seeds]
-    return pd.DataFrame({"value": a[metric], "base": b[metric],
+    base_value = b[metric].reindex(a.index)
+    base_run = (b["run"].reindex(a.index) if "run" in b else pd.Series(None, index=a.index)).astype(object)
+    paired = pd.Series("seed", index=a.index)
+    if pairing == "own start" and "run" in a:
+        from .evaluation import flat_metrics
+
+        for seed, folder in a["run"].items():
+            start = _start(folder, base)
+            if start is None or metric not in flat_metrics(start):
+                continue
+            same = seed in b.index and _start_equals(b.at[seed, "run"], base, start)
+            if not same:
+                base_value.at[seed], base_run.at[seed] = flat_metrics(start)[metric], (folder, base)
+                paired.at[seed] = "own start"
+    return pd.DataFrame({"value": a[metric], "base": base_value,
                          "rows": a["rows"].fillna(rule.default_rows) if "rows" in a else rule.default_rows,
-                         "run": a.get("run"), "base_run": b.get("run")}).dropna(subset=["value", "base"])
+                         "run": a.get("run"), "base_run": base_run, "paired": paired}).dropna(subset=["value", "base"])
+
+
+def starts(rows: pd.DataFrame, base: str = "sft", metrics=("HR@5", "DivRatio@1", "ORRatio@1")) -> pd.DataFrame:
+    """Which ``base`` model each run of ``rows`` (:func:`sprec_lib.results.run_rows`) started from:
+    per run that has a ``base`` evaluation of its own, that evaluation's ``metrics`` and whether it
+    is the ``base`` run of the same seed (``same model``: equal metrics). The runs that read
+    ``no`` are the ones :func:`_pairs` meets with their own start rather than the ``base`` run."""
+    from .evaluation import flat_metrics
+
+    out = []
+    for dataset, profile, group in _groups(rows):
+        b = group[group["label"] == base].drop_duplicates("seed").set_index("seed")
+        for r in group[group["label"] != base].itertuples():
+            start = _start(getattr(r, "run", None), base)
+            if start is None:
+                continue
+            same = r.seed in b.index and _start_equals(b.at[r.seed, "run"], base, start)
+            out.append({"dataset": dataset, "profile": profile, "method": r.label, "seed": r.seed,
+                        **{f"{base} {m}": flat_metrics(start).get(m, math.nan) for m in metrics},
+                        "same model": "yes" if same else "no"})
+    return pd.DataFrame(out, columns=["dataset", "profile", "method", "seed", *(f"{base} {m}" for m in metrics),
+                                      "same model"])
+
+
+def _start_equals(base_folder, base: str, start: dict) -> bool:
+    """Whether the ``base`` run at ``base_folder`` evaluated to exactly ``start`` (the same model)."""
+    from .runs import open_run
+
+    run = open_run(base_folder) if isinstance(base_folder, (str, Path)) else None
+    return run is not None and run.has_metrics(base) and run.metrics_of(base) == start
 
 
 def _collapsed(group: pd.DataFrame, base: str | None, rule: NoiseRule) -> bool:
@@ -523,13 +597,15 @@ def _groups(rows: pd.DataFrame):
 
 
 def check_claims(rows: pd.DataFrame, claims=None, rule: NoiseRule = RULE,
-                 row_data: Callable = load_row_data) -> pd.DataFrame:
+                 row_data: Callable = load_row_data, pairing: str = "own start") -> pd.DataFrame:
     """Every part of ``claims`` (default: :data:`CLAIMS` and :data:`ABLATION_CLAIMS`) on every
     (dataset, profile) of ``rows`` (:func:`sprec_lib.results.run_rows`) where the paper makes the
     claim: one row per part, columns :data:`CHECK_COLUMNS`. ``difference``: the mean paired
     difference; ``spread``: its std over seeds; ``low``, ``high``: mean ± spread (3+ seeds) or the
     widest interval over seeds; ``rule``: ``seeds``, ``bootstrap`` or ``bound``; ``collapsed``: the
-    base is collapsed. ``row_data(run folder)``: per-row data, or None."""
+    base is collapsed; ``paired``: ``own start`` where some seed met the base evaluation inside its
+    own run, else ``seed`` (:func:`_pairs`, whose ``pairing`` this passes on). ``row_data(run
+    folder[, label])``: per-row data, or None."""
     claims = _as_claims(claims if claims is not None else {**CLAIMS, **ABLATION_CLAIMS})
     data = _cached(row_data)
     out = []
@@ -543,15 +619,16 @@ def check_claims(rows: pd.DataFrame, claims=None, rule: NoiseRule = RULE,
                 row = dict(dataset=dataset, profile=profile, claim=claim.title, id=claim.id, method=part.label,
                            metric=part.metric, expected=f"{part.direction} vs {claim.base}", difference=math.nan,
                            spread=math.nan, seeds=0, low=math.nan, high=math.nan, rule="", outcome=MISSING,
-                           collapsed=collapsed, quorum=claim.quorum)
-                pairs = _pairs(group, part.label, claim.base, part.metric, rule)
+                           collapsed=collapsed, quorum=claim.quorum, paired="")
+                pairs = _pairs(group, part.label, claim.base, part.metric, rule, pairing)
                 if len(pairs):
                     intervals = [] if len(pairs) >= rule.min_seeds else [
                         _interval(part.metric, p.value, p.base, int(p.rows), data(p.run), data(p.base_run), rule)
                         for p in pairs.itertuples()]
                     ev = _evidence(pairs["value"] - pairs["base"], intervals, rule)
                     row.update({k: v for k, v in ev.items() if k != "evidence"},
-                               outcome=_outcome(part.direction, ev["evidence"]))
+                               outcome=_outcome(part.direction, ev["evidence"]),
+                               paired="own start" if (pairs["paired"] == "own start").any() else "seed")
                 out.append(row)
     return pd.DataFrame(out, columns=CHECK_COLUMNS)
 
@@ -580,7 +657,7 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
             row = dict(dataset=dataset, profile=profile, claim=claim.title, id=claim.id,
                        method=f"slope over {setting}", metric=part.metric, expected=f"{part.direction} with {setting}",
                        difference=math.nan, spread=math.nan, seeds=len(complete), low=math.nan, high=math.nan,
-                       rule="", outcome=MISSING, collapsed=False, quorum=claim.quorum)
+                       rule="", outcome=MISSING, collapsed=False, quorum=claim.quorum, paired="")
             if complete and all(part.metric in p for p in complete):
                 changes, intervals = [], []
                 for p in complete:
@@ -774,7 +851,8 @@ def _order(metrics):
 
 
 def direction_agreement(rows: pd.DataFrame, paper: pd.DataFrame | None = None, base: str = "sft",
-                        rule: NoiseRule = RULE, row_data: Callable = load_row_data) -> pd.DataFrame:
+                        rule: NoiseRule = RULE, row_data: Callable = load_row_data,
+                        pairing: str = "own start") -> pd.DataFrame:
     """Per (dataset, profile, method, metric) where the paper and our runs both have the method and
     BIGRec / SFT: the sign of (method − ``base``) in the paper (``paper_sign``) and in ours
     (``ours_sign``, of the mean paired difference), whether they ``agree``, and whether ours is
@@ -789,7 +867,7 @@ def direction_agreement(rows: pd.DataFrame, paper: pd.DataFrame | None = None, b
         for label in dict.fromkeys(group["label"]):
             for metric in PAPER_METRICS:
                 paper_diff = values.get((dataset, label, metric), math.nan) - values.get((dataset, base, metric), math.nan)
-                pairs = _pairs(group, label, base, metric, rule) if label != base else pd.DataFrame()
+                pairs = _pairs(group, label, base, metric, rule, pairing) if label != base else pd.DataFrame()
                 if math.isnan(paper_diff) or pairs.empty:
                     continue
                 intervals = [] if len(pairs) >= rule.min_seeds else [

@@ -107,10 +107,13 @@ def export_run(run: Run, dest: str | Path) -> Path:
 
     dest = Path(dest)
     run.export(dest)
-    label = run.final_label
-    if label is not None and run.predictions_path(label).exists():  # for the paired bootstrap (sprec_lib.claims)
-        write_json(row_data_for_export(pd.read_parquet(run.predictions_path(label), columns=["target", "topk"])),
-                   dest / ROWS_DIR / f"{label}.json")
+    # per-row data for the paired bootstrap (sprec_lib.claims): the final evaluation's, and the SFT
+    # start's of a run that began from one (claims pair a method with the model it started from)
+    final = run.final_label
+    for label in dict.fromkeys([final, "sft" if run.method != "sft" and final != "sft" else None]):
+        if label is not None and run.predictions_path(label).exists():
+            write_json(row_data_for_export(pd.read_parquet(run.predictions_path(label), columns=["target", "topk"])),
+                       dest / ROWS_DIR / f"{label}.json")
     if any(run.folder.glob("negatives/it*.parquet")) and Path(run.cfg.dataset).is_dir():
         from .data.sprec_format import read_sprec_folder
 

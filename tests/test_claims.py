@@ -1,6 +1,7 @@
 """The paper's claims as data, the noise rule and the paper beside ours, on cases worked out by hand."""
 
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -386,6 +387,67 @@ def test_load_row_data(tmp_path):
     for k in (1, 2):
         assert ranking_metrics(data["topk"], data["target"], [[]] * 3, {}, [], k)["HR"] == \
             ranking_metrics(predictions["topk"], list(predictions["target"]), [[]] * 3, {}, [], k)["HR"]
+
+
+def test_an_export_keeps_the_row_data_of_its_final_and_its_sft_start(tmp_path):
+    from sprec_lib.results import export_run
+
+    dmpo = fake_run(tmp_path, "dmpo", 0, {"@5": {"HR": 0.0}}, final="dmpo")
+    dmpo.record_metrics("sft", {"valid_ratio": 1.0, "rows": 2, "stage": "sft", "@5": {"HR": 0.5}})
+    dmpo.save_predictions("dmpo", pd.DataFrame({"target": [2, 9], "topk": [[1, 2], [3, 4]]}))
+    dmpo.save_predictions("sft", pd.DataFrame({"target": [2, 3], "topk": [[2, 1], [4, 5]]}))
+    out = export_run(dmpo, tmp_path / "export")
+    assert sorted(p.name for p in (out / "rows").iterdir()) == ["dmpo.json", "sft.json"]
+    assert claims.load_row_data(out, "sft") == {"target": [2, -1], "topk": [[2, 1], [4, 5]]}
+    assert claims.load_row_data(out) == {"target": [2, -1], "topk": [[1, 2], [3, 4]]}
+
+
+def test_a_method_meets_the_sft_model_it_started_from(tmp_path, monkeypatch):
+    """With two SFT models for one seed (the committed ``sft`` run and another that a DMPO run
+    reused), DMPO's difference is taken against its own start, with that start's per-row data;
+    a run whose start is the ``sft`` run's model (equal metrics) meets that run, as before."""
+    from sprec_lib import methods
+    from sprec_lib.evaluation import flat_metrics
+    from sprec_lib.results import run_rows
+
+    monkeypatch.setattr(methods, "names", lambda: FOUR + ("dmpo",))
+
+    def m(or1):
+        return {"@1": {"HR": 0.0, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01},
+                "@5": {"HR": 0.01, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01}}
+
+    sft = fake_run(tmp_path, "sft", 0, m(0.60))
+    dmpo = fake_run(tmp_path, "dmpo", 0, m(0.75), final="dmpo")
+    dmpo.record_metrics("sft", {"valid_ratio": 1.0, "rows": 1000, "stage": "sft", **m(0.67)})  # another SFT model
+    sdpo = fake_run(tmp_path, "sdpo", 0, m(0.64), final="sdpo")
+    sdpo.record_metrics("sft", sft.metrics_of("sft"))  # the sft run's own model
+    rows = run_rows([Run(r.folder) for r in (sft, dmpo, sdpo)])
+    by_seed = claims._pairs(rows, "dmpo", "sft", "ORRatio@1", claims.RULE, "seed")
+    own = claims._pairs(rows, "dmpo", "sft", "ORRatio@1", claims.RULE)
+    assert by_seed.loc[0, "base"] == 0.60 and by_seed.loc[0, "paired"] == "seed"
+    assert own.loc[0, "base"] == 0.67 and own.loc[0, "paired"] == "own start"
+    assert own.loc[0, "base_run"] == (str(dmpo.folder), "sft")
+    same = claims._pairs(rows, "sdpo", "sft", "ORRatio@1", claims.RULE)
+    assert same.loc[0, "base"] == 0.60 and same.loc[0, "paired"] == "seed" and same.loc[0, "base_run"] == str(sft.folder)
+    with pytest.raises(ValueError, match="pairing"):
+        claims._pairs(rows, "dmpo", "sft", "ORRatio@1", claims.RULE, "nearest")
+    # The checks carry the pairing, and the own start's row data (rows/sft.json) reach the bootstrap.
+    asked = []
+
+    def row_data(folder, label=None):
+        asked.append((Path(folder).name, label))
+        return None
+
+    a2 = [c for c in CLAIMS.values() if c.id == "a2"]
+    checks = check_claims(rows.assign(dataset="MovieLens"), a2, row_data=row_data)
+    part = checks[(checks["method"] == "dmpo") & (checks["metric"] == "ORRatio@1")].iloc[0]
+    assert part["paired"] == "own start" and math.isclose(part["difference"], 0.75 - 0.67)
+    assert ("dmpo-seed0", "sft") in asked and ("dmpo-seed0", None) in asked
+    assert checks[checks["method"] == "sdpo"]["paired"].eq("seed").all()
+    assert flat_metrics(dmpo.metrics_of("sft"))["ORRatio@1"] == 0.67
+    table = claims.starts(rows)
+    assert list(table["method"]) == ["dmpo", "sdpo"] and list(table["same model"]) == ["no", "yes"]
+    assert list(table["sft ORRatio@1"]) == [0.67, 0.60]
 
 
 def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
