@@ -66,6 +66,19 @@ def test_thread_count_and_dataset_path_do_not_matter(tmp_path):
     assert not experiments.matches(run, RunSpec("/somewhere/ml-1m", "sft", seed=5))
 
 
+def test_speed_switches_do_not_matter(tmp_path):
+    """A run made with the stock prompt layout (before shared_prompt became the preference stages'
+    default) still answers today's spec; a real setting of the same section still counts."""
+    cfg = RunSpec("d/ml-1m", "dmpo").config()
+    assert cfg.dpo.shared_prompt and cfg.sdpo.shared_prompt and cfg.sprec.dpo.shared_prompt
+    assert cfg.dmpo.stage.shared_prompt and cfg.rosepo.stage.shared_prompt
+    assert not cfg.sft.shared_prompt and not cfg.sprec.sft.shared_prompt  # the shared SFT stage's key stays
+    old = finished(tmp_path / "d", RunSpec("d/ml-1m", "dmpo", overrides=(
+        "dmpo.stage.shared_prompt=false", "dmpo.stage.fast_head=false", "sft.token_metrics=every_step")))
+    assert experiments.matches(old, RunSpec("d/ml-1m", "dmpo"))
+    assert not experiments.matches(old, RunSpec("d/ml-1m", "dmpo", overrides=("dmpo.stage.beta=0.5",)))
+
+
 def test_settings_a_method_does_not_read_do_not_make_its_run_stale(tmp_path):
     run = finished(tmp_path / "r", RunSpec("d/ml-1m", "sft", overrides=("sprec.dpo.lr=1e-9", "dpo.beta=3")))
     assert experiments.matches(run, RunSpec("d/ml-1m", "sft"))
