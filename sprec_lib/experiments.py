@@ -104,7 +104,7 @@ def specs(data_dir: str, methods=None, seeds=(0,), profile: str = "tiny",
     out = []
     for seed in seeds:
         for method in methods or table1_methods():
-            for variant, extra in (variants or {"": ()}).items():
+            for variant, extra in ({"": ()} if variants is None else variants).items():  # {}: no run
                 out.append(RunSpec(data_dir, method, int(seed), profile, variant, tuple(extra)))
     return out
 

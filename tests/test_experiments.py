@@ -66,6 +66,12 @@ def test_thread_count_and_dataset_path_do_not_matter(tmp_path):
     assert not experiments.matches(run, RunSpec("/somewhere/ml-1m", "sft", seed=5))
 
 
+def test_an_empty_sweep_asks_for_no_run():
+    assert experiments.specs("d/ml-1m", ["sprec"], (0, 1), variants={}) == []
+    assert [s.variant for s in experiments.specs("d/ml-1m", ["sprec"], (0,))] == [""]
+    assert len(experiments.specs("d/ml-1m", ["sprec"], (0,), variants=experiments.SWEEPS["random_ratio"]([0.5, 1.0]))) == 2
+
+
 def test_speed_switches_do_not_matter(tmp_path):
     """A run made with the stock prompt layout (before shared_prompt became the preference stages'
     default) still answers today's spec; a real setting of the same section still counts."""
