@@ -17,7 +17,11 @@ first epoch of each is discarded as warm-up when there are two or more. The vari
 * the allocator (``--malloc``): ``tuned`` (:func:`sprec_lib.cpu.keep_freed_memory`, as
   ``cllmr.train`` does since it was measured here), ``default`` (glibc's own: freed blocks go back
   to the kernel), or ``both``: every variant's epochs first with the default, then again tuned (the
-  setting cannot be undone, so the two run one after the other, not alternating).
+  setting cannot be undone, so the two run one after the other, not alternating). Caution: how
+  often glibc's default page-faults depends on the heap's history: with several models built in
+  one process it reused their freed holes (few faults), while a fresh process with one model, as a
+  run is, faulted ~30k pages a step on CLLMR (``benchmarks/cllmr_step_parts.py --systems cllmr
+  --malloc both``); compare the allocators there.
 
 The table gives the median seconds per epoch (wall, and the process's CPU time: on a machine that
 other jobs share, wall time stretches with their load and CPU time much less), per step, the
@@ -134,6 +138,8 @@ def time_epochs(dataset: str, systems: list[str], epochs: int, infonce: str = "b
                              "step_ms": 1000 * wall / steps, "step_cpu_ms": 1000 * cpu / steps, "epochs_per_hour": 3600 / wall,
                              "all_epochs_s": [c[0] for c in clocks[name, code]],
                              "all_epochs_cpu_s": [c[1] for c in clocks[name, code]]})
+                print(f"{system:11s} {name:6s} {code:9s} {phase:8s} {wall:6.1f} s an epoch ({1000 * wall / steps:.0f} ms a step, "
+                      f"{steps} steps; CPU {cpu:.1f} s)", flush=True)
     for r in rows:  # the ratios, once every row is in
         def find(**kw):
             return next((o for o in rows if all(o[k] == v for k, v in {**r, **kw}.items() if k in

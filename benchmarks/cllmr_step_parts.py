@@ -21,7 +21,9 @@ CPU milliseconds (on a shared machine wall time stretches with the other jobs' l
 * ``step``: the whole step; ``kernel``: its kernel CPU time; ``faults``: its minor page faults.
 
 The parts are timed with separate backward calls (unit upstream gradients), so they add up to a
-step only roughly. Writes ``benchmarks/results/cllmr_step_parts.json``.
+step only roughly. For the allocator's effect, time one system, without ``--baseline``, in a fresh
+process (as a run is: glibc's default faults less once several models' freed memory is lying in
+the heap). Writes ``benchmarks/results/cllmr_step_parts.json`` (``--out``: elsewhere).
 """
 
 from __future__ import annotations

@@ -276,8 +276,9 @@ def test_fused_and_plain_alignment_give_rlmrecs_loss_and_the_same_gradients():
                 + _rlmrec_infonce(ic[negs], is_[negs], is_[negs], 0.2)) / len(users)
 
     want, want_grads = grads(naive)
-    for fused in (True, False):
-        got, got_grads = grads(lambda uc, ic, us, is_: alignment_loss(uc, ic, us, is_, users, pos, negs, 0.2, fused=fused))
+    for fused, blocked in ((True, True), (True, False), (False, False)):  # blocked: tests/test_cllmr_speed.py
+        got, got_grads = grads(lambda uc, ic, us, is_: alignment_loss(uc, ic, us, is_, users, pos, negs, 0.2, fused=fused,
+                                                                      blocked=blocked))
         torch.testing.assert_close(got, want)
         for a, b in zip(got_grads, want_grads):
             torch.testing.assert_close(a, b)

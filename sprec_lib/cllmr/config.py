@@ -84,6 +84,9 @@ class TrainConfig:
     torch_threads: int = _f(1, "ours: one thread (two jobs share 2 cores here)")
     fused_infonce: bool = _f(True, "ours: the InfoNCE's 1/t folded into the anchors and a log-sum-exp that keeps its "
                                    "softmax (rlmrec.infonce); the same loss to float rounding, ~2x faster on CPU")
+    blocked_infonce: bool = _f(True, "ours: with fused_infonce, its logits made and used a block of rows at a time (in cache) and "
+                                     "unshifted when bounded (rlmrec._LogSumExpOfProducts); the same loss to float rounding, "
+                                     "~1.3x faster alignment on CPU")
 
     def __post_init__(self):
         _check_types(self)

@@ -30,6 +30,8 @@ from ..runs import CONFIG, FINISHED, LOG, config_mismatch, provenance, read_json
 from .config import CllmrConfig
 
 STATE, METRICS = "state.pt", "metrics.json"  # config.json, log.txt and FINISHED as sprec_lib.runs names them
+# TrainConfig's fields that change float rounding, not the recipe: ignored when a run is matched to a config
+ROUNDING_ONLY = ("torch_threads", "fused_infonce", "blocked_infonce")
 
 
 def label_of(cfg: CllmrConfig, variant: str | None = None) -> str:
@@ -99,11 +101,11 @@ class CllmrRun:
         return read_json(self.folder / METRICS)
 
     def made_with(self, cfg: CllmrConfig) -> bool:
-        """Whether this run's config is ``cfg``, the thread count and the fused InfoNCE aside (they
-        change float rounding, not the recipe)."""
+        """Whether this run's config is ``cfg``, the thread count and the InfoNCE's speed switches
+        (fused, blocked) aside (they change float rounding, not the recipe)."""
         def recipe(c: CllmrConfig) -> dict:
             d = to_dict(c)
-            d["train"] = {k: v for k, v in d["train"].items() if k not in ("torch_threads", "fused_infonce")}
+            d["train"] = {k: v for k, v in d["train"].items() if k not in ROUNDING_ONLY}
             return d
         return recipe(self.cfg) == recipe(cfg)
 

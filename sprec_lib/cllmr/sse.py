@@ -86,6 +86,34 @@ def gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, 
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p).square()) / logvar_p.exp() - 1).sum(-1)
 
 
+class _HalfSquaredError(torch.autograd.Function):
+    """``0.5 * |y - x|^2`` per row (the VAE's reconstruction term), as one autograd node.
+
+    The chain ``0.5 * (y - x).square().sum(-1)`` keeps ``y - x`` and, backward, makes ``2 * (y - x)``
+    and multiplies twice over the [nodes, d] matrix (``square``'s backward, after the sum's
+    expanded ``0.5 * grad``); here the kept difference is multiplied once by each row's gradient.
+    The same forward, and the same gradient bit for bit: ``(0.5 g) (2 d)`` and ``g d`` round the
+    same exact product (0.5 and 2 are powers of two). On ML-1M (9,567 nodes x 384) a few ms a step."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        diff = y - x
+        ctx.save_for_backward(diff)
+        return 0.5 * diff.square().sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (diff,) = ctx.saved_tensors
+        need_y, need_x = ctx.needs_input_grad
+        grad_y = diff * grad.unsqueeze(-1) if (need_y or need_x) else None
+        return grad_y if need_y else None, -grad_y if need_x else None
+
+
+def half_squared_error(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ((y - x) ** 2).sum(-1)`` (:class:`_HalfSquaredError`)."""
+    return _HalfSquaredError.apply(y, x)
+
+
 def _mlp(d_in: int, d_out: int) -> nn.Sequential:
     mid = (d_in + d_out) // 2
     net = nn.Sequential(nn.Linear(d_in, mid), nn.LeakyReLU(), nn.Linear(mid, d_out))
@@ -120,5 +148,5 @@ class SSE(nn.Module):
             z = mu_q + (0.5 * logvar_q).exp() * eps
         else:
             z = mu_q
-        recon = 0.5 * (self.decoder(z) - x).square().sum(-1)
+        recon = half_squared_error(self.decoder(z), x)
         return self.out(z), {"recon": recon, "kl": gaussian_kl(mu_q, logvar_q, mu_p, logvar_p)}

@@ -53,6 +53,10 @@ class Recommender(nn.Module):
                     raise ValueError("the SSE needs the spectral conditions")
                 self.register_buffer("user_cond", torch.as_tensor(user_cond, dtype=torch.float32), persistent=False)
                 self.register_buffer("item_cond", torch.as_tensor(item_cond, dtype=torch.float32), persistent=False)
+                # The SSE encodes every user and item at each step: their profile vectors and conditions
+                # stacked once here, not concatenated anew at each step (the same tensors).
+                self.register_buffer("node_side", torch.cat([self.user_side, self.item_side]), persistent=False)
+                self.register_buffer("node_cond", torch.cat([self.user_cond, self.item_cond]), persistent=False)
                 self.encoder = SSE(d, cfg.sse.rank, cfg.sse.hidden, emb, cfg.sse.noise)
             else:
                 self.encoder = MLPProjector(d, emb)
@@ -67,8 +71,7 @@ class Recommender(nn.Module):
         """(users', items' side representations, VAE terms per node or {})."""
         if self.uses_sse:
             n_users = self.user_side.shape[0]
-            rep, terms = self.encoder(torch.cat([self.user_side, self.item_side]),
-                                      torch.cat([self.user_cond, self.item_cond]), generator)
+            rep, terms = self.encoder(self.node_side, self.node_cond, generator)
             return rep[:n_users], rep[n_users:], terms
         return self.encoder(self.user_side), self.encoder(self.item_side), {}
 
@@ -84,7 +87,8 @@ class Recommender(nn.Module):
             u_side, i_side, terms = self.side(generator)
             parts["kd"] = cfg.align.kd_weight * alignment_loss(u_emb, i_emb, u_side, i_side, users, pos, negs,
                                                                cfg.align.kd_temperature, cfg.align.user_candidates,
-                                                               fused=cfg.train.fused_infonce)
+                                                               fused=cfg.train.fused_infonce,
+                                                               blocked=cfg.train.blocked_infonce)
             if terms:
                 parts["vae"] = cfg.sse.vae_weight * (terms["recon"] + cfg.sse.kl_weight * terms["kl"]).mean()
         if self.propensity is not None:
