@@ -540,11 +540,12 @@ def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseR
 
         for seed, folder in a["run"].items():
             start = _start(folder, base)
-            if start is None or metric not in flat_metrics(start):
+            value = flat_metrics(start).get(metric) if start is not None else None
+            if value is None:
                 continue
             same = seed in b.index and _start_equals(b.at[seed, "run"], base, start)
             if not same:
-                base_value.at[seed], base_run.at[seed] = flat_metrics(start)[metric], (folder, base)
+                base_value.at[seed], base_run.at[seed] = value, (folder, base)
                 paired.at[seed] = "own start"
     return pd.DataFrame({"value": a[metric], "base": base_value,
                          "rows": a["rows"].fillna(rule.default_rows) if "rows" in a else rule.default_rows,
