@@ -471,15 +471,12 @@ def _cached(row_data: Callable) -> Callable:
     """``row_data`` read once per run folder (a run's data serve every part and metric)."""
     cache: dict = {}
 
-    def data(folder):
-        """``folder``: a run folder (its final evaluation) or ``(folder, label)``."""
-        if isinstance(folder, tuple):
-            if folder not in cache:
-                cache[folder] = row_data(*folder) if isinstance(folder[0], (str, Path)) else None
-            return cache[folder]
-        if folder not in cache:
-            cache[folder] = row_data(folder) if isinstance(folder, (str, Path)) else None
-        return cache[folder]
+    def data(key):
+        """``key``: a run folder (its final evaluation) or ``(folder, label)``."""
+        if key not in cache:
+            folder, *label = key if isinstance(key, tuple) else (key,)
+            cache[key] = row_data(folder, *label) if isinstance(folder, (str, Path)) else None
+        return cache[key]
     return data
 
 
