@@ -218,6 +218,21 @@ def _apply(cfg, changes: dict[tuple[str, ...], object], prefix: str = ""):
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
+# The stages' speed switches (StageConfig): the same computation by another route, tested to the
+# same losses and gradients (tests/test_trainers.py). A run made with either setting answers a spec
+# with the other (experiments.matches), and a run folder resumes under a config that differs only in
+# them, keeping the settings it started with (runs.Run). shared_prompt went on by default in the
+# preference stages after a whole DPO run gave identical metrics both ways
+# (results/investigations/README.md).
+SPEED_SWITCHES = ("fast_head", "head_kernel", "shared_prompt", "token_metrics")
+
+
+def without_speed_switches(section):
+    """``section`` (a :func:`to_dict` output, or any part of one) with the speed switches left out."""
+    if isinstance(section, dict):
+        return {k: without_speed_switches(v) for k, v in section.items() if k not in SPEED_SWITCHES}
+    return section
+
 
 def from_dict(kind, data: dict):
     """Rebuild a (nested) config dataclass from :func:`to_dict` output (tuples restored)."""

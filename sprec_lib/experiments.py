@@ -35,7 +35,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import methods
-from .config import RunConfig, to_dict
+from .config import SPEED_SWITCHES, RunConfig, to_dict, without_speed_switches
 from .paths import RESULTS, RUNS, resolve
 from .runs import CONFIG, Run, RunSpec, open_run, reuse_or_make
 
@@ -109,24 +109,11 @@ def specs(data_dir: str, methods=None, seeds=(0,), profile: str = "tiny",
     return out
 
 
-# The stages' speed switches (sprec_lib.config.StageConfig): the same computation by another
-# route, tested to the same losses and gradients (tests/test_trainers.py), so a run made with
-# either setting answers a spec with the other. shared_prompt went on by default in the preference
-# stages after a whole DPO run gave identical metrics both ways (results/investigations/README.md).
-SPEED_SWITCHES = ("fast_head", "head_kernel", "shared_prompt", "token_metrics")
-
-
-def _without_switches(section):
-    if isinstance(section, dict):
-        return {k: _without_switches(v) for k, v in section.items() if k not in SPEED_SWITCHES}
-    return section
-
-
 def _comparable(cfg: RunConfig) -> dict:
     """The config fields the method reads (the registry's sections: e.g. SPRec's settings in an SFT
     run cannot change its results and do not make it stale), the dataset by folder name, the
     thread count and the stages' speed switches (:data:`SPEED_SWITCHES`) left out."""
-    c = {k: _without_switches(v) for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
+    c = {k: without_speed_switches(v) for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
     c["dataset"] = Path(c["dataset"]).name
     if "model" in c:  # an LLM method (SASRec reads no model section)
         c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}

@@ -97,6 +97,17 @@ def test_a_run_folder_refuses_another_config(dataset, tmp_path):
         train(config(dataset, "sft", ["sft.lr=0.5"]), tmp_path / "run", cache_dir=tmp_path / "cache")
 
 
+def test_a_run_folder_resumes_when_only_a_speed_switch_differs(dataset, tmp_path):
+    # A run started before shared_prompt went on by default must resume (not be refused), and go on
+    # with the switches it started with; any other field still makes a different config.
+    started = config(dataset, "dpo", ["dpo.shared_prompt=false"])
+    Run(tmp_path / "run", started)
+    resumed = Run(tmp_path / "run", config(dataset, "dpo", ["dpo.shared_prompt=true"]))
+    assert resumed.cfg.dpo.shared_prompt is False and resumed.cfg == started
+    with pytest.raises(RunConfigMismatch, match="'dpo'"):
+        Run(tmp_path / "run", config(dataset, "dpo", ["dpo.shared_prompt=true", "dpo.beta=0.5"]))
+
+
 def test_cli_train_and_eval(dataset, tmp_path, capsys):
     args = ["train", "--dataset", str(dataset), "--method", "sft", "--profile", "tiny", "--seed", "3",
             "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
