@@ -35,13 +35,13 @@
 # missing ones are listed with the command that makes each. By default it trains nothing.
 
 # %% tags=["parameters", "hide-input"]
-dataset: str = "ml-100k"  # ml-100k | ml-1m
+dataset: str = "ml-1m"  # ml-1m | ml-100k (the book runs both: sprec_lib.book.runner.NOTEBOOKS)
 seeds: list = [0, 1, 2]
-profiles: str = "title-genres"  # every run's side.profiles: title-genres (MiniLM of title and genres) | llm (hours of generation)
+profiles: str = "llm"  # every run's side.profiles: llm (SmolLM2's profiles, hours of generation) | title-genres (MiniLM of title and genres)
 sweeps: bool = True  # the noise and rank sweeps of CLLMR
 results_root: str = "results/cllmr"  # exported runs (committed), <root>/<dataset>/<label>-seed<S>
 runs_root: str = "runs/cllmr"  # local run folders (training state; exported when found)
-train: bool = False  # True: train the missing runs (minutes each on ML-100K, one thread); False: read what exists
+train: bool = False  # True: train the missing runs (minutes each on ML-100K, about an hour on ML-1M, one thread); False: read what exists
 quick: bool = False  # one seed, a few epochs each, under runs/quick/cllmr, never exported (plumbing, not results)
 
 # %% tags=["remove-output", "hide-input"]
@@ -52,8 +52,8 @@ from sprec_lib import book
 from sprec_lib.cllmr import report
 
 quick = book.quick_mode(quick)
-if quick:
-    seeds = seeds[:1]
+if quick:  # plumbing on the small dataset, whatever the copy (quick runs use title-genres vectors)
+    dataset, seeds = "ml-100k", seeds[:1]
     runs_root = "runs/quick/cllmr" if runs_root == "runs/cllmr" else runs_root
 specs = report.book_specs(dataset, seeds, sweeps=sweeps, settings=[f"side.profiles={profiles}"])
 found, missing = report.obtain(specs, train=train, quick=quick, results_root=results_root, runs_root=runs_root)
@@ -67,10 +67,11 @@ print(f"{len(found)} of {len(specs)} runs finished")
 #
 # The paper trains on Amazon-book, Yelp and Steam as RLMRec prepared them, with GPT-3.5 profiles;
 # none of them can be fetched here. These runs use MovieLens as implicit feedback with RLMRec's
-# protocol, a LightGCN backbone with RLMRec's settings, and, by default, the cheap side information
-# (a MiniLM vector of each movie's title and genres, no LLM generation: SmolLM2's profiles of
-# ML-100K's movies would take hours on this machine's CPU). With these vectors the "LLM propensity"
-# the counterfactual step removes is that of a sentence encoder, not a generator's.
+# protocol, and a LightGCN backbone with RLMRec's settings. The side information is of two kinds, one
+# per copy of this page (the table below says which): on ML-1M, a profile of each movie written by
+# SmolLM2-135M-Instruct from its title and genres, then embedded by MiniLM (the paper's recipe with a
+# far smaller LLM); on ML-100K, the cheap variant, a MiniLM vector of the title and genres with no
+# generation, whose "LLM propensity" is that of a sentence encoder, not a generator's.
 
 # %% tags=["hide-input"]
 pd.set_option("display.max_colwidth", None)

@@ -122,6 +122,37 @@ def export_run(run: Run, dest: str | Path) -> Path:
     return dest
 
 
+def relabel_run(folder: str | Path, dest: str | Path, variant: str) -> Run:
+    """Move a finished run (local or exported) to ``dest`` under another variant name: its
+    ``config.json`` spec gets the new variant and label, and a line in its log says where it came
+    from; everything else (config, metrics, losses, rows) is moved as it is. For a setting that
+    became the default (``sprec-T5`` → ``sprec`` when the tiny profile went to T = 5) and for the
+    run it replaces (``sprec`` → ``sprec-T3``, to ``results/investigations``). Refuses an existing
+    ``dest``, and a ``dest`` named for another variant than ``variant``."""
+    import shutil
+
+    from .runs import CONFIG, LOG, _label, _variant_from_name, read_json, write_json
+
+    folder, dest = Path(folder), Path(dest)
+    run = Run(folder)
+    if not run.is_finished:
+        raise ValueError(f"{folder}: the run has not finished; relabel finished runs only")
+    if dest.exists():
+        raise FileExistsError(f"{dest}: already exists; move it away first")
+    if _variant_from_name(dest.name, run.method) != variant:
+        raise ValueError(f"{dest}: a folder name that says variant {_variant_from_name(dest.name, run.method)!r}, "
+                         f"not {variant!r} (<method>[-<variant>]-seed<S>)")
+    old = run.label
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), str(dest))
+    doc = read_json(dest / CONFIG)
+    doc["spec"] = {**doc["spec"], "variant": variant, "label": _label(run.method, variant)}
+    write_json(doc, dest / CONFIG)
+    with open(dest / LOG, "a") as f:
+        f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} relabelled: {old} ({folder}) -> {doc['spec']['label']} ({dest})\n")
+    return Run(dest)
+
+
 NEGATIVES_SUMMARY = "negatives_popularity.json"  # an export's summary of its self-play negatives
 
 

@@ -78,7 +78,8 @@ def test_reading_mode_judges_three_seeds_by_the_noise_rule_and_lists_the_missing
         # ... and its effective rank against the MLP's goes up, down, up (1, -2, 4): within the noise.
         _fake_run(results, by["cllmr-mlp", seed], cllmr, effective_rank=[24.0, 22.0, 26.0][seed])
 
-    v = execute(tmp_path, results_root=str(results), runs_root=str(runs))  # the defaults: 3 seeds, sweeps, no training
+    # The ML-100K copy's parameters; otherwise the defaults: 3 seeds, sweeps, no training.
+    v = execute(tmp_path, dataset="ml-100k", profiles="title-genres", results_root=str(results), runs_root=str(runs))
     assert v["runs_finished"] == 12 and v["runs_asked"] == 12 + 15
     assert not runs.exists()  # nothing trained
     sweep_specs = [s for s in report.book_specs("ml-100k", [0, 1, 2], settings=TITLE_GENRES) if s.variant]

@@ -6,7 +6,7 @@ import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.experiments import RunSpec
-from sprec_lib.results import (finished_runs, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
+from sprec_lib.results import (finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
                                negatives_popularity, paired_differences, run_rows, summary_table, sweep_rows, table_means)
 from sprec_lib.runs import Run, write_json
 
@@ -149,3 +149,20 @@ def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_pa
     assert (spent["hours"] * 60).tolist() == pytest.approx([42.5, 20.0])
     assert (spent["restarts"] + 1).tolist() == [2, 1]  # sessions
     assert spent.loc[0, ["dataset", "profile", "label", "seed"]].tolist() == ["MovieLens", "tiny", "sprec", 1]
+
+
+def test_relabel_moves_a_run_under_its_new_variant(tmp_path):
+    run = Run(tmp_path / "sprec-T5-seed0", run_config("tiny", dataset="/x/ml-1m", method="sprec", seed=0),
+              variant="T5")
+    write_json({"@5": {"HR": 0.5}, "stage": "it5-dpo"}, run.metrics_path("it5"))
+    with pytest.raises(ValueError, match="not finished"):
+        relabel_run(run.folder, tmp_path / "out" / "sprec-seed0", "")
+    write_json({"method": "sprec", "final_stage": "it5-dpo"}, run.folder / "FINISHED")
+    with pytest.raises(ValueError, match="variant 'T3'"):  # the folder name must say the variant
+        relabel_run(run.folder, tmp_path / "out" / "sprec-T3-seed0", "")
+    moved = relabel_run(run.folder, tmp_path / "out" / "sprec-seed0", "")
+    assert not run.folder.exists() and moved.variant == "" and moved.label == "sprec" and moved.cfg == run.cfg
+    assert moved.metrics()["it5"]["@5"]["HR"] == 0.5
+    assert "relabelled: sprec-T5" in (moved.folder / "log.txt").read_text()
+    with pytest.raises(FileExistsError):
+        relabel_run(moved.folder, moved.folder, "")

@@ -37,7 +37,9 @@ class NotebookSpec:
     ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# ``
     heading), with ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
     ``reads``: other committed result folders the page reads (relative to the repository root);
-    their contents are part of its hash.
+    their contents are part of its hash. ``copies``: one executed copy per ``(label, params)``,
+    ``NAME-LABEL.ipynb``, each with its own fixed parameters (the CLLMR chapter on ML-1M and on
+    ML-100K); ``{dataset}`` in the title is the label.
     """
 
     name: str
@@ -45,10 +47,18 @@ class NotebookSpec:
     params: tuple[tuple[str, Any], ...] = ()
     title: str | None = None
     reads: tuple[str, ...] = ()
+    copies: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
 
     @property
     def per_dataset(self) -> bool:
         return "data_dir" in self.takes
+
+    def fixed_pages(self) -> list[str]:
+        """The executed copies' names that do not depend on which datasets are here: ``NAME``, or
+        ``NAME-LABEL`` per copy; none for a per-dataset notebook."""
+        if self.per_dataset:
+            return []
+        return [f"{self.name}-{label}" for label, _ in self.copies] if self.copies else [self.name]
 
 
 # The book's notebooks, in reading order. Add a row for a new notebook.
@@ -60,8 +70,11 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("04_ablations", takes=("study_dir", "profile", "seeds", "train")),
     NotebookSpec("05_negative_samples", takes=("study_dir", "profile", "train")),
     NotebookSpec("06_results", takes=("datasets", "study_dir", "profile", "seeds")),
-    # The third paper: its own runs (ML-100K, LightGCN), exported under results/cllmr.
-    NotebookSpec("07_cllmr", takes=("seeds", "train"), reads=("results/cllmr",)),
+    # The third paper: its own runs (LightGCN), exported under results/cllmr. The main copy is ML-1M
+    # with SmolLM2's profiles; ML-100K with the cheap title-and-genres vectors keeps its complete runs.
+    NotebookSpec("07_cllmr", takes=("seeds", "train"), reads=("results/cllmr",), title="CLLMR on {dataset}: LLM side information without its propensity",
+                 copies=(("ml-1m", (("dataset", "ml-1m"), ("profiles", "llm"))),
+                         ("ml-100k", (("dataset", "ml-100k"), ("profiles", "title-genres"))))),
 ]
 
 
@@ -105,6 +118,10 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
                 jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", {**base, "data_dir": portable_path(folder)},
                                 study, folder))
                 continue
+        if spec.copies:
+            for label, params in spec.copies:
+                jobs.append(Job(spec, source, out_dir / f"{spec.name}-{label}.ipynb", {**base, **dict(params)}, label))
+            continue
         if not spec.per_dataset:
             jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", base))
             continue

@@ -46,7 +46,7 @@ def build_book(
     if a page loads a script, stylesheet or font from another host (:func:`cdn_references`).
     """
     book = Path(book) if book is not None else book_dir()
-    missing = [s.name for s in NOTEBOOKS if not s.per_dataset and not (book / "executed" / f"{s.name}.ipynb").is_file()]
+    missing = [name for s in NOTEBOOKS for name in s.fixed_pages() if not (book / "executed" / f"{name}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"{book / 'executed'} lacks {', '.join(missing)}: run `sprec book run` first")
     cmd = [*_jupyter_book(), "build", str(book), "--builder", "html"]
