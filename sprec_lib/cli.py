@@ -240,7 +240,7 @@ def _duration(seconds: float) -> str:
 def cmd_eval(args) -> None:
     from .pipeline import evaluate_run
 
-    run = evaluate_run(args.run, stage=args.stage, assignments=args.set, cache_dir=args.cache_dir)
+    run = evaluate_run(args.run, stage=args.stage, assignments=args.set, cache_dir=args.cache_dir, epoch=args.epoch)
     from .distributed import is_main
 
     if is_main():
@@ -347,6 +347,16 @@ def cmd_cllmr_profiles(args) -> None:
         print(f"\n{title}\n  {text}")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text!r}")
+    return value
+
+
 def _cache_dir(p) -> None:
     p.add_argument("--cache-dir", default=None, help="asset and stage cache (default: $SPREC_CACHE_DIR or ~/.cache/sprec-book)")
 
@@ -446,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a run's model (the final stage by default)")
     ev.add_argument("run")
     ev.add_argument("--stage", default=None, help="a finished stage (default: the run's final stage)")
+    ev.add_argument("--epoch", type=_positive_int, default=None, metavar="N",
+                    help="the stage's model after epoch N (a stage trained with save_epochs=true keeps one for every "
+                         "epoch but its last); metrics labelled <stage>-epoch<N>[-<mode>-<k>[-<split>]]")
     _set(ev, "RunConfig's eval", "eval.mode=constrained")
     _cache_dir(ev)
     ev.set_defaults(func=cmd_eval)

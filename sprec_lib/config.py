@@ -338,6 +338,17 @@ class StageConfig:
     template: Template = "alpaca"
     logging_steps: int = 10
     max_steps: int = -1  # > 0 caps the stage (quick runs, tests); -1: the epochs decide
+    # ``save_epochs``: also keep the model of the end of every epoch but the last, in the stage's
+    # folder as ``epoch<N>/`` (saved and verified as the stage's own model: trainers.EpochSnapshots),
+    # so that one run of E epochs gives the models after 1 .. E - 1 epochs too, and the epoch count
+    # can be chosen on the validation split from it (``sprec eval RUN --stage sft --epoch 1 --set
+    # eval.split=valid``; issue 17). Fidelity: such a snapshot is not the model a shorter run gives.
+    # The schedule spans all E epochs, so after epoch 1 of 2 the linear schedule has decayed only
+    # halfway (and warmup counts against the whole run): it is early stopping's reading of "N
+    # epochs", and a choice made from snapshots must say so where it is recorded
+    # (results/investigations). Off by default; off, it is left out of the shared stage cache's key
+    # (pipeline.KEY_NEUTRAL), so the stages cached before it existed keep their keys.
+    save_epochs: bool = False
     # Speed switches (``sprec_lib.trainers``; the tests show the losses and weights unchanged):
     # ``fast_head``: the LM head only at the positions the loss reads (the completion in DPO and
     # S-DPO, the labelled tokens in SFT); False: trl's CPU head, at every position.

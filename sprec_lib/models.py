@@ -154,10 +154,11 @@ def add_lora(model, cfg: ModelConfig):
     return get_peft_model(model, lora)
 
 
-def save(model, tokenizer, folder: str | Path) -> Path:
+def save(model, tokenizer, folder: str | Path, **save_kwargs) -> Path:
     """Save ``model`` and its tokenizer to ``folder`` atomically (a LoRA model saves its adapter only):
     into a temporary folder of this process's own (``<folder>.tmp<pid>``, so two processes saving
-    to one place never write into each other's files), then renamed into place."""
+    to one place never write into each other's files), then renamed into place. ``save_kwargs`` go
+    to ``model.save_pretrained`` (e.g. ``selected_adapters=["default"]``)."""
     import shutil
 
     folder = Path(folder)
@@ -165,7 +166,7 @@ def save(model, tokenizer, folder: str | Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, **save_kwargs)
         tokenizer.save_pretrained(tmp)
         for _ in range(3):  # another process may put its folder in place between the removal and the rename
             if folder.exists():

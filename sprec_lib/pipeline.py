@@ -41,7 +41,8 @@ from .evaluation import evaluate
 from .prompts import input_text, prompt, target_completion
 from .cpu import keep_freed_memory
 from .paths import folder_hash
-from .runs import CHECKPOINT_MINUTES, Run, copy_stage, stage_finished, stage_seed, verify_stage
+from .runs import (CHECKPOINT_MINUTES, Run, copy_stage, snapshot_name, split_snapshot, stage_finished, stage_seed,
+                   verify_stage)
 from .selfplay import negatives_for, preference_rows, sample_rows
 
 PRETRAIN_SEED = 0
@@ -71,13 +72,31 @@ def pretrain_texts(ds: Dataset) -> list[str]:
     return [prompt(s, ds.catalogue, ds.wording) + target_completion(s, ds.catalogue, ds.wording) for s in ds.train]
 
 
+# StageConfig fields that the shared stage cache's key leaves out while they have the value given
+# here (and keeps, as any field, otherwise), in every stage section the key hashes (pretrain, sft).
+# The key hashes whole sections, so a field added to StageConfig would change every key, and every
+# later run would train its SFT again instead of reusing the cached one (this happened once). A
+# field added later goes here with its default, if that default makes the very stage the older code
+# made: the keys of the stages cached before it stay as they were.
+# ``save_epochs``: True keeps epoch snapshots in the stage folder, so such a stage has a key of its
+# own (its cached copy carries them; one cached without them cannot serve it).
+KEY_NEUTRAL: dict[str, object] = {"save_epochs": False}
+
+
+def _key_section(section: dict) -> dict:
+    """A stage section of the key (:func:`to_dict` output) without its :data:`KEY_NEUTRAL` fields at their value."""
+    return {k: v for k, v in section.items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+
+
 def shared_stage_key(cfg: RunConfig, stage: str, data_key: str) -> str | None:
-    """Cache key of a stage that runs of other methods can reuse (None: not shared)."""
+    """Cache key of a stage that runs of other methods can reuse (None: not shared). Fields of
+    :data:`KEY_NEUTRAL` at their neutral value are left out of the stage sections."""
     c = to_dict(cfg)
+    pretrain, sft = _key_section(c["pretrain"]), _key_section(c["sft"])
     if stage == "pretrain":
-        parts = {"data": data_key, "model": c["model"], "pretrain": c["pretrain"]}
+        parts = {"data": data_key, "model": c["model"], "pretrain": pretrain}
     elif stage == "sft":
-        parts = {"data": data_key, "model": c["model"], "pretrain": c["pretrain"], "sft": c["sft"],
+        parts = {"data": data_key, "model": c["model"], "pretrain": pretrain, "sft": sft,
                  "train_rows": c["train_rows"], "seed": c["seed"]}
     else:
         return None
@@ -135,14 +154,18 @@ class Pipeline:
 
     # -- models --------------------------------------------------------------------------------
     def load(self, stage: str | None):
-        """Bring the model that ``stage`` ended with into memory (None: the untrained base model)."""
+        """Bring the model that ``stage`` ended with into memory (None: the untrained base model;
+        ``<stage>@epoch<N>``, :func:`~sprec_lib.runs.snapshot_name`: the stage's snapshot after epoch
+        N, StageConfig.save_epochs)."""
         if self.at == stage:
             return
         if stage is None:
             self.model, self.tokenizer = models.base_model(self.cfg.model, self.ds, PRETRAIN_SEED, self.cache_dir)
             self.model.to(models.device())
         else:
-            self.model, self.tokenizer = models.load(self.run.model_dir(stage), self.cfg.model, self.cache_dir)
+            name, epoch = split_snapshot(stage)
+            folder = self.run.model_dir(name) if epoch is None else self.run.snapshot_dir(name, epoch) / "model"
+            self.model, self.tokenizer = models.load(folder, self.cfg.model, self.cache_dir)
         self.at = stage
 
     def shared_key(self, stage: str) -> str | None:
@@ -352,10 +375,15 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
 
 
 
-def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list[str] | None = None, cache_dir=None) -> Run:
+def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list[str] | None = None, cache_dir=None,
+                 epoch: int | None = None) -> Run:
     """Evaluate a finished stage of a run (default: its final one), optionally with other eval
     settings (``eval.mode=constrained``, ``eval.split=valid``, ...); the metrics are labelled
-    ``<stage>`` or, with other settings, ``<stage>-<mode>-<k>`` plus ``-<split>`` off the test split."""
+    ``<stage>`` or, with other settings, ``<stage>-<mode>-<k>`` plus ``-<split>`` off the test split.
+
+    ``epoch``: the stage's snapshot after that epoch instead (a stage trained with
+    ``save_epochs=true``; verified first), labelled with ``-epoch<N>`` after the stage:
+    ``sft-epoch1``, ``sft-epoch1-grounded-5-valid``."""
     import dataclasses
 
     from .config import override
@@ -371,13 +399,26 @@ def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list
     if problem:
         raise FileNotFoundError(f"{run.folder}: stage {stage!r} does not verify ({problem}); "
                                 "run `sprec train` on this folder to remake it")
+    target, label = stage, stage
+    if epoch is not None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise ValueError(f"epoch must be an int >= 1, got {epoch!r}")
+        snapshot = run.snapshot_dir(stage, epoch)
+        if epoch not in run.snapshots(stage):
+            kept = ", ".join(map(str, run.snapshots(stage))) or "none: the stage was not trained with save_epochs=true"
+            raise FileNotFoundError(f"{snapshot}: stage {stage!r} has no snapshot of epoch {epoch} "
+                                    f"(epochs with a snapshot: {kept}; the last epoch's model is the stage's own)")
+        problem = verify_stage(snapshot)
+        if problem:
+            raise FileNotFoundError(f"{snapshot}: the snapshot of stage {stage!r} after epoch {epoch} does not verify "
+                                    f"({problem})")
+        target, label = snapshot_name(stage, epoch), f"{stage}-epoch{epoch}"
     cfg = override(run.cfg, assignments)
-    label = stage
     if cfg.eval != run.cfg.eval:
-        label = f"{stage}-{cfg.eval.mode}-{max(cfg.eval.ks)}" + ("" if cfg.eval.split == "test" else f"-{cfg.eval.split}")
+        label = f"{label}-{cfg.eval.mode}-{max(cfg.eval.ks)}" + ("" if cfg.eval.split == "test" else f"-{cfg.eval.split}")
     p = Pipeline(run, read_sprec_folder(cfg.dataset), cache_dir)
     p.cfg = dataclasses.replace(p.cfg, eval=cfg.eval)
-    p.evaluate(stage, label)
+    p.evaluate(target, label)
     return run
 
 

@@ -10,6 +10,8 @@ RUN/stages/<stage>/model/    the checkpoint after the stage (a full model, or a 
 RUN/stages/<stage>/log_history.json   the trainer's losses
 RUN/stages/<stage>/DONE      written last: the stage finished
 RUN/stages/<stage>/checkpoint-<step>/  while a stage trains: its latest trainer checkpoint
+RUN/stages/<stage>/epoch<N>/model/     with StageConfig.save_epochs: the model at the end of epoch
+RUN/stages/<stage>/epoch<N>/DONE       N (every epoch but the last), and its record (as a stage's)
 RUN/negatives/<stage>.parquet         self-play negatives
 RUN/predictions/<label>.parquet       evaluation predictions
 RUN/metrics/<label>.json              evaluation metrics
@@ -151,6 +153,12 @@ def mark_stage_finished(stage_dir: Path, **info) -> None:
                Path(stage_dir) / DONE)
 
 
+def clear_stage_record(stage_dir: Path) -> None:
+    """Remove a stage folder's ``DONE`` (before its model is saved again: the old record must not
+    vouch for a model being replaced)."""
+    (Path(stage_dir) / DONE).unlink(missing_ok=True)
+
+
 def verify_stage(stage_dir: Path) -> str | None:
     """What is wrong with a finished stage's saved model (a file missing, of another size or
     content than its ``DONE`` record says), or None when it matches. A ``DONE`` written before the
@@ -179,20 +187,58 @@ def verify_stage(stage_dir: Path) -> str | None:
 
 def copy_stage(src: Path, dest: Path) -> str | None:
     """Copy a finished stage folder to ``dest`` (replaced), its ``DONE`` last, and verify the copy
-    against that record: None when it verifies, else the problem (``dest`` is then removed).
-    Used both ways between a run and the shared stage cache."""
+    against that record, and each epoch snapshot's copy against its own: None when all verify,
+    else the problem (``dest`` is then removed). Used both ways between a run and the shared stage
+    cache."""
     src, dest = Path(src), Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
-    try:
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns(DONE))
+    try:  # the snapshots' DONE files come with their folders; the stage's own comes last
+        shutil.copytree(src, dest, ignore=lambda folder, names: [DONE] if Path(folder) == src else [])
         shutil.copy2(src / DONE, dest / DONE)
     except OSError as e:
         shutil.rmtree(dest, ignore_errors=True)
         return f"copying {src} to {dest} failed: {e}"
     problem = verify_stage(dest)
+    for snapshot in stage_snapshots(dest).values():
+        problem = problem or verify_stage(snapshot)
     if problem is not None:
         shutil.rmtree(dest, ignore_errors=True)
     return problem
+
+
+# -- epoch snapshots (StageConfig.save_epochs) ---------------------------------------------------
+# A snapshot folder ``<stage folder>/epoch<N>/`` is laid out as a stage folder (``model/`` and a
+# ``DONE`` record of its files: mark_stage_finished, verify_stage); inside a pipeline it is named
+# ``<stage>@epoch<N>`` (snapshot_name), e.g. for Pipeline.load.
+_SNAPSHOT = re.compile(r"^epoch([1-9]\d*)$")
+_SNAPSHOT_NAME = re.compile(r"^(.+)@epoch([1-9]\d*)$")
+
+
+def snapshot_dir(stage_dir: Path, epoch: int) -> Path:
+    """Where a stage folder keeps the model of the end of its epoch ``epoch`` (1, 2, ...)."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"an epoch snapshot's epoch is an int >= 1, got {epoch!r}")
+    return Path(stage_dir) / f"epoch{epoch}"
+
+
+def stage_snapshots(stage_dir: Path) -> dict[int, Path]:
+    """The finished epoch snapshots of a stage folder (their ``DONE`` parses), by epoch, in order."""
+    stage_dir = Path(stage_dir)
+    found = {int(m.group(1)): p for p in stage_dir.glob("epoch*")
+             if (m := _SNAPSHOT.match(p.name)) and p.is_dir() and stage_finished(p)} if stage_dir.is_dir() else {}
+    return dict(sorted(found.items()))
+
+
+def snapshot_name(stage: str, epoch: int) -> str:
+    """The name of stage ``stage``'s snapshot after epoch ``epoch`` in a pipeline: ``sft@epoch1``."""
+    snapshot_dir(Path("."), epoch)  # checks the epoch
+    return f"{stage}@epoch{epoch}"
+
+
+def split_snapshot(name: str) -> tuple[str, int | None]:
+    """``"sft@epoch1"`` -> ``("sft", 1)``; a stage's own name -> ``(name, None)``."""
+    m = _SNAPSHOT_NAME.match(name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
 _ITERATION = re.compile(r"^it(\d+)(?:-(.*))?$")
@@ -303,6 +349,15 @@ class Run:
     def model_dir(self, stage: str) -> Path:
         return self.stage_dir(stage) / "model"
 
+    def snapshot_dir(self, stage: str, epoch: int) -> Path:
+        """The folder of ``stage``'s snapshot after epoch ``epoch`` (``model/`` and ``DONE``;
+        StageConfig.save_epochs): :func:`verify_stage` verifies it, its ``model/`` loads as a stage's."""
+        return snapshot_dir(self.stage_dir(stage), epoch)
+
+    def snapshots(self, stage: str) -> list[int]:
+        """The epochs whose snapshot ``stage`` keeps (finished: a ``DONE`` that parses), in order."""
+        return list(stage_snapshots(self.stage_dir(stage)))
+
     def done(self, stage: str) -> bool:
         """Cheap: the stage's ``DONE`` marker exists and parses (:meth:`verify` checks its model)."""
         return stage_finished(self.stage_dir(stage))
@@ -335,12 +390,19 @@ class Run:
 
     def clear(self, stage: str) -> None:
         """Remove what an interrupted attempt at ``stage`` left behind, except its trainer
-        checkpoints (``checkpoint-<step>/``), from which the stage resumes."""
+        checkpoints (``checkpoint-<step>/``), from which the stage resumes, and its finished epoch
+        snapshots (``epoch<N>/`` with a ``DONE``: a stage resumed past an epoch's end cannot make
+        that epoch's snapshot again; one it makes again is overwritten)."""
         if not is_main():
             return
         if self.stage_dir(stage).exists() and not self.done(stage):
+            keep = set(stage_snapshots(self.stage_dir(stage)).values())
             for path in self.stage_dir(stage).iterdir():
-                if not (path.is_dir() and path.name.startswith("checkpoint-")):
+                if path in keep:
+                    for inner in path.iterdir():  # a save cut short leaves model.tmp<pid>/
+                        if inner.name not in ("model", DONE):
+                            shutil.rmtree(inner) if inner.is_dir() else inner.unlink()
+                elif not (path.is_dir() and path.name.startswith("checkpoint-")):
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     @property

@@ -29,6 +29,11 @@ Choices shared by all stages (:func:`training_args`):
   interval, because a step costs far more on our CPU than on a GPU. Resuming is exact: the trainer
   restores the RNG states and skips the batches already seen (``tests/test_trainers.py`` compares
   a resumed stage with an uninterrupted one).
+* Epoch snapshots (``StageConfig.save_epochs``, off by default): :class:`EpochSnapshots` saves the
+  model at the end of every epoch but the last into ``out_dir/epoch<N>/`` (as the stage's own model,
+  with a checksum record), so that one run of E epochs also gives the models after fewer; they stay
+  when the stage finishes, and a stage resumed from a checkpoint keeps those already saved. They are
+  not the models of shorter runs: the learning-rate schedule spans the whole stage (see the class).
 * Reference model of DPO and S-DPO: the model the stage starts from (the SFT model). For a
   full-parameter model (``tiny``) it is a frozen deep copy made here, unless ``ref_model`` is
   given (trl would otherwise reload it from ``config.name_or_path``, which an in-memory model does
@@ -100,9 +105,12 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, pad, use_adapter
 
+from . import models
 from .config import StageConfig
+from .distributed import is_main
 from .losses import sdpo_loss
-from .runs import CHECKPOINT_MINUTES, StageInterrupted
+from .runs import (CHECKPOINT_MINUTES, StageInterrupted, clear_stage_record, mark_stage_finished, snapshot_dir,
+                   stage_snapshots)
 
 # trl tokenizes a stage's rows with ``datasets.map``, a few seconds with a progress bar per pass;
 # the trainer's own bar (steps, loss) is the one worth watching, and the per-pass bars flood logs
@@ -463,6 +471,70 @@ class CheckpointEvery(TrainerCallback):
             control.should_training_stop = self.stopped = True
 
 
+class EpochSnapshots(TrainerCallback):
+    """``StageConfig.save_epochs``: at the end of every epoch but the stage's last, save the model
+    and its tokenizer to ``out_dir/epoch<N>/model`` (:func:`sprec_lib.models.save`, the format of a
+    stage's model: a full model, or a LoRA model's adapter) and then record its files' sizes and
+    sha256 (:func:`sprec_lib.runs.mark_stage_finished`, as a finished stage's ``DONE``), which
+    :func:`sprec_lib.runs.verify_stage` checks before the snapshot is evaluated or copied. A
+    snapshot saved again (a stage resumed from a checkpoint before that epoch's end, or restarted)
+    loses its record first and gets a new one after its model.
+
+    "The last epoch" is the one that ends at the stage's last step (``max_steps``: with a fractional
+    ``epochs``, or ``StageConfig.max_steps``, the last epoch may be partial); its model is the stage's
+    own. An epoch cut short by a stop (SIGTERM: :class:`CheckpointEvery`) is not an epoch's end.
+    A stage resumed from a checkpoint written at the very end of an epoch (before the snapshot was
+    saved: a kill in between) starts from that epoch's model, and saves its snapshot then.
+
+    Fidelity: the snapshot after epoch N of an E-epoch stage is not the model an N-epoch stage
+    would give. The learning-rate schedule spans the E epochs: after epoch 1 of 2 the linear schedule
+    has decayed only halfway (a 1-epoch run ends at 0), and warmup was counted against E epochs.
+    Choosing the epoch count from snapshots is early stopping's reading of "N epochs", and the
+    choice must say so where it is recorded.
+
+    Under ``accelerate launch`` the main process saves; the others go on training."""
+
+    def __init__(self, out_dir: str | Path, log=print):
+        self.out_dir, self.log = Path(out_dir), log
+
+    @staticmethod
+    def epoch_end(state) -> int | None:
+        """N when the trainer's state is at the end of epoch N and the stage goes on, else None."""
+        epoch = state.epoch or 0.0
+        n = round(epoch)
+        if n < 1 or abs(epoch - n) > 1e-9 or state.global_step >= state.max_steps:
+            return None
+        return n
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0 or not is_main():
+            return
+        n = self.epoch_end(state)  # resumed at an epoch's very end: the model is that epoch's
+        if n is not None and n not in stage_snapshots(self.out_dir):
+            self.save(n, model, processing_class, state)
+        missing = [k for k in range(1, int(state.epoch or 0) + 1) if k not in stage_snapshots(self.out_dir)
+                   and k != n and k < state.num_train_epochs]
+        if missing:
+            self.log(f"{self.out_dir.name}: resumed after the end of epoch(s) {missing}, whose snapshot is missing "
+                     "and cannot be made again from here (train the stage from its start to have it)")
+
+    def on_epoch_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        n = self.epoch_end(state)
+        if n is not None and is_main():
+            self.save(n, model, processing_class, state)
+
+    def save(self, n: int, model, tokenizer, state) -> Path:
+        folder = snapshot_dir(self.out_dir, n)
+        clear_stage_record(folder)  # the record goes first: the model is about to change
+        extra = {}
+        if is_peft_model(model) and "ref" in model.peft_config:  # DPO's frozen reference adapter (trl's): not saved
+            extra["selected_adapters"] = ["default"]
+        models.save(model, tokenizer, folder / "model", **extra)
+        mark_stage_finished(folder, epoch=n, of_epochs=state.num_train_epochs, global_step=state.global_step,
+                            max_steps=state.max_steps)
+        return folder
+
+
 @contextmanager
 def _save_on_signals(callback: CheckpointEvery):
     """While the block runs, SIGTERM and SIGINT ask ``callback`` to save and stop at the end of the
@@ -572,14 +644,19 @@ def last_checkpoint(out_dir: str | Path, log=print) -> Path | None:
     return None
 
 
-def _train(trainer, out_dir: str | Path, checkpoint_minutes: float | None = CHECKPOINT_MINUTES):
+def _train(trainer, out_dir: str | Path, checkpoint_minutes: float | None = CHECKPOINT_MINUTES,
+           save_epochs: bool = False):
     """Train (resuming from the latest checkpoint in ``out_dir``), write ``log_history.json``, delete
-    the checkpoints, and return the model alone (eval mode, trainer dropped)."""
+    the checkpoints, and return the model alone (eval mode, trainer dropped). ``save_epochs``
+    (``StageConfig.save_epochs``): keep the model of every epoch's end but the last
+    (:class:`EpochSnapshots`)."""
     from .distributed import on_main
 
     out_dir = Path(out_dir)
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(_StageProgress(out_dir.name))
+    if save_epochs:
+        trainer.add_callback(EpochSnapshots(out_dir))
     checkpoints = CheckpointEvery(checkpoint_minutes) if checkpoint_minutes is not None else None
     # Under accelerate launch the main process checks (and may delete) the checkpoints; every
     # process resumes from the one it chose.
@@ -645,7 +722,8 @@ def make_pretrain_trainer(model, tokenizer, texts: list[str], cfg: StageConfig, 
 
 def pretrain(model, tokenizer, texts: list[str], cfg: StageConfig, out_dir, seed: int,
              checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
-    return _train(make_pretrain_trainer(model, tokenizer, texts, cfg, out_dir, seed, dtype), out_dir, checkpoint_minutes)
+    return _train(make_pretrain_trainer(model, tokenizer, texts, cfg, out_dir, seed, dtype), out_dir, checkpoint_minutes,
+                  save_epochs=cfg.save_epochs)
 
 
 def make_sft_trainer(
@@ -682,7 +760,7 @@ def make_sft_trainer(
 def sft(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, eval_rows: list[dict] | None = None,
         checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
     return _train(make_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, eval_rows, dtype), out_dir,
-                  checkpoint_minutes)
+                  checkpoint_minutes, save_epochs=cfg.save_epochs)
 
 
 class FastSFTTrainer(FastHead, SFTTrainer):
@@ -782,7 +860,7 @@ def make_dpo_trainer(
 def dpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None,
         checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
     return _train(make_dpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, dtype=dtype), out_dir,
-                  checkpoint_minutes)
+                  checkpoint_minutes, save_epochs=cfg.save_epochs)
 
 
 class FastDPOTrainer(FastHead, DPOTrainer):
@@ -1013,4 +1091,4 @@ def make_sdpo_trainer(
 def sdpo(model, tokenizer, rows: list[dict], cfg: StageConfig, out_dir, seed: int, ref_model=None,
          checkpoint_minutes: float | None = CHECKPOINT_MINUTES, dtype: str = "float32"):
     return _train(make_sdpo_trainer(model, tokenizer, rows, cfg, out_dir, seed, ref_model, dtype), out_dir,
-                  checkpoint_minutes)
+                  checkpoint_minutes, save_epochs=cfg.save_epochs)

@@ -372,9 +372,9 @@ def test_stage_resumes_from_its_checkpoint_to_the_same_weights(ds, tok, tmp_path
     original = trainers._train
 
     def with_callback(callback):
-        def train_with(trainer, out_dir, checkpoint_minutes):
+        def train_with(trainer, out_dir, checkpoint_minutes, **kwargs):
             trainer.add_callback(callback)
-            return original(trainer, out_dir, checkpoint_minutes)
+            return original(trainer, out_dir, checkpoint_minutes, **kwargs)
         monkeypatch.setattr(trainers, "_train", train_with)
         return callback
 
@@ -415,9 +415,9 @@ def test_sigterm_saves_a_checkpoint_and_the_stage_resumes_exactly(ds, tok, tmp_p
 
     original = trainers._train
 
-    def train_with(trainer, out_dir, checkpoint_minutes):
+    def train_with(trainer, out_dir, checkpoint_minutes, **kwargs):
         trainer.add_callback(Term())
-        return original(trainer, out_dir, checkpoint_minutes)
+        return original(trainer, out_dir, checkpoint_minutes, **kwargs)
 
     monkeypatch.setattr(trainers, "_train", train_with)
     before = signal.getsignal(signal.SIGTERM)

@@ -99,7 +99,7 @@ def train(model, tokenizer, rows: list[dict], cfg: DMPOConfig, out_dir, seed: in
 
     trainer = trainers.make_dpo_trainer(model, tokenizer, rows, cfg.stage, out_dir, seed, ref_model,
                                         trainer_cls=trainer_cls(cfg.reduction), dtype=dtype)
-    return trainers._train(trainer, out_dir, checkpoint_minutes)
+    return trainers._train(trainer, out_dir, checkpoint_minutes, save_epochs=cfg.stage.save_epochs)
 
 
 def run(p) -> str:

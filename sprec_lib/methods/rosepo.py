@@ -175,7 +175,7 @@ def train(model, tokenizer, rows: list[dict], stage: StageConfig, out_dir, seed:
     from .. import trainers
 
     return trainers._train(make_trainer(model, tokenizer, rows, stage, out_dir, seed, dtype=dtype), out_dir,
-                           checkpoint_minutes)
+                           checkpoint_minutes, save_epochs=stage.save_epochs)
 
 
 # -- the recipe -----------------------------------------------------------------------------------

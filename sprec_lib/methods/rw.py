@@ -142,7 +142,7 @@ def train(model, tokenizer, rows: list[dict], cfg, out_dir, seed: int, checkpoin
     from .. import trainers
 
     return trainers._train(weighted_sft_trainer(model, tokenizer, rows, cfg, out_dir, seed, dtype), out_dir,
-                           checkpoint_minutes)
+                           checkpoint_minutes, save_epochs=cfg.save_epochs)
 
 
 # -- the recipe -----------------------------------------------------------------------------------
