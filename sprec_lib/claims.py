@@ -943,7 +943,11 @@ def _model_text(m) -> str:
     if m.profile == "tiny":
         return (f"Llama-architecture model built from scratch ({m.num_layers} layers, width {m.hidden_size}, "
                 f"vocabulary {m.vocab_size}), full-parameter")
+    from .assets import ASSETS
+
     name = m.name_or_path or m.profile
+    if name in ASSETS:  # a model the library fetches (small: a wheel's GGUF, dequantised on first use)
+        name = f"{ASSETS[name].description}, dequantised ({name})"
     return f"{name}, " + (f"LoRA r={m.lora_r}, alpha={m.lora_alpha}" if m.lora else "full-parameter")
 
 
@@ -1239,3 +1243,121 @@ def paper_beside_wide(side: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     wide = wide.reindex(columns=metrics)
     wide.insert(0, "seeds", frame.groupby(["dataset", "method"], sort=False)["seeds"].max())
     return wide.reset_index().rename_axis(columns=None)
+
+
+# ----------------------------------------------------------------------------------------------
+# several profiles beside each other and the paper's (the pretrained-LLM chapter, notebook 08)
+
+
+def profiles_beside_paper(rows: pd.DataFrame, profiles: Iterable[str], labels: Iterable[str],
+                          datasets: Iterable[str] | None = None, paper: pd.DataFrame | None = None,
+                          metrics=PAPER_METRICS) -> pd.DataFrame:
+    """Table 1 of several profiles beside the paper's: one row per (dataset, method, metric) for every
+    dataset of ``datasets`` (default: those of ``rows``) and label of ``labels``, whether or not it has
+    runs. Per profile of ``profiles``: a column named by it, our mean over seeds (NaN: no run), and
+    ``seeds <profile>``, their count (0: none). ``paper``: the paper's value on ``paper's dataset``
+    (:func:`paper_dataset`: a dataset of ours that is not the paper's sits beside its MovieLens);
+    NaN where the paper has no such row (our plain DPO)."""
+    values = _paper_values(paper_numbers() if paper is None else paper)
+    profiles, labels, metrics = list(profiles), list(labels), list(metrics)
+    has = not rows.empty and {"dataset", "profile", "label", "seed"} <= set(rows.columns)
+    datasets = list(dict.fromkeys(rows["dataset"] if has else [])) if datasets is None else list(datasets)
+    out = []
+    for dataset in datasets:
+        where = paper_dataset(dataset)
+        for label in labels:
+            for metric in metrics:
+                row = {"dataset": dataset, "method": label, "metric": metric}
+                for profile in profiles:
+                    part = (rows[(rows["dataset"] == dataset) & (rows["profile"] == profile) & (rows["label"] == label)]
+                            if has and metric in rows else pd.DataFrame(columns=["seed", metric]))
+                    part = part.dropna(subset=[metric])
+                    row[profile] = float(part[metric].mean()) if len(part) else math.nan
+                    row[f"seeds {profile}"] = int(part["seed"].nunique())
+                row["paper"] = values.get((where, label, metric), math.nan)
+                row["paper's dataset"] = where
+                out.append(row)
+    columns = ["dataset", "method", "metric", *profiles, *(f"seeds {p}" for p in profiles), "paper", "paper's dataset"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def profiles_beside_wide(side: pd.DataFrame, profiles: Iterable[str], digits: int = 4) -> pd.DataFrame:
+    """:func:`profiles_beside_paper` as one row per (dataset, method) and one column per metric, each
+    cell ``<profile 1> / <profile 2> / ... / paper`` ("—" where there is no value: no run yet, or no
+    such row in the paper), plus a column per profile with its seed count."""
+    profiles = list(profiles)
+    if side.empty:
+        return pd.DataFrame(columns=["dataset", "method", *(f"seeds {p}" for p in profiles)])
+
+    def text(v):
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+    frame = side.assign(cell=[" / ".join(text(v) for v in values)
+                              for values in side[[*profiles, "paper"]].itertuples(index=False, name=None)])
+    metrics = list(dict.fromkeys(frame["metric"]))
+    wide = frame.pivot_table(index=["dataset", "method"], columns="metric", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=metrics)
+    for p in profiles:
+        wide[f"seeds {p}"] = frame.groupby(["dataset", "method"], sort=False)[f"seeds {p}"].max()
+    return wide.reset_index().rename_axis(columns=None)
+
+
+def profile_difference(rows: pd.DataFrame, label: str, metric: str, profile: str, base_profile: str,
+                       rule: NoiseRule = RULE, row_data: Callable = load_row_data) -> pd.DataFrame:
+    """``label``'s ``metric`` under ``profile`` against the same method under ``base_profile``, per
+    dataset, paired by seed (both evaluated on the same test split), under the noise rule of
+    :func:`check_claims`: ``value`` and ``base`` (means over the paired seeds), ``difference``,
+    ``low``, ``high``, ``rule``, ``seeds`` and ``evidence`` (+1: clearly higher, −1: clearly lower,
+    0: within the noise). A dataset where either profile lacks the run has no row."""
+    columns = ["dataset", "profile", "base profile", "method", "metric", "value", "base", "difference", "spread",
+               "seeds", "low", "high", "rule", "evidence"]
+    if rows.empty or metric not in rows or not {"dataset", "profile", "label", "seed"} <= set(rows.columns):
+        return pd.DataFrame(columns=columns)
+    data = _cached(row_data)
+    out = []
+    for dataset, part in rows.groupby("dataset", sort=False):
+        a, b = (part[(part["profile"] == p) & (part["label"] == label)].dropna(subset=[metric])
+                .drop_duplicates("seed").set_index("seed") for p in (profile, base_profile))
+        seeds = [s for s in a.index if s in b.index]
+        if not seeds:
+            continue
+        value, base = a.loc[seeds, metric].astype(float), b.loc[seeds, metric].astype(float)
+        n = (a.loc[seeds, "rows"].fillna(rule.default_rows) if "rows" in a else pd.Series(rule.default_rows, index=seeds))
+        intervals = [] if len(seeds) >= rule.min_seeds else [
+            _interval(metric, value[s], base[s], int(n[s]), data(a.at[s, "run"] if "run" in a else None),
+                      data(b.at[s, "run"] if "run" in b else None), rule) for s in seeds]
+        ev = _evidence(value - base, intervals, rule)
+        out.append({"dataset": dataset, "profile": profile, "base profile": base_profile, "method": label,
+                    "metric": metric, "value": float(value.mean()), "base": float(base.mean()), **ev})
+    return pd.DataFrame(out, columns=columns)
+
+
+def setups_beside(configs: Mapping, paper=None) -> pd.DataFrame:
+    """Several run configs' setups beside the paper's: the rows of :func:`setup_differences`, one
+    column per config (named by its key in ``configs``) and ``paper``, then the settings that set a
+    pretrained model's runs apart and that table leaves out: LoRA's dropout and modules, the DPO
+    stages' beta and whether SFT keeps its end-of-epoch models. ``differs from the paper``: the
+    configs that differ on that row (batches by their product, as in :func:`setup_differences`)."""
+    from .config import run_config
+
+    paper = run_config("paper") if paper is None else paper
+    names = list(configs)
+    frames = {name: setup_differences(cfg, paper) for name, cfg in configs.items()}
+    first = frames[names[0]]
+    table = pd.DataFrame({"setting": first["setting"], **{n: frames[n]["ours"].to_numpy() for n in names},
+                          "paper": first["paper"]})
+    table["differs from the paper"] = [", ".join(n for n in names if frames[n]["differs"].iloc[i]) for i in range(len(first))]
+
+    def lora(c):
+        m = c.model
+        return f"dropout {m.lora_dropout:g} on {', '.join(m.lora_targets)}" if m.lora else "none (full-parameter)"
+
+    extra = [("LoRA", lora), ("DPO beta", lambda c: f"{c.dpo.beta:g}"), ("S-DPO beta", lambda c: f"{c.sdpo.beta:g}"),
+             ("SPRec's DPO step beta", lambda c: f"{c.sprec.dpo.beta:g}"),
+             ("SFT (BIGRec) end-of-epoch models kept", lambda c: "yes" if c.sft.save_epochs else "no")]
+    rows = []
+    for setting, text in extra:
+        ours, theirs = {n: text(cfg) for n, cfg in configs.items()}, text(paper)
+        rows.append({"setting": setting, **ours, "paper": theirs,
+                     "differs from the paper": ", ".join(n for n in names if ours[n] != theirs)})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True)

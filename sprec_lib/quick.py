@@ -7,7 +7,8 @@ by everything: ``sprec train --quick``, ``sprec book run --quick``, the notebook
 * :data:`QUICK_RUN`: a run's config (a 2-layer model of width 64, a handful of steps per stage),
   so that a whole method runs in seconds on a CPU;
 * :data:`NOTEBOOK_SIZES`: each notebook's sizes (a constant, or a rule on the full value, e.g.
-  the first seed only), read through :func:`sizes`.
+  the first seed only), read through :func:`sizes`;
+* :func:`quick_dataset`: a synthetic dataset folder for a page that is given none.
 
 Numbers made in quick mode check the plumbing and mean nothing as results; quick runs live under
 ``runs/quick`` and never reach ``results/``.
@@ -32,6 +33,27 @@ QUICK_RUN: list[str] = [
     "sasrec.epochs=5", "sasrec.patience=5", "dmpo.stage.max_steps=2", "dmpo.stage.n_negatives=2",
     "rosepo.stage.max_steps=3", "d3.num_beams=5",
 ]
+
+
+# Quick mode's dataset for a page that is given none (the pretrained-LLM chapter reads named
+# datasets, which a test machine may lack): a small synthetic folder, written under runs/quick.
+QUICK_DATA = "runs/quick/data/synthetic"
+QUICK_DATA_SIZES = {"n_items": 60, "sizes": (256, 32, 64), "seed": 0}  # sprec_lib.data.synthetic.make_synthetic
+
+
+def quick_dataset(folder: str = QUICK_DATA) -> str:
+    """The synthetic dataset folder of quick mode (:data:`QUICK_DATA_SIZES`), written (again: the
+    same files every time) under the repository root; returns ``folder``."""
+    from .data.sprec_format import write_sprec_folder
+    from .data.synthetic import make_synthetic
+    from .paths import resolve
+
+    write_sprec_folder(make_synthetic(**QUICK_DATA_SIZES), resolve(folder))
+    return folder
+
+
+def _quick_dataset(_values):
+    return [quick_dataset()]
 
 
 def quick_mode(quick: bool = False) -> bool:
@@ -61,6 +83,8 @@ NOTEBOOK_SIZES: dict[str, dict[str, Any]] = {
     "04_ablations": {"seeds": _first},
     "05_negative_samples": {"seeds": _first, "ratios": _ends, "n_negatives": _first_two},
     "06_results": {"seeds": _first, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
+    # the runs of a tiny model on a synthetic folder: the small profile's model is never loaded
+    "08_pretrained": {"datasets": _quick_dataset, "seeds": _first, "profile": "tiny", "compare_profile": "tiny"},
 }
 
 

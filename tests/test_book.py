@@ -67,10 +67,11 @@ def test_book_builds_strictly(built):
     names = sorted(p.name for p in built["executed"])
     assert names == ["00_scorecard.ipynb", "01_theorem.ipynb", "02_datasets-synthetic.ipynb", "03_training-synthetic.ipynb",
                      "04_ablations.ipynb", "05_negative_samples.ipynb", "06_results.ipynb", "07_cllmr-ml-100k.ipynb",
-                     "07_cllmr-ml-1m.ipynb"]
+                     "07_cllmr-ml-1m.ipynb", "08_pretrained.ipynb"]
     for page in ["intro", "executed/00_scorecard", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
                  "reproducibility", "howto", "results", "executed/03_training-synthetic", "executed/04_ablations",
-                 "executed/05_negative_samples", "executed/06_results", "executed/07_cllmr-ml-1m", "executed/07_cllmr-ml-100k"]:
+                 "executed/05_negative_samples", "executed/06_results", "executed/07_cllmr-ml-1m", "executed/07_cllmr-ml-100k",
+                 "executed/08_pretrained"]:
         assert (html / f"{page}.html").is_file(), page
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     # Each dataset's page is titled by its dataset.
@@ -142,7 +143,8 @@ def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch
     monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "nowhere"))
     jobs = _jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, study=str(tmp_path / "none"))
     # They read committed results (results/runs, results/cllmr), not a dataset folder.
-    assert [j.spec.name for j in jobs] == ["00_scorecard", "01_theorem", "06_results", "07_cllmr", "07_cllmr"]
+    assert [j.spec.name for j in jobs] == ["00_scorecard", "01_theorem", "06_results", "07_cllmr", "07_cllmr",
+                                           "08_pretrained"]
     # The CLLMR chapter: one copy per dataset, each with its own side information.
     cllmr = [j for j in jobs if j.spec.name == "07_cllmr"]
     assert [j.output.name for j in cllmr] == ["07_cllmr-ml-1m.ipynb", "07_cllmr-ml-100k.ipynb"]

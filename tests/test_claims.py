@@ -665,3 +665,75 @@ def test_stability_effect_spread_and_noise_by_hand():
     assert one["seeds"] == 1 and np.isnan(one["seed_spread"]) and one["effect"] == pytest.approx(0.2)
     fig = plots.plot_stability(s)
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 1
+
+
+# -- several profiles beside each other (the pretrained-LLM chapter) ------------------------------
+
+
+def two_profiles():
+    """ours() as the tiny profile, and a small profile with SFT on two seeds and SPRec on one."""
+    small = rows_frame({("sft", 0): {"HR@5": 0.020, "ORRatio@1": 0.30}, ("sft", 1): {"HR@5": 0.024, "ORRatio@1": 0.34},
+                        ("sprec", 0): {"HR@5": 0.030, "ORRatio@1": 0.10}}, dataset="MovieLens").assign(profile="small")
+    return pd.concat([small, ours()], ignore_index=True)
+
+
+def test_profiles_beside_paper_by_hand():
+    side = claims.profiles_beside_paper(two_profiles(), ["small", "tiny"], ["sft", "dpo", "sprec", "sprec-rn"],
+                                        datasets=["MovieLens", "ml-1m"], paper=PAPER, metrics=["HR@5", "ORRatio@1"])
+    assert list(side.columns) == ["dataset", "method", "metric", "small", "tiny", "seeds small", "seeds tiny", "paper",
+                                  "paper's dataset"]
+    assert len(side) == 2 * 4 * 2  # every dataset, method and metric asked for, runs or not
+    s = side.set_index(["dataset", "method", "metric"])
+    # SFT ORRatio@1: small mean(0.30, 0.34) = 0.32 on 2 seeds, tiny mean(0.60, 0.56) = 0.58, the paper 0.25.
+    assert s.loc[("MovieLens", "sft", "ORRatio@1")][["small", "tiny", "paper"]].tolist() == pytest.approx([0.32, 0.58, 0.25])
+    assert s.loc[("MovieLens", "sft", "ORRatio@1")][["seeds small", "seeds tiny"]].tolist() == [2, 2]
+    # DPO: tiny has a run, small none, the paper no row; SPRec-RN: nothing at all.
+    dpo = s.loc[("MovieLens", "dpo", "HR@5")]
+    assert math.isnan(dpo["small"]) and dpo["tiny"] == 0.01 and dpo["seeds small"] == 0 and math.isnan(dpo["paper"])
+    assert s.loc[("MovieLens", "sprec-rn", "HR@5")][["seeds small", "seeds tiny"]].tolist() == [0, 0]
+    # ml-1m has no runs here and sits beside the paper's MovieLens.
+    ml1m = s.loc[("ml-1m", "sprec", "HR@5")]
+    assert math.isnan(ml1m["small"]) and ml1m["paper"] == 0.05 and ml1m["paper's dataset"] == "MovieLens"
+    wide = claims.profiles_beside_wide(side, ["small", "tiny"], digits=3).set_index(["dataset", "method"])
+    assert wide.loc[("MovieLens", "sft"), "ORRatio@1"] == "0.320 / 0.580 / 0.250"
+    assert wide.loc[("MovieLens", "dpo"), "HR@5"] == "— / 0.010 / —"
+    assert wide.loc[("MovieLens", "sft"), "seeds small"] == 2 and wide.loc[("ml-1m", "sft"), "seeds tiny"] == 0
+    empty = claims.profiles_beside_paper(pd.DataFrame(), ["small"], ["sft"], datasets=["Goodreads"], paper=PAPER,
+                                         metrics=["HR@5"])
+    assert len(empty) == 1 and math.isnan(empty.loc[0, "small"]) and empty.loc[0, "seeds small"] == 0
+
+
+def test_profile_difference_by_hand():
+    rows = two_profiles()
+    diff = claims.profile_difference(rows, "sft", "ORRatio@1", "small", "tiny", row_data=lambda f: None).iloc[0]
+    # Paired by seed: 0.30 - 0.60 and 0.34 - 0.56, mean -0.26; two seeds: each needs its bound clear.
+    assert diff["value"] == pytest.approx(0.32) and diff["base"] == pytest.approx(0.58)
+    assert diff["difference"] == pytest.approx(-0.26) and diff["seeds"] == 2 and diff["rule"] == "bound"
+    # seed 1's band: z sqrt(0.34 x 0.66 / 1000 + 0.56 x 0.44 / 1000); its high end is the widest
+    band1 = Z * math.hypot(math.sqrt(0.34 * 0.66 / 1000), math.sqrt(0.56 * 0.44 / 1000))
+    assert diff["high"] == pytest.approx(-0.22 + band1) and diff["evidence"] == -1
+    # HR@5: 0.020 - 0.010 = +0.010 and +0.010: within the bounds (about ±0.011 each).
+    hr = claims.profile_difference(rows, "sft", "HR@5", "small", "tiny", row_data=lambda f: None).iloc[0]
+    assert hr["difference"] == pytest.approx(0.010) and hr["evidence"] == 0
+    # A method one profile lacks gives no row.
+    assert claims.profile_difference(rows, "dpo", "HR@5", "small", "tiny").empty
+    assert claims.profile_difference(pd.DataFrame(), "sft", "HR@5", "small", "tiny").empty
+
+
+def test_setups_beside_by_hand():
+    table = claims.setups_beside({"small": run_config("small", method="sprec"),
+                                  "tiny": run_config("tiny", method="sprec")}).set_index("setting")
+    assert list(table.columns) == ["small", "tiny", "paper", "differs from the paper"]
+    # The small profile: SmolLM2 from its Q4_1 GGUF with the paper's LoRA; tiny from scratch.
+    assert "SmolLM2-135M-Instruct" in table.loc["model", "small"] and "Q4_1" in table.loc["model", "small"]
+    assert "LoRA r=16, alpha=32" in table.loc["model", "small"] and "from scratch" in table.loc["model", "tiny"]
+    assert table.loc["LoRA", "small"] == table.loc["LoRA", "paper"] and table.loc["LoRA", "tiny"] == "none (full-parameter)"
+    # SFT 2 epochs (4 in the paper), each epoch's model kept; SPRec 512 rows per iteration at T = 5.
+    assert table.loc["SFT (BIGRec) epochs"].tolist() == ["2", "2", "4", "small, tiny"]
+    assert table.loc["SFT (BIGRec) end-of-epoch models kept"].tolist() == ["yes", "no", "no", "small"]
+    assert table.loc["SPRec rows per iteration"].tolist() == ["512", "2,048", "2,048", "small"]
+    assert table.loc["SPRec iterations T"].tolist() == ["5", "3", "5", "tiny"]
+    # DPO: the paper's lr and beta on small; tiny's lr is scaled down.
+    assert table.loc["DPO learning rate"].tolist() == ["2e-05", "5e-06", "2e-05", "tiny"]
+    assert table.loc["DPO beta"].tolist() == ["0.1", "0.1", "0.1", ""]
+    assert table.loc["S-DPO beta", "small"] == "1" and table.loc["SPRec's DPO step beta", "small"] == "0.1"

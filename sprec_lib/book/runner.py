@@ -33,7 +33,9 @@ class NotebookSpec:
     the study dataset: the ablations and negative-sample studies run on MovieLens), ``datasets``
     (one copy, given every dataset folder there is), ``profile`` (the notebook reads runs: the
     committed results and the names of the finished local runs are part of its hash),
-    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``).
+    ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``);
+    ``runs``: the notebook reads runs (hashed as with ``profile``) of the profiles its own
+    parameters name, and is not passed the run-level profile.
     ``params``: fixed extra parameters. ``title``: the executed copy's page title (its first ``# ``
     heading), with ``{dataset}`` filled in, so that the book's per-dataset pages have distinct titles.
     ``reads``: other committed result folders the page reads (relative to the repository root);
@@ -75,6 +77,9 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("07_cllmr", takes=("seeds", "train"), reads=("results/cllmr",), title="CLLMR on {dataset}: LLM side information without its propensity",
                  copies=(("ml-1m", (("dataset", "ml-1m"), ("profiles", "llm"))),
                          ("ml-100k", (("dataset", "ml-100k"), ("profiles", "title-genres"))))),
+    # The pretrained LLM (issue 17): the small profile's runs beside tiny's on MovieLens and
+    # Goodreads. Its datasets, profiles and seed are its own parameters, the same on every machine.
+    NotebookSpec("08_pretrained", takes=("runs", "train")),
 ]
 
 
@@ -146,7 +151,7 @@ def _content_hash(job: Job) -> str:
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
     data = folder_hash(job.data) if job.data is not None else None
     runs = None
-    if "profile" in job.spec.takes:  # the committed results, and the finished local runs not exported
+    if {"profile", "runs"} & set(job.spec.takes):  # the committed results, and the finished local runs not exported
         runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
     inputs = {"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data, "results": runs}
     if job.spec.reads:  # a key only where there is one: the other pages' hashes stay as committed
