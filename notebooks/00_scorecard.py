@@ -27,15 +27,14 @@
 # **degenerate baseline**, the model the claim is measured against is collapsed, so no difference
 # against it means anything. A verdict on one seed is weaker than one on three: the seed count is
 # in each cell. "Not claimed here": the paper's text does not make this claim on this dataset.
-# "Not run here": the paper makes it, but this book runs the ablations and the sweeps on its study
-# dataset (`ml-1m`) only.
+# "Not run here": the paper makes it, but this book runs the negative-sample sweeps on MovieLens
+# (and, from before, on `ml-1m`) only.
 
 # %% tags=["parameters", "hide-input"]
 datasets: list = ["ml-1m", "MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam"]  # names or folders
-study_dir: str = "data/ml-1m"  # the ablations' and sweeps' dataset (notebooks 04 and 05)
+sweeps: dict = {"MovieLens": [0, 1, 2], "ml-1m": [0]}  # the negative-sample sweeps' datasets and seeds (notebook 05)
 sweep_ratios: list = [0.0, 0.25, 0.5, 0.75, 1.0]  # notebook 05's sweeps
 sweep_n_negatives: list = [1, 2, 3, 4]
-sweep_seeds: list = [0]  # the sweeps' seeds (notebook 05)
 profile: str = "tiny"  # tiny | small | paper
 seeds: list = [0, 1, 2]
 quick: bool = False  # under runs/quick: the quick runs of notebooks 03, 04 and 05 (plumbing, not results)
@@ -46,10 +45,10 @@ from IPython.display import Markdown
 from sprec_lib import book, claims, plots
 
 quick = book.quick_mode(quick)
-size = book.sizes("00_scorecard", quick, seeds=seeds, sweep_ratios=sweep_ratios, sweep_n_negatives=sweep_n_negatives)
-seeds, sweep_ratios, sweep_n_negatives = size.seeds, size.sweep_ratios, size.sweep_n_negatives  # as the claims page
+size = book.sizes("00_scorecard", quick, seeds=seeds, sweeps=sweeps, sweep_ratios=sweep_ratios, sweep_n_negatives=sweep_n_negatives)
+seeds, sweeps, sweep_ratios, sweep_n_negatives = size.seeds, size.sweeps, size.sweep_ratios, size.sweep_n_negatives  # as the claims page
 
-evidence = claims.gather_evidence(datasets, study_dir, profile, seeds, sweep_seeds,
+evidence = claims.gather_evidence(datasets, profile, seeds, sweeps,
                                   {"random_ratio": sweep_ratios, "n_negatives": sweep_n_negatives}, quick=quick)
 checks = claims.evidence_checks(evidence, claims.book_rule(evidence.rows()))
 cells = claims.scorecard(checks, evidence.datasets)

@@ -18,8 +18,10 @@
 # %% [markdown]
 # # Negative samples: how many, and from where (the paper's section 5.4)
 #
-# Two questions about SPRec's DPO step, each on MovieLens with 1,024 training rows per iteration,
-# each point the mean of the metrics after the last three of five iterations (as in the paper):
+# Two questions about SPRec's DPO step, each with 1,024 training rows per iteration, each point the
+# mean of the metrics after the last three iterations (the paper: MovieLens, the last three of five;
+# the setup below says what these runs did). The book runs the sweeps on MovieLens at three seeds
+# and keeps its first sweeps, on `ml-1m` at one seed, on a page of their own:
 #
 # * **Random ratio** (Fig. 5): a share of the negatives is drawn uniformly at random, the rest are
 #   the model's own recommendations. Ratio 0 is SPRec, ratio 1 is SPRec-RN. The paper finds that
@@ -50,6 +52,23 @@ quick = book.quick_mode(quick)
 size = book.sizes("05_negative_samples", quick, seeds=seeds, ratios=ratios, n_negatives=n_negatives)
 seeds, ratios, n_negatives = size.seeds, size.ratios, size.n_negatives
 
+# %% tags=["hide-input"]
+study = experiments.RunSpec(data_dir, "sprec", seeds[0], profile, experiments.STUDY_SPREC,
+                            experiments.ratio_variants()[experiments.STUDY_SPREC])
+cfg = study.config(quick)
+book.record("sweep_iterations", cfg.sprec.iterations)
+display(plots.setup_box(
+    claims.setup_differences(cfg),
+    f"Setup: the {cfg.profile} profile on {study.dataset}" + (" (quick mode)" if quick else ""),
+    f"The sweeps' shared point (SPRec, N = 1, no random negatives); each point changes one setting. "
+    f"{cfg.sprec.iterations} iterations of {cfg.sprec.train_rows:,} rows, seeds {', '.join(map(str, seeds))}. "
+    "Ours against the paper's (Appendix C and its public scripts; the defaults of sprec_lib.config)."))
+
+
+# The book's noise rule, as on the claims page and the scorecard: its training noise is the seed
+# spread of every committed method with several seeds (claims.book_rule), so the pages agree.
+rule = claims.book_rule(claims.gather_evidence([], profile, sweeps={}, quick=quick).rows())
+
 
 def show(rows, setting, values, xlabel, title):
     """The sweep's figure, its table (mean over seeds per setting) and the paper's claim about it
@@ -58,7 +77,7 @@ def show(rows, setting, values, xlabel, title):
         plots.plot_sweep(rows, setting, ["HR@5", "DivRatio@1", "ORRatio@1", "MGU@1", "valid_ratio"],
                          xlabel=xlabel, title=title)
         display(rows.groupby(setting)[results.TABLE_COLUMNS].mean())
-    checks = claims.trend_checks(rows, setting, values)
+    checks = claims.trend_checks(rows, setting, values, rule=rule)
     display(checks)
     return claims.verdicts(checks).to_dict()
 

@@ -1012,16 +1012,17 @@ def setup_differences(cfg, paper=None) -> pd.DataFrame:
 @dataclass
 class Evidence:
     """The runs behind the claim pages (:func:`gather_evidence`): ``table1`` (run rows of the
-    Table-1 methods, every dataset), ``ablations`` (SPRec, its ablations and SFT on the study
-    dataset), ``sweeps`` (setting -> sweep rows, :func:`sprec_lib.results.sweep_rows`); the
-    ``datasets`` (names, in the book's order) and the ``study`` dataset; the specs ``asked`` and
-    those ``missing``; ``log``: what finding them printed (stale copies, missing runs)."""
+    Table-1 methods, every dataset), ``ablations`` (SPRec, its ablations and SFT, every dataset),
+    ``sweeps`` (setting -> sweep rows of every sweep dataset, :func:`sprec_lib.results.sweep_rows`);
+    the ``datasets`` (names, in the book's order) and ``sweep_datasets`` (those with sweeps); the
+    specs ``asked`` and those ``missing``; ``log``: what finding them printed (stale copies, missing
+    runs)."""
 
     table1: pd.DataFrame
     ablations: pd.DataFrame
     sweeps: dict
     datasets: list
-    study: str
+    sweep_datasets: list
     profile: str
     sweep_values: dict
     asked: list
@@ -1030,7 +1031,7 @@ class Evidence:
     quick: bool = False
 
     def rows(self) -> pd.DataFrame:
-        """Every run row once (the study's SPRec runs are in Table 1 and in the ablations)."""
+        """Every run row once (SPRec's runs are in Table 1 and in the ablations)."""
         both = pd.concat([self.table1, self.ablations], ignore_index=True)
         return both.drop_duplicates("run") if "run" in both else both
 
@@ -1067,40 +1068,44 @@ def book_order(names: Iterable[str]) -> list[str]:
 DEFAULT_SWEEPS = {"random_ratio": [0.0, 0.25, 0.5, 0.75, 1.0], "n_negatives": [1, 2, 3, 4]}
 
 
-def gather_evidence(datasets: Iterable[str], study_dir: str, profile: str = "tiny", seeds=(0, 1, 2),
-                    sweep_seeds=(0,), sweeps: Mapping | None = None, quick: bool = False) -> Evidence:
-    """The runs the claim pages read, trained nowhere (see :class:`Evidence`).
+def gather_evidence(datasets: Iterable[str], profile: str = "tiny", seeds=(0, 1, 2), sweeps: Mapping | None = None,
+                    sweep_values: Mapping | None = None, quick: bool = False) -> Evidence:
+    """The runs the claim pages read, trained nowhere (see :class:`Evidence`): Table 1 and the
+    ablations at ``seeds`` on every dataset; the sweeps (``sweep_values``: setting -> values, default
+    :data:`DEFAULT_SWEEPS`) on the datasets of ``sweeps`` (name or folder -> seeds, default
+    :data:`sprec_lib.paths.SWEEP_DATASETS`).
 
     Outside quick mode, every dataset of ``datasets`` (names or folders) and every dataset with
     committed runs of ``profile`` (:func:`committed_datasets`) is read, whether or not its folder
     is on this machine: a run is found by :func:`sprec_lib.experiments.obtain` with
     ``train=False`` (its committed copy under ``results/runs``, else a finished local run, exported
     first), and counts only when made with the config its spec asks for. In quick mode the quick
-    runs of the ``datasets`` whose folders exist are made (seconds each) and read; committed runs
+    runs of the datasets whose folders exist are made (seconds each) and read; committed runs
     are not quick runs and are left out."""
     import contextlib
     import io
 
     from . import experiments
-    from .paths import resolve
+    from .paths import SWEEP_DATASETS, resolve
     from .quick import quick_mode
     from .results import run_rows, sweep_rows
 
     quick = quick_mode(quick)
-    sweeps = dict(DEFAULT_SWEEPS if sweeps is None else sweeps)
+    sweep_values = dict(DEFAULT_SWEEPS if sweep_values is None else sweep_values)
     log = io.StringIO()
     given = [_dataset_name(d) for d in datasets]
+    swept = [(*_dataset_name(d), tuple(s)) for d, s in (SWEEP_DATASETS if sweeps is None else sweeps).items()]
     if quick:
         for name, data_dir in given:
             if not resolve(data_dir).is_dir():
                 print(f"{name}: no folder {data_dir}; quick runs need the data", file=log)
         given = [(n, d) for n, d in given if resolve(d).is_dir()]
+        swept = [(n, d, s) for n, d, s in swept if resolve(d).is_dir()]
     else:
         known = {n for n, _ in given}
         given += [_dataset_name(n) for n in committed_datasets(profile) if n not in known]
-    folders = dict(given)
+    folders = {**dict(given), **{n: d for n, d, _ in swept}}
     names = book_order(folders)
-    study, study_path = _dataset_name(study_dir)
 
     found: dict = {}
 
@@ -1117,25 +1122,26 @@ def gather_evidence(datasets: Iterable[str], study_dir: str, profile: str = "tin
     def rows(pairs):
         return run_rows([run for _, run in pairs])
 
-    table1 = [rows(obtain(experiments.specs(folders[n], experiments.table1_methods(), seeds, profile))) for n in names]
-    study_ok = not quick or resolve(study_path).is_dir()
-    ablation_specs = experiments.specs(study_path, ["sprec"], seeds, profile, variants=experiments.ABLATIONS)
-    ablation_specs += experiments.specs(study_path, ["sft"], seeds, profile)
-    ablations = rows(obtain(ablation_specs)) if study_ok else pd.DataFrame()
+    def frame(parts):
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    table1 = frame([rows(obtain(experiments.specs(folders[n], experiments.table1_methods(), seeds, profile)))
+                    for n in names])
+    ablations = frame([rows(obtain(experiments.specs(folders[n], ["sprec"], seeds, profile, variants=experiments.ABLATIONS)
+                                   + experiments.specs(folders[n], ["sft"], seeds, profile))) for n in names])
     sweep_frames = {}
-    for setting, values in sweeps.items():
+    for setting, values in sweep_values.items():
         variants = experiments.SWEEPS[setting](values)
-        pairs = obtain(experiments.specs(study_path, ["sprec"], sweep_seeds, profile, variants=variants)) if study_ok else []
-        sweep_frames[setting] = sweep_rows(pairs, setting, dict(zip(variants, values)),
-                                           1 if quick else experiments.LAST_ITERATIONS)
-    if study not in names and study_ok:
-        names = book_order(names + [study])
+        sweep_frames[setting] = frame([
+            sweep_rows(obtain(experiments.specs(data_dir, ["sprec"], sweep_seeds, profile, variants=variants)), setting,
+                       dict(zip(variants, values)), 1 if quick else experiments.LAST_ITERATIONS)
+            for _, data_dir, sweep_seeds in swept])
     asked = list(found)
     missing = [s for s in asked if found[s] is None]
-    frames = [f for f in table1 if len(f)]
-    return Evidence(table1=pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), ablations=ablations,
-                    sweeps=sweep_frames, datasets=names, study=study, profile=profile, sweep_values=sweeps,
-                    asked=asked, missing=missing, log=log.getvalue(), quick=quick)
+    return Evidence(table1=table1, ablations=ablations, sweeps=sweep_frames, datasets=names,
+                    sweep_datasets=[n for n in names if n in {m for m, _, _ in swept}], profile=profile,
+                    sweep_values=sweep_values, asked=asked, missing=missing, log=log.getvalue(), quick=quick)
 
 
 def book_rule(rows: pd.DataFrame, rule: NoiseRule = RULE) -> NoiseRule:
@@ -1156,20 +1162,26 @@ def _placeholder(dataset: str, profile: str) -> pd.DataFrame:
 
 def evidence_checks(ev: Evidence, rule: NoiseRule = RULE, row_data: Callable = load_row_data) -> pd.DataFrame:
     """Every claim's parts on the evidence (:func:`check_claims`, :func:`check_trends`): the Table-1
-    claims on every dataset, the ablation and sweep claims on the study dataset (where our runs
-    have them); a dataset with no runs has its claims pending."""
+    and ablation claims on every dataset, the sweep claims on the sweep datasets; a dataset with no
+    runs has its claims pending."""
+    def of(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        part = frame[frame["dataset"] == name] if len(frame) else frame
+        return part if len(part) else _placeholder(name, ev.profile)
+
+    sweep_claimed = {d for c in SWEEP_CLAIMS.values() for d in c.datasets}
     parts = []
     for name in ev.datasets:
-        rows = ev.table1[ev.table1["dataset"] == name] if len(ev.table1) else ev.table1
-        parts.append(check_claims(rows if len(rows) else _placeholder(name, ev.profile), CLAIMS, rule, row_data))
-    if ev.study in ev.datasets:
-        rows = ev.ablations if len(ev.ablations) else _placeholder(ev.study, ev.profile)
-        parts.append(check_claims(rows, ABLATION_CLAIMS, rule, row_data))
+        parts.append(check_claims(of(ev.table1, name), CLAIMS, rule, row_data))
+        parts.append(check_claims(of(ev.ablations, name), ABLATION_CLAIMS, rule, row_data))
+        if name not in ev.sweep_datasets:
+            continue
         for setting, values in ev.sweep_values.items():
-            trend = check_trends(ev.sweeps.get(setting, pd.DataFrame()), setting, values, rule=rule)
-            if len(trend) == 0 and paper_dataset(ev.study) in {d for c in SWEEP_CLAIMS.values() for d in c.datasets}:
-                trend = check_trends(_placeholder(ev.study, ev.profile), setting, values, rule=rule)
-            trend.loc[trend["dataset"] == "", ["dataset", "profile"]] = [ev.study, ev.profile]
+            rows = ev.sweeps.get(setting, pd.DataFrame())
+            rows = rows[rows["dataset"] == name] if len(rows) else rows
+            trend = check_trends(rows, setting, values, rule=rule)
+            if len(trend) == 0 and paper_dataset(name) in sweep_claimed:
+                trend = check_trends(_placeholder(name, ev.profile), setting, values, rule=rule)
+            trend.loc[trend["dataset"] == "", ["dataset", "profile"]] = [name, ev.profile]
             parts.append(trend)
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CHECK_COLUMNS)
@@ -1180,11 +1192,11 @@ NOT_CLAIMED, NOT_RUN = "not claimed", "not run here"  # the scorecard's cells wi
 
 def claim_page(claim: Claim, dataset: str) -> str:
     """The executed page (an HTML file name of the book) where ``claim``'s runs on ``dataset`` are
-    shown: the dataset's Table-1 page, the ablations page or the negative-samples page."""
+    shown: the dataset's Table-1, ablations or negative-samples page."""
     if claim.title in ABLATION_CLAIMS:
-        return "04_ablations.html"
+        return f"04_ablations-{dataset}.html"
     if claim.title in SWEEP_CLAIMS:
-        return "05_negative_samples.html"
+        return f"05_negative_samples-{dataset}.html"
     return f"03_training-{dataset}.html"
 
 
@@ -1192,7 +1204,7 @@ def scorecard(checks: pd.DataFrame, datasets: Iterable[str], claims=None) -> pd.
     """One row per claim x dataset (every pair, in the order given): ``id``, ``claim`` (title),
     ``section``, ``dataset``, ``verdict`` (one of :data:`VERDICTS`, or :data:`NOT_CLAIMED` where the
     paper's text does not make the claim on the dataset, or :data:`NOT_RUN` where it does but the
-    book runs it on the study dataset only), ``seeds`` (the fewest among the parts that have runs;
+    book does not run it there: the sweeps run on the datasets of ``SWEEP_DATASETS``), ``seeds`` (the fewest among the parts that have runs;
     0: none has) and ``page`` (:func:`claim_page`)."""
     table = verdict_table(checks).set_index(["dataset", "claim"]) if len(checks) else None
     # The seeds a cell rests on: the fewest among the parts that have runs (a pending claim may

@@ -108,12 +108,12 @@ def cmd_results(args) -> None:
 
 def cmd_runs_missing(args) -> None:
     from .experiments import book_specs, is_done
-    from .paths import DATASETS, STUDY_DATASET, dataset_folder, portable_path
+    from .paths import DATASETS, dataset_folder, portable_path
 
     names = args.datasets or list(DATASETS)
     folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
-    study = portable_path(dataset_folder(args.study or STUDY_DATASET))
-    todo = [s for s in book_specs(folders, study, args.seeds, args.profile) if not is_done(s)]
+    sweeps = _sweeps(args.sweeps) if args.sweeps else None
+    todo = [s for s in book_specs(folders, args.seeds, args.profile, sweeps) if not is_done(s)]
     if args.format == "commands":
         for spec in todo:
             print(spec.command())
@@ -269,6 +269,21 @@ def cmd_assets_fetch(args) -> None:
     print(asset_path(args.name, cache_dir=args.cache_dir))
 
 
+def _sweeps(items: list[str]) -> dict[str, tuple[int, ...]]:
+    """``NAME`` or ``NAME:0,1,2`` items -> {name: seeds}; a bare name takes its seeds from
+    :data:`sprec_lib.paths.SWEEP_DATASETS`, else seed 0."""
+    from .paths import SWEEP_DATASETS
+
+    out = {}
+    for item in items:
+        name, _, seeds = item.partition(":")
+        try:
+            out[name] = tuple(int(s) for s in seeds.split(",")) if seeds else tuple(SWEEP_DATASETS.get(name, (0,)))
+        except ValueError:
+            raise ConfigError(f"--sweeps {item!r}: expected NAME or NAME:SEED,SEED,... (e.g. MovieLens:0,1,2)") from None
+    return out
+
+
 def cmd_book_run(args) -> None:
     import logging
 
@@ -277,7 +292,8 @@ def cmd_book_run(args) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill logs the cells' output
     done = run_notebooks(profile=args.profile, datasets=args.datasets or list(DATASETS), seeds=args.seeds,
-                         quick=quick_mode(args.quick), force=args.force, train=args.train, study=args.study)
+                         quick=quick_mode(args.quick), force=args.force, train=args.train,
+                         sweeps=_sweeps(args.sweeps) if args.sweeps else None)
     print(f"{len(done)} executed notebooks are up to date; next: sprec book build")
 
 
@@ -421,8 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     miss = runs.add_parser("missing", help="print the `sprec train` command of every run the book reads and does not find "
                                            "(one per line: pipe to `xargs -P 2 -I{} sh -c {}` to run two at a time)")
     miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
-    miss.add_argument("--study", default=None, help="the ablations' dataset (default: ml-1m)")
     miss.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    miss.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
+                      help="the datasets of the negative-sample sweeps, with their seeds (default: MovieLens:0,1,2 ml-1m:0)")
     _profile(miss)
     miss.add_argument("--format", default="commands", choices=["commands", "slurm", "json"],
                       help="commands: one per line; slurm: a job-array script (one task per run); json: records for any scheduler")
@@ -471,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     brun.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="for the notebooks that read runs")
     brun.add_argument("--quick", action="store_true", help="shrink every size (about a minute a notebook); also SPREC_QUICK=1")
     brun.add_argument("--force", action="store_true", help="run even the notebooks whose copy is up to date")
-    brun.add_argument("--study", default="ml-1m", metavar="NAME",
-                      help="the dataset of the ablations and negative-sample studies (default: ml-1m)")
+    brun.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
+                      help="the datasets of the negative-sample sweeps, with their seeds "
+                           "(default: MovieLens:0,1,2 ml-1m:0; the ablations run on every dataset)")
     brun.add_argument("--train", action="store_true",
                       help="train the runs the notebooks need and do not find (hours on a CPU; default: use the runs that exist)")
     brun.set_defaults(func=cmd_book_run)

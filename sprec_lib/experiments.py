@@ -32,6 +32,7 @@ The book's experiments (the paper's section in brackets):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import methods
@@ -166,16 +167,30 @@ def obtain_all(specs: list[RunSpec], train: bool = True, quick: bool = False, **
     return out
 
 
-def book_specs(datasets: list[str], study: str, seeds=(0, 1, 2), profile: str = "tiny",
-               negative_seeds=(0,)) -> list[RunSpec]:
-    """Every run the book's notebooks read: Table 1 on each dataset folder, the ablations and the
-    two negative-sample sweeps on the ``study`` folder (the notebooks' default grids)."""
-    out = []
-    for data_dir in datasets:
-        out += specs(data_dir, table1_methods(), seeds, profile)
-    out += specs(study, ["sprec"], seeds, profile, variants=ABLATIONS)
-    out += specs(study, ["sprec"], negative_seeds, profile, variants=ratio_variants())
-    out += specs(study, ["sprec"], negative_seeds, profile, variants=n_negative_variants())
+# Table 1's methods that the book's verdicts lean on most (SFT, S-DPO, SPRec): their seeds come
+# first in the to-do list (:func:`book_specs`), then Table 2, then the sweeps, then the rest.
+FIRST_METHODS = ("sft", "sdpo", "sprec")
+
+
+def book_specs(datasets: list[str], seeds=(0, 1, 2), profile: str = "tiny",
+               sweeps: Mapping[str, Sequence[int]] | None = None) -> list[RunSpec]:
+    """Every run the book's notebooks read, in the order to run them: Table 1's SFT, S-DPO and SPRec
+    (:data:`FIRST_METHODS`) on every dataset folder of ``datasets``, seed by seed; then the ablations
+    (Table 2) on every dataset; then the two negative-sample sweeps on the datasets of ``sweeps``
+    (name or folder -> seeds; default :data:`sprec_lib.paths.SWEEP_DATASETS`) that are among
+    ``datasets``; then Table 1's other methods."""
+    from .paths import SWEEP_DATASETS, dataset_folder
+
+    sweeps = SWEEP_DATASETS if sweeps is None else sweeps
+    table1 = [s for d in datasets for s in specs(d, table1_methods(), seeds, profile)]
+    first = sorted((s for s in table1 if s.method in FIRST_METHODS), key=lambda s: s.seed)  # stable: datasets in order
+    out = first + [s for d in datasets for s in specs(d, ["sprec"], seeds, profile, variants=ABLATIONS)]
+    by_folder = {dataset_folder(d).resolve(): d for d in datasets}
+    for name, sweep_seeds in sweeps.items():
+        folder = by_folder.get(dataset_folder(name).resolve())
+        if folder is not None:
+            out += specs(folder, ["sprec"], sweep_seeds, profile, variants={**ratio_variants(), **n_negative_variants()})
+    out += [s for s in table1 if s.method not in FIRST_METHODS]
     return list(dict.fromkeys(out))  # SPRec itself is in Table 1 and in the ablations
 
 

@@ -596,7 +596,7 @@ def scorecard_html(cells: pd.DataFrame, claims_page: str = "06_results.html", ta
             if r.verdict == "not claimed":
                 tds.append(f'<td {attrs}><span style="color:#777">—<br><small>not claimed here</small></span></td>')
             elif r.verdict == "not run here":
-                tds.append(f'<td {attrs}><span style="color:#555">not run here<br><small>study dataset only</small></span></td>')
+                tds.append(f'<td {attrs}><span style="color:#555">not run here<br><small>sweeps: MovieLens</small></span></td>')
             else:
                 n = int(r.seeds)
                 seeds = f"{n} seed" + ("" if n == 1 else "s")

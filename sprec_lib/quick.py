@@ -74,15 +74,19 @@ def _first_two(values):
     return list(values)[:2]
 
 
+def _first_seed_each(sweeps):
+    return {name: list(seeds)[:1] for name, seeds in dict(sweeps).items()}
+
+
 # Each notebook's quick sizes: a value replaces the full one, a function maps it.
 NOTEBOOK_SIZES: dict[str, dict[str, Any]] = {
-    "00_scorecard": {"seeds": _first, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
+    "00_scorecard": {"seeds": _first, "sweeps": _first_seed_each, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
     "01_theorem": {"n_items": 20, "optimiser_steps": 100, "n_betas": 7, "iterations": 4},
     "02_datasets": {},  # reading a dataset takes about a second: full size
     "03_training": {"seeds": _first},
     "04_ablations": {"seeds": _first},
     "05_negative_samples": {"seeds": _first, "ratios": _ends, "n_negatives": _first_two},
-    "06_results": {"seeds": _first, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
+    "06_results": {"seeds": _first, "sweeps": _first_seed_each, "sweep_ratios": _ends, "sweep_n_negatives": _first_two},
     # the runs of a tiny model on a synthetic folder: the small profile's model is never loaded
     "08_pretrained": {"datasets": _quick_dataset, "seeds": _first, "profile": "tiny", "compare_profile": "tiny"},
 }

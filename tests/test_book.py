@@ -52,7 +52,7 @@ def built(tmp_path_factory):
     src = copy_book_sources(root / "book")
     warnings_before = os.environ.get("PYTHONWARNINGS", "")
     t0 = time.perf_counter()
-    executed = book.run_notebooks(datasets=[str(data)], quick=True, book=src, log_output=False, study=str(data))
+    executed = book.run_notebooks(datasets=[str(data)], quick=True, book=src, log_output=False, sweeps={str(data): [0]})
     t1 = time.perf_counter()
     index = book.build_book(strict=True, book=src, output=root / "out")
     t2 = time.perf_counter()
@@ -66,16 +66,17 @@ def test_book_builds_strictly(built):
     html = built["html"]
     names = sorted(p.name for p in built["executed"])
     assert names == ["00_scorecard.ipynb", "01_theorem.ipynb", "02_datasets-synthetic.ipynb", "03_training-synthetic.ipynb",
-                     "04_ablations.ipynb", "05_negative_samples.ipynb", "06_results.ipynb", "07_cllmr-ml-100k.ipynb",
+                     "04_ablations-synthetic.ipynb", "05_negative_samples-synthetic.ipynb", "06_results.ipynb", "07_cllmr-ml-100k.ipynb",
                      "07_cllmr-ml-1m.ipynb", "08_pretrained.ipynb"]
     for page in ["intro", "executed/00_scorecard", "executed/01_theorem", "datasets", "executed/02_datasets-synthetic", "methods",
-                 "reproducibility", "howto", "results", "executed/03_training-synthetic", "executed/04_ablations",
-                 "executed/05_negative_samples", "executed/06_results", "executed/07_cllmr-ml-1m", "executed/07_cllmr-ml-100k",
+                 "reproducibility", "howto", "results", "executed/03_training-synthetic", "executed/04_ablations-synthetic",
+                 "executed/05_negative_samples-synthetic", "executed/06_results", "executed/07_cllmr-ml-1m", "executed/07_cllmr-ml-100k",
                  "executed/08_pretrained"]:
         assert (html / f"{page}.html").is_file(), page
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     # Each dataset's page is titled by its dataset.
     assert "<title>synthetic: the data" in (html / "executed" / "02_datasets-synthetic.html").read_text(encoding="utf-8")
+    assert "<title>synthetic: Table 2, the ablations" in (html / "executed" / "04_ablations-synthetic.html").read_text(encoding="utf-8")
     # The intro cites the theorem's recorded error with a glue role.
     recorded = book.recorded(built["book"] / "executed" / "01_theorem.ipynb")
     assert f"{recorded['theorem_max_abs_error']:.1e}" in (html / "intro.html").read_text(encoding="utf-8")
@@ -115,7 +116,7 @@ def test_unchanged_notebooks_are_skipped(built, capsys):
     first = copies[[p.name for p in copies].index("01_theorem.ipynb")]
     before = {p: p.stat().st_mtime_ns for p in copies}
     again = book.run_notebooks(datasets=[str(built["data"])], quick=True, book=built["book"], log_output=False,
-                               study=str(built["data"]))
+                               sweeps={str(built["data"]): [0]})
     assert again == copies and {p: p.stat().st_mtime_ns for p in copies} == before
     assert capsys.readouterr().out.count("up to date") == len(copies)
     metadata = json.loads(first.read_text(encoding="utf-8"))["metadata"]
@@ -141,7 +142,7 @@ def test_changed_dataset_files_change_the_hash(built):
 
 def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPREC_PAPER_DATA", str(tmp_path / "nowhere"))
-    jobs = _jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, study=str(tmp_path / "none"))
+    jobs = _jobs(book.NOTEBOOKS, tmp_path, ["Steam"], "tiny", [0], quick=True, sweeps={"Steam": [0, 1, 2]})
     # They read committed results (results/runs, results/cllmr), not a dataset folder.
     assert [j.spec.name for j in jobs] == ["00_scorecard", "01_theorem", "06_results", "07_cllmr", "07_cllmr",
                                            "08_pretrained"]
@@ -151,7 +152,9 @@ def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch
     assert [(j.parameters["dataset"], j.parameters["profiles"]) for j in cllmr] == [("ml-1m", "llm"), ("ml-100k", "title-genres")]
     out = capsys.readouterr().out
     assert "skip 02_datasets on Steam" in out and "skip 03_training on Steam" in out
-    assert f"skip 04_ablations: no folder {tmp_path / 'none'}" in out
+    assert "skip 04_ablations on Steam" in out and "skip 05_negative_samples on Steam" in out
+    # The claim pages get the sweeps of the datasets asked for, by name, whether or not the folder is here.
+    assert jobs[0].parameters["sweeps"] == {"Steam": [0, 1, 2]}
 
 
 def test_paths_quick_mode_and_records(tmp_path, monkeypatch):

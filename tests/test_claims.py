@@ -573,11 +573,11 @@ def test_scorecard_cells_and_pages():
     assert cells.loc["b", "page"] == "03_training-Steam.html"
     # (a3) is made on CDs only; (b2) lacks every baseline run here.
     assert cells.loc["a3", "verdict"] == claims.NOT_CLAIMED and cells.loc["b2", "verdict"] == PENDING
-    # The paper's text makes (c), (e), (f), (g) on other datasets than Steam; (d) on Steam too, but
-    # the book runs the ablations on its study dataset only.
+    # The paper's text makes (c), (e), (f), (g) on other datasets than Steam; (d) on Steam too, and
+    # these checks have no ablation parts: not run.
     assert [cells.loc[c, "verdict"] for c in "cefg"] == [claims.NOT_CLAIMED] * 4
-    assert cells.loc["d", "verdict"] == claims.NOT_RUN and cells.loc["d", "page"] == "04_ablations.html"
-    assert cells.loc["f", "page"] == "05_negative_samples.html"
+    assert cells.loc["d", "verdict"] == claims.NOT_RUN and cells.loc["d", "page"] == "04_ablations-Steam.html"
+    assert cells.loc["f", "page"] == "05_negative_samples-Steam.html"
     html = plots.scorecard_html(claims.scorecard(checks, ["Steam", "ml-1m"]))
     assert html.count('class="sprec-verdict"') == 10 * 2 and 'id="sprec-scorecard"' in html
     assert 'href="03_training-Steam.html"' in html and html._repr_html_() == str(html)

@@ -117,19 +117,25 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     from sprec_lib.cli import main
 
     monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
-    all_specs = experiments.book_specs(["a/ds1", "a/ds2"], "a/ds1", seeds=(0, 1))
+    all_specs = experiments.book_specs(["a/ds1", "a/ds2"], seeds=(0, 1), sweeps={"a/ds1": (0,)})
     # Table 1: 2 datasets x M methods (the registry's Table-1 methods) x 2 seeds; ablations: 3
-    # variants x 2 seeds (SPRec counted once); sweeps: 5 ratios + 4 values of N, one seed, sharing
-    # one run (ratio 0 = N 1).
+    # variants x 2 seeds x 2 datasets (SPRec counted once); sweeps on ds1 only: 5 ratios + 4 values
+    # of N, one seed, sharing one run (ratio 0 = N 1).
     m = len(experiments.table1_methods())
-    assert m >= 4 and len(all_specs) == 2 * m * 2 + 6 + 8
+    assert m >= 4 and len(all_specs) == 2 * m * 2 + 12 + 8
     assert len({s.name + s.data_dir for s in all_specs}) == len(all_specs)
+    # The order to run them in: SFT, S-DPO and SPRec seed by seed, then Table 2, the sweeps, the rest.
+    first, ablations, sweeps, rest = all_specs[:12], all_specs[12:24], all_specs[24:32], all_specs[32:]
+    assert {s.method for s in first} == {"sft", "sdpo", "sprec"} and [s.seed for s in first] == [0] * 6 + [1] * 6
+    assert {s.variant for s in ablations} == {"nosft", "nodpo", "rn"} and {s.data_dir for s in ablations} == {"a/ds1", "a/ds2"}
+    assert {s.data_dir for s in sweeps} == {"a/ds1"} and {s.seed for s in sweeps} == {0} and "n1024" in {s.variant for s in sweeps}
+    assert not {s.method for s in rest} & {"sft", "sdpo", "sprec"} and len(rest) == 2 * (m - 3) * 2
     spec = RunSpec("a/ds1", "sft", seed=0)
     assert not experiments.is_done(spec)
     finished(tmp_path / "results" / "runs" / "ds1-tiny" / "sft-seed0", spec)
     assert experiments.is_done(spec) and not experiments.is_done(RunSpec("a/ds1", "sft", seed=1))
     (tmp_path / "ds1").mkdir()
-    assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--study", str(tmp_path / "ds1"), "--seeds", "0"]) == 0
+    assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--sweeps", str(tmp_path / "ds1"), "--seeds", "0"]) == 0
     out = capsys.readouterr()
     lines = out.out.splitlines()
     assert len(lines) == m + 3 + 8 - 1 and f"{m + 10} runs missing" in out.err  # sft-seed0 is done

@@ -138,7 +138,7 @@ def test_results_and_scorecard_notebooks(tmp_path, monkeypatch, synthetic_folder
     """The verdicts of every claim on the quick runs (made here if the tests above did not run), on
     the claims page and on the scorecard."""
     monkeypatch.setenv("SPREC_ROOT", str(synthetic_folder.parent))
-    v = execute("06_results", tmp_path, datasets=["synthetic", "no-such-folder"], study_dir="synthetic", quick=True)
+    v = execute("06_results", tmp_path, datasets=["synthetic", "no-such-folder"], sweeps={"synthetic": [0]}, quick=True)
     assert v["datasets_with_runs"] == ["synthetic"]
     # synthetic is held to the paper's MovieLens: every claim the paper makes there ((a3) is CDs only)
     ids = [c.id for c in claims.ALL_CLAIMS.values() if "MovieLens" in c.datasets]
@@ -153,7 +153,7 @@ def test_results_and_scorecard_notebooks(tmp_path, monkeypatch, synthetic_folder
         passes = v["paper_passes"][claim.id]
         assert passes == "not checkable" or set(passes.split(", ")) >= set(claim.datasets), claim.id
     assert set(v["agreement_counts"]) == set()  # synthetic is none of the paper's datasets
-    s = execute("00_scorecard", tmp_path, datasets=["synthetic"], study_dir="synthetic", quick=True)
+    s = execute("00_scorecard", tmp_path, datasets=["synthetic"], sweeps={"synthetic": [0]}, quick=True)
     assert s["scorecard_shape"] == [len(claims.ALL_CLAIMS), 1]  # a cell for every claim, "not claimed here" too
     cells = s["scorecard"]["synthetic"]
     assert cells["a3"][0] == claims.NOT_CLAIMED

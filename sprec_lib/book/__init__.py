@@ -9,13 +9,13 @@ Repository paths and the dataset list are :mod:`sprec_lib.paths`; they are re-ex
 that a notebook needs one import (``from sprec_lib import book``).
 """
 
-from ..paths import DATASETS, PAPER_DATASETS, STUDY_DATASET, book_dir, dataset_folder, notebooks_dir, portable_path, repo_root, resolve
+from ..paths import DATASETS, PAPER_DATASETS, SWEEP_DATASETS, book_dir, dataset_folder, notebooks_dir, portable_path, repo_root, resolve
 from .kernel import quick_mode, record, recorded, recorded_here, sizes, summary
 from .runner import NOTEBOOKS, NotebookSpec, check_pairing, run_notebooks
 from .site import build_book, cdn_references
 
 __all__ = [
-    "DATASETS", "PAPER_DATASETS", "STUDY_DATASET", "book_dir", "dataset_folder", "notebooks_dir", "portable_path",
+    "DATASETS", "PAPER_DATASETS", "SWEEP_DATASETS", "book_dir", "dataset_folder", "notebooks_dir", "portable_path",
     "repo_root", "resolve", "quick_mode", "record", "recorded", "recorded_here", "sizes", "summary", "NOTEBOOKS",
     "NotebookSpec", "check_pairing", "run_notebooks", "build_book", "cdn_references",
 ]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..paths import (DATASETS, PAPER_DATASETS, RESULTS, RUNS, STUDY_DATASET, book_dir, dataset_folder, folder_hash,
+from ..paths import (DATASETS, PAPER_DATASETS, RESULTS, RUNS, SWEEP_DATASETS, book_dir, dataset_folder, folder_hash,
                      notebooks_dir, portable_path, repo_root, resolve)
 
 # ----------------------------------------------------------------------------------------------
@@ -29,9 +29,10 @@ from ..paths import (DATASETS, PAPER_DATASETS, RESULTS, RUNS, STUDY_DATASET, boo
 class NotebookSpec:
     """A notebook of ``notebooks/`` and the run-level parameters it takes.
 
-    ``takes``: which of ``data_dir`` (one executed copy per dataset), ``study_dir`` (one copy, on
-    the study dataset: the ablations and negative-sample studies run on MovieLens), ``datasets``
-    (one copy, given every dataset folder there is), ``profile`` (the notebook reads runs: the
+    ``takes``: which of ``data_dir`` (one executed copy per dataset), ``sweep_dir`` (one copy per
+    dataset of the negative-sample sweeps, given its ``data_dir`` and its sweep ``seeds``),
+    ``datasets`` (one copy, given every dataset folder there is), ``sweeps`` (the sweeps' datasets
+    and seeds, a dict), ``profile`` (the notebook reads runs: the
     committed results and the names of the finished local runs are part of its hash),
     ``seeds`` and ``train`` :func:`run_notebooks` passes to it (every notebook gets ``quick``);
     ``runs``: the notebook reads runs (hashed as with ``profile``) of the profiles its own
@@ -57,21 +58,22 @@ class NotebookSpec:
 
     def fixed_pages(self) -> list[str]:
         """The executed copies' names that do not depend on which datasets are here: ``NAME``, or
-        ``NAME-LABEL`` per copy; none for a per-dataset notebook."""
-        if self.per_dataset:
+        ``NAME-LABEL`` per copy; none for a per-dataset notebook (or a per-sweep-dataset one)."""
+        if self.per_dataset or "sweep_dir" in self.takes:
             return []
         return [f"{self.name}-{label}" for label, _ in self.copies] if self.copies else [self.name]
 
 
 # The book's notebooks, in reading order. Add a row for a new notebook.
 NOTEBOOKS: list[NotebookSpec] = [
-    NotebookSpec("00_scorecard", takes=("datasets", "study_dir", "profile", "seeds")),
+    NotebookSpec("00_scorecard", takes=("datasets", "sweeps", "profile", "seeds")),
     NotebookSpec("01_theorem"),
     NotebookSpec("02_datasets", takes=("data_dir",), title="{dataset}: the data as the models see it"),
     NotebookSpec("03_training", takes=("data_dir", "profile", "seeds", "train"), title="{dataset}: Table 1"),
-    NotebookSpec("04_ablations", takes=("study_dir", "profile", "seeds", "train")),
-    NotebookSpec("05_negative_samples", takes=("study_dir", "profile", "train")),
-    NotebookSpec("06_results", takes=("datasets", "study_dir", "profile", "seeds")),
+    NotebookSpec("04_ablations", takes=("data_dir", "profile", "seeds", "train"), title="{dataset}: Table 2, the ablations"),
+    NotebookSpec("05_negative_samples", takes=("sweep_dir", "profile", "train"),
+                 title="{dataset}: the negative samples (section 5.4)"),
+    NotebookSpec("06_results", takes=("datasets", "sweeps", "profile", "seeds")),
     # The third paper: its own runs (LightGCN), exported under results/cllmr. The main copy is ML-1M
     # with SmolLM2's profiles; ML-100K with the cheap title-and-genres vectors keeps its complete runs.
     NotebookSpec("07_cllmr", takes=("seeds", "train"), reads=("results/cllmr",), title="CLLMR on {dataset}: LLM side information without its propensity",
@@ -93,8 +95,17 @@ class Job:
     data: Path | None = None
 
 
+def _named(item: str) -> str:
+    """A dataset as a page's parameter: its name where it is one of :data:`DATASETS`, else its folder."""
+    return item if item in DATASETS else portable_path(dataset_folder(item))
+
+
 def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, seeds, quick: bool,
-          train: bool = False, study: str = STUDY_DATASET) -> list[Job]:
+          train: bool = False, sweeps=None) -> list[Job]:
+    sweeps = dict(SWEEP_DATASETS if sweeps is None else sweeps)
+    # The sweeps of the datasets asked for only (by name, or by folder).
+    asked = {dataset_folder(d).resolve() for d in datasets}
+    sweeps = {k: [int(s) for s in v] for k, v in sweeps.items() if k in datasets or dataset_folder(k).resolve() in asked}
     jobs = []
     for spec in notebooks:
         base = {"quick": bool(quick), **dict(spec.params)}
@@ -110,27 +121,17 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
             # the committed runs of every dataset anyway (claims.gather_evidence), so the parameters,
             # and with them the page's hash, are the same on a clone without ../shared. Other folders
             # by path, where they exist.
-            base["datasets"] = [n if n in DATASETS else portable_path(dataset_folder(n))
-                                for n in datasets if n in DATASETS or dataset_folder(n).is_dir()]
-        if "study_dir" in spec.takes:
-            folder = dataset_folder(study)
-            if "datasets" in spec.takes:
-                base["study_dir"] = portable_path(folder)
-            elif not folder.is_dir():
-                print(f"skip {spec.name}: no folder {folder} for the study dataset {study}")
-                continue
-            else:
-                jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", {**base, "data_dir": portable_path(folder)},
-                                study, folder))
-                continue
+            base["datasets"] = [_named(n) for n in datasets if n in DATASETS or dataset_folder(n).is_dir()]
+        if "sweeps" in spec.takes:
+            base["sweeps"] = {_named(n): v for n, v in sweeps.items() if n in DATASETS or dataset_folder(n).is_dir()}
         if spec.copies:
             for label, params in spec.copies:
                 jobs.append(Job(spec, source, out_dir / f"{spec.name}-{label}.ipynb", {**base, **dict(params)}, label))
             continue
-        if not spec.per_dataset:
+        if not (spec.per_dataset or "sweep_dir" in spec.takes):
             jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", base))
             continue
-        for name in datasets:
+        for name in (datasets if spec.per_dataset else sweeps):
             folder = dataset_folder(name)
             if not folder.is_dir():
                 hint = " (set SPREC_PAPER_DATA to the folder that holds it)" if name in PAPER_DATASETS else ""
@@ -138,6 +139,8 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
                 continue
             label = name if name in DATASETS else folder.name
             params = {**base, "data_dir": portable_path(folder)}
+            if "sweep_dir" in spec.takes:
+                params["seeds"] = sweeps[name]
             jobs.append(Job(spec, source, out_dir / f"{spec.name}-{label}.ipynb", params, label, folder))
     return jobs
 
@@ -211,7 +214,7 @@ def run_notebooks(
     notebooks: list[NotebookSpec] | None = None,
     log_output: bool = True,
     train: bool = False,
-    study: str = STUDY_DATASET,
+    sweeps: dict | None = None,
 ) -> list[Path]:
     """Execute the book's notebooks with papermill into ``<book>/executed/``; returns the copies.
 
@@ -220,8 +223,8 @@ def run_notebooks(
     parameters are unchanged since it was made is skipped unless ``force``. ``train``: the
     notebooks that need runs train the missing ones (hours on a CPU); by default they use the runs
     that exist (committed under ``results/runs`` or local under ``runs/``) and list the missing.
-    ``study``: the dataset (a name of :data:`DATASETS` or a folder) of the ablations and the
-    negative-sample studies.
+    ``sweeps``: the datasets (names or folders) of the negative-sample sweeps -> their seeds
+    (default :data:`sprec_lib.paths.SWEEP_DATASETS`); only those among ``datasets`` are run.
     """
     import papermill as pm
     from tqdm.auto import tqdm
@@ -232,7 +235,7 @@ def run_notebooks(
     specs = NOTEBOOKS if notebooks is None else notebooks
     for spec in specs:
         check_pairing(spec.name)
-    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, study)
+    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, sweeps)
     done = []
     for job in tqdm(jobs, desc="notebooks", unit="nb"):
         digest = _content_hash(job)
