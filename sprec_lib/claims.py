@@ -951,6 +951,19 @@ def _model_text(m) -> str:
     return f"{name}, " + (f"LoRA r={m.lora_r}, alpha={m.lora_alpha}" if m.lora else "full-parameter")
 
 
+def _precision(m) -> tuple[str, str]:
+    """(text, kind) of a model's training precision on the device its profile is for (``paper``: a
+    GPU, where the ``bf16`` flag decides, as in the paper's scripts; the others: a CPU, where
+    ``dtype`` decides); ``kind`` (bf16, fp32 or auto) is what ``differs`` compares."""
+    if m.profile == "paper":
+        return ("bf16 (on a GPU)", "bf16") if m.bf16 else ("fp32", "fp32")
+    if m.dtype == "bfloat16":
+        return "bf16 autocast (on a CPU)", "bf16"
+    if m.dtype == "auto":
+        return "bf16 autocast where the CPU has native bf16, else fp32", "auto"
+    return "fp32 (on a CPU)", "fp32"
+
+
 def _batch(s) -> tuple[int, int]:
     return (s.batch_size, s.grad_accum)
 
@@ -966,7 +979,7 @@ def setup_differences(cfg, paper=None) -> pd.DataFrame:
     paper's Appendix C and its public scripts). Batches are per step x gradient accumulation, on one
     device (the paper's scripts run on four GPUs: see the reproducibility chapter); ``differs`` compares their
     product, the batch the optimiser sees. Rows: the
-    profile and model, the domain pretraining, T, the learning rates, the batch sizes, the epochs
+    profile and model, the training precision, the domain pretraining, T, the learning rates, the batch sizes, the epochs
     and the rows used."""
     from .config import run_config
 
@@ -987,6 +1000,7 @@ def setup_differences(cfg, paper=None) -> pd.DataFrame:
 
     add("profile", cfg.profile, paper.profile)
     add("model", _model_text(cfg.model), _model_text(paper.model))
+    add("training precision", _precision(cfg.model), _precision(paper.model), text=lambda v: v[0], key=lambda v: v[1])
     add("domain pretraining", pretrain(cfg), pretrain(paper))
     add("SPRec iterations T", cfg.sprec.iterations, paper.sprec.iterations)
     for name, ours, theirs in [("SFT (BIGRec)", cfg.sft, paper.sft), ("DPO", cfg.dpo, paper.dpo),

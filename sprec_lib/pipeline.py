@@ -450,17 +450,23 @@ def _benchmark(profile: str) -> dict | None:
     return json.loads(path.read_text()) | {"path": str(path)} if path.is_file() else None
 
 
-def _median_seconds(entry: dict) -> float | None:
-    """A benchmark stage's median seconds: the side-by-side benchmark's current implementation
-    (``new``, fp32), or a flat entry's."""
-    for key in ("new", "old"):
+def _median_seconds(entry: dict, dtype: str = "float32", shared_prompt: bool = False) -> float | None:
+    """A benchmark stage's median seconds: the side-by-side benchmark's variant that trains as the
+    stage will (``new``, ``new_shared`` with the shared prompt, ``..._bf16`` under bf16 autocast),
+    else its fp32 ``new`` (or ``old``), or a flat entry's. The shared prompt changes nothing in an
+    SFT stage, so ``new_shared_bf16`` times bf16 SFT too."""
+    bf16 = "_bf16" if dtype == "bfloat16" else ""
+    names = [f"new{'_shared' if shared_prompt else ''}{bf16}"] + ([f"new_shared{bf16}"] if bf16 else []) + ["new", "old"]
+    for key in names:
         if isinstance(entry.get(key), dict):
             return entry[key].get("seconds_median")
     return entry.get("seconds_median")
 
 
-def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict | None) -> tuple[float | None, int | None]:
-    """(seconds, tokens) of a stage, scaled from the benchmark's per-row figures (None: no basis).
+def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict | None,
+              dtype: str = "float32") -> tuple[float | None, int | None]:
+    """(seconds, tokens) of a stage, scaled from the benchmark's per-row figures (None: no basis),
+    timed in the training ``dtype`` where the benchmark has it (evaluation: always its fp32 figure).
     Pretraining is packed: its tokens are steps x batch x length, timed at the SFT stage's token rate."""
     measured = None
     if bench is not None:
@@ -468,13 +474,15 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
         measured = bench["stages"].get(key) if key else None  # a kind the benchmark has not timed: no estimate
     if kind == "pretrain":
         tokens = steps * stage.batch_size * stage.grad_accum * stage.max_length if steps else None
-        seconds = _median_seconds(measured) if measured else None
+        seconds = _median_seconds(measured, dtype) if measured else None
         rate = measured.get("tokens_per_s") or (measured.get("tokens") / seconds if seconds and measured.get("tokens") else None) \
             if measured else None
         return (tokens / rate if tokens and rate else None), tokens
     if measured is None or rows is None:
         return None, None
-    seconds = _median_seconds(measured)
+    trains = kind not in ("eval", "negatives")
+    seconds = _median_seconds(measured, dtype if trains else "float32",
+                              bool(getattr(stage, "shared_prompt", False)) and trains)
     if seconds is None:
         return None, None
     per_row = seconds / bench["eval_rows" if kind == "eval" else "rows"]
@@ -507,6 +515,9 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
     n_eval = len(ds.splits[cfg.eval.split]) if cfg.eval.rows is None else min(cfg.eval.rows, len(ds.splits[cfg.eval.split]))
     bench = _benchmark(cfg.profile)
     from .methods import StagePlan
+    from .trainers import resolve_dtype
+
+    dtype = resolve_dtype(cfg.model.dtype)  # "auto" as this machine would resolve it
 
     shared = ([StagePlan("pretrain", "pretrain", "pretrain")] if cfg.model.profile == "tiny" else []) + [
         StagePlan("sft", "sft", "sft", n_train), StagePlan("eval sft", "eval", None, n_eval)] if recipe.llm else []
@@ -515,7 +526,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         rows = n_eval if s.kind == "eval" else (min(s.rows, n_train) if s.rows is not None else None)
         stage = _stage_cfg(cfg, s.section)
         steps = _steps(rows, stage) if stage is not None else None
-        seconds, tokens = _estimate(s.kind, rows, steps, stage, bench)
+        seconds, tokens = _estimate(s.kind, rows, steps, stage, bench, dtype)
         status = "to run"
         if existing is not None and (existing.done(s.name) or s.kind == "eval" and existing.has_metrics(s.name[5:])):
             status = "done in the run folder"

@@ -557,6 +557,10 @@ def test_setup_differences_by_hand():
     assert table.loc["SPRec rows per iteration"].tolist() == ["2,048", "2,048", False]
     assert table.loc["test rows evaluated"].tolist() == ["the whole split", "the whole split", False]
     assert "from scratch" in table.loc["model", "ours"] and "Llama-3.2-1B" in table.loc["model", "paper"]
+    # Precision: tiny trains in fp32 on a CPU; the paper's scripts in bf16 (bf16=True), as small does.
+    assert table.loc["training precision"].tolist() == ["fp32 (on a CPU)", "bf16 (on a GPU)", True]
+    small = claims.setup_differences(run_config("small", method="sprec")).set_index("setting")
+    assert small.loc["training precision"].tolist() == ["bf16 autocast (on a CPU)", "bf16 (on a GPU)", False]
     assert not claims.setup_differences(run_config("paper"))["differs"].any()  # the paper against itself
 
 

@@ -166,3 +166,17 @@ def test_cli_train_passes_the_checkpoint_interval(dataset, tmp_path, monkeypatch
     monkeypatch.setattr(sprec_lib.pipeline, "train", fake_train)
     main(["train", "--dataset", str(dataset), "--method", "sft", "--out", str(tmp_path / "run"), *flags])
     assert seen["minutes"] == minutes
+
+
+def test_the_dry_runs_estimate_times_a_stage_as_it_will_train():
+    """The benchmark's variant that matches the stage: bf16 SFT takes the shared-prompt bf16 figure
+    (the shared prompt does nothing in SFT), a stage with no matching variant the fp32 ``new`` one."""
+    from sprec_lib.pipeline import _median_seconds
+
+    entry = {"old": {"seconds_median": 50.0}, "new": {"seconds_median": 40.0},
+             "new_shared": {"seconds_median": 30.0}, "new_shared_bf16": {"seconds_median": 20.0}}
+    assert _median_seconds(entry) == 40.0
+    assert _median_seconds(entry, shared_prompt=True) == 30.0
+    assert _median_seconds(entry, "bfloat16") == 20.0 and _median_seconds(entry, "bfloat16", True) == 20.0
+    assert _median_seconds({"old": {"seconds_median": 50.0}}, "bfloat16") == 50.0
+    assert _median_seconds({"seconds_median": 7.0}, "bfloat16") == 7.0

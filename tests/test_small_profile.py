@@ -225,7 +225,10 @@ def test_two_sft_steps_move_lora_weights_only(small, ds, arch, tmp_path):
                                 logging_steps=1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     start = time.perf_counter()
-    trained = trainers.sft(model, tok, sft_rows(ds.train[:2], ds), stage, tmp_path / "sft", seed=0)
+    # as the profile trains: bf16 autocast (its model.dtype), the weights and the LoRA update in fp32
+    assert cfg.model.dtype == "bfloat16"
+    trained = trainers.sft(model, tok, sft_rows(ds.train[:2], ds), stage, tmp_path / "sft", seed=0,
+                           dtype=trainers.resolve_dtype(cfg.model.dtype))
     seconds = time.perf_counter() - start
     print(f"two SFT steps of the small profile (batch 1, max_length 64, {torch.get_num_threads()} thread): {seconds:.1f} s")
     assert trained is model
