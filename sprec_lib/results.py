@@ -146,10 +146,11 @@ def relabel_run(folder: str | Path, dest: str | Path, variant: str) -> Run:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(folder), str(dest))
     doc = read_json(dest / CONFIG)
-    doc["spec"] = {**doc["spec"], "variant": variant, "label": _label(run.method, variant)}
-    write_json(doc, dest / CONFIG)
+    if doc.get("spec"):  # a run made before specs were saved has none: its folder name says its variant
+        doc["spec"] = {**doc["spec"], "variant": variant, "label": _label(run.method, variant)}
+        write_json(doc, dest / CONFIG)
     with open(dest / LOG, "a") as f:
-        f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} relabelled: {old} ({folder}) -> {doc['spec']['label']} ({dest})\n")
+        f.write(f"{datetime.now():%Y-%m-%d %H:%M:%S} relabelled: {old} ({folder}) -> {_label(run.method, variant)} ({dest})\n")
     return Run(dest)
 
 

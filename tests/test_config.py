@@ -261,9 +261,13 @@ def test_dataset_overrides_apply_by_folder_name_and_yield_to_set():
     from sprec_lib.config import DATASET_OVERRIDES, PROFILES
 
     profile_steps = int(PROFILES["tiny"]["pretrain.max_steps"])
-    assert DATASET_OVERRIDES["tiny"]["CDs_and_Vinyl"] == {"pretrain.max_steps": "1200"}
+    assert DATASET_OVERRIDES["tiny"]["CDs_and_Vinyl"]["pretrain.max_steps"] == "1200"
     assert run_config("tiny", dataset="/any/where/CDs_and_Vinyl").pretrain.max_steps == 1200 == 3 * profile_steps
     assert run_config("tiny", dataset="/any/where/MovieLens").pretrain.max_steps == profile_steps
     assert run_config("tiny").pretrain.max_steps == profile_steps
     assert run_config("paper", dataset="/x/CDs_and_Vinyl").pretrain == run_config("paper").pretrain
     assert run_config("tiny", ["pretrain.max_steps=7"], dataset="/x/CDs_and_Vinyl").pretrain.max_steps == 7
+    # SPRec's T: the paper's 5 in tiny, but 3 on ml-1m (its runs were made so), and --set still wins.
+    assert run_config("tiny", method="sprec", dataset="/x/MovieLens").sprec.iterations == 5
+    assert run_config("tiny", method="sprec", dataset="data/ml-1m").sprec.iterations == 3
+    assert run_config("tiny", ["sprec.iterations=5"], method="sprec", dataset="data/ml-1m").sprec.iterations == 5

@@ -1,6 +1,8 @@
 """Runs -> tables: the mean and std over seeds worked out by hand on fake run folders (the claims'
 verdicts and the paper's numbers: ``test_claims.py``)."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -166,3 +168,8 @@ def test_relabel_moves_a_run_under_its_new_variant(tmp_path):
     assert "relabelled: sprec-T5" in (moved.folder / "log.txt").read_text()
     with pytest.raises(FileExistsError):
         relabel_run(moved.folder, moved.folder, "")
+    # A run made before specs were saved (no "spec" in config.json): its folder name says its variant.
+    doc = json.loads((moved.folder / "config.json").read_text())
+    write_json({k: v for k, v in doc.items() if k != "spec"}, moved.folder / "config.json")
+    old = relabel_run(moved.folder, tmp_path / "inv" / "sprec-T3-seed0", "T3")
+    assert old.variant == "T3" and old.label == "sprec-T3" and old.cfg == run.cfg
