@@ -616,8 +616,7 @@ DATASET_OVERRIDES: dict[str, dict[str, dict[str, str]]] = {
         # One longer setting was tried, 3x the profile: 1,200 steps (7.3 passes over CDs' small
         # corpus, loss 0.46) lift the SFT out of the collapse on the validation split as on the
         # test split (`results/investigations/README.md`, "CDs_and_Vinyl's collapsed SFT").
-        # (And SPRec at T = 3 on CDs, as below for Steam, until its T = 5 run lands.)
-        "CDs_and_Vinyl": {"pretrain.max_steps": "1200", "sprec.iterations": "3"},
+        "CDs_and_Vinyl": {"pretrain.max_steps": "1200"},
         # SPRec at T = 3, as tiny ran it before it moved to the paper's T = 5 (issue 18): ml-1m's
         # three seeds of SPRec and its ablations were made so and stay so; Steam stays there until
         # its T = 5 run lands.

@@ -261,7 +261,7 @@ def test_dataset_overrides_apply_by_folder_name_and_yield_to_set():
     from sprec_lib.config import DATASET_OVERRIDES, PROFILES
 
     profile_steps = int(PROFILES["tiny"]["pretrain.max_steps"])
-    assert DATASET_OVERRIDES["tiny"]["CDs_and_Vinyl"]["pretrain.max_steps"] == "1200"
+    assert DATASET_OVERRIDES["tiny"]["CDs_and_Vinyl"] == {"pretrain.max_steps": "1200"}
     assert run_config("tiny", dataset="/any/where/CDs_and_Vinyl").pretrain.max_steps == 1200 == 3 * profile_steps
     assert run_config("tiny", dataset="/any/where/MovieLens").pretrain.max_steps == profile_steps
     assert run_config("tiny").pretrain.max_steps == profile_steps
