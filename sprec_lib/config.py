@@ -618,10 +618,8 @@ DATASET_OVERRIDES: dict[str, dict[str, dict[str, str]]] = {
         # test split (`results/investigations/README.md`, "CDs_and_Vinyl's collapsed SFT").
         "CDs_and_Vinyl": {"pretrain.max_steps": "1200"},
         # SPRec at T = 3, as tiny ran it before it moved to the paper's T = 5 (issue 18): ml-1m's
-        # three seeds of SPRec and its ablations were made so and stay so; Steam stays there until
-        # its T = 5 run lands.
+        # three seeds of SPRec and its ablations were made so and stay so.
         "ml-1m": {"sprec.iterations": "3"},
-        "Steam": {"sprec.iterations": "3"},
     },
 }
 

@@ -30,7 +30,7 @@ FIXED = {"results/investigations/ml-1m-tiny/sprec-dpolr5e-6-seed0": "it3"}
 # CDs_and_Vinyl's dpo, sdpo and sprec were re-run when its tiny pretraining became 1,200 steps (issue 14):
 # their pins went with the old runs. The old SFT moved, unchanged, to investigations/ (pinned there,
 # with the two validation-split evaluations added to its metrics; its label is read from the folder name).
-# MovieLens's and Goodreads's T = 3 SPRec runs moved, unchanged, to investigations/ as sprec-T3 when
+# MovieLens's, Goodreads's and Steam's T = 3 SPRec runs moved, unchanged, to investigations/ as sprec-T3 when
 # tiny went to T = 5 (issue 18; results.relabel_run); their pins moved with them.
 
 
