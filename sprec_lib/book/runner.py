@@ -56,10 +56,15 @@ class NotebookSpec:
     def per_dataset(self) -> bool:
         return "data_dir" in self.takes
 
+    @property
+    def per_folder(self) -> bool:
+        """One executed copy per dataset folder: every dataset's (``data_dir``) or every sweep dataset's (``sweep_dir``)."""
+        return self.per_dataset or "sweep_dir" in self.takes
+
     def fixed_pages(self) -> list[str]:
         """The executed copies' names that do not depend on which datasets are here: ``NAME``, or
         ``NAME-LABEL`` per copy; none for a per-dataset notebook (or a per-sweep-dataset one)."""
-        if self.per_dataset or "sweep_dir" in self.takes:
+        if self.per_folder:
             return []
         return [f"{self.name}-{label}" for label, _ in self.copies] if self.copies else [self.name]
 
@@ -128,7 +133,7 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
             for label, params in spec.copies:
                 jobs.append(Job(spec, source, out_dir / f"{spec.name}-{label}.ipynb", {**base, **dict(params)}, label))
             continue
-        if not (spec.per_dataset or "sweep_dir" in spec.takes):
+        if not spec.per_folder:
             jobs.append(Job(spec, source, out_dir / f"{spec.name}.ipynb", base))
             continue
         for name in (datasets if spec.per_dataset else sweeps):
