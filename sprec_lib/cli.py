@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,9 @@ def cmd_runs_missing(args) -> None:
     if args.format == "commands":
         for spec in todo:
             print(spec.command())
+    elif args.format == "lane":  # for sprec lane run: each run exported into results/runs once it finishes
+        for spec in todo:
+            print(f"{spec.command()} && sprec results {shlex.quote(spec.folder('runs').as_posix())} --gather > /dev/null")
     elif args.format == "json":
         import json
 
@@ -226,6 +230,8 @@ def print_plan(p: dict) -> None:
         print("settings changed from the profile:")
         for key, (was, now) in p["changed"].items():
             print(f"  {key}: {was!r} -> {now!r}")
+    for warning in p.get("warnings", []):
+        print(f"warning: {warning}")
     print("dry run: nothing was written")
 
 
@@ -252,6 +258,23 @@ def metrics_table(run) -> pd.DataFrame:
 
     rows = {label: flat_metrics(m) for label, m in run.metrics().items()}  # in the order they were evaluated
     return pd.DataFrame.from_dict(rows, orient="index").round(4)
+
+
+def cmd_lane_run(args) -> None:
+    from .lanes import pending, run_lane
+
+    print(f"lane {args.queue}: {len(pending(Path(args.queue)))} command(s), {args.threads} thread(s) each; "
+          f"output in {args.queue}.log", file=sys.stderr)
+    finished = run_lane(args.queue, threads=args.threads)
+    print(f"lane {args.queue}: {finished} command(s) finished, {len(pending(Path(args.queue)))} left", file=sys.stderr)
+
+
+def cmd_lane_stop(args) -> None:
+    from .lanes import stop_lane
+
+    if not stop_lane(args.queue):
+        raise FileNotFoundError(f"{args.queue}: no lane is running it")
+    print(f"lane {args.queue}: stopped; its command stays at the head of the queue", file=sys.stderr)
 
 
 def cmd_assets_list(args) -> None:
@@ -441,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     miss.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
                       help="the datasets of the negative-sample sweeps, with their seeds (default: MovieLens:0,1,2 ml-1m:0)")
     _profile(miss)
-    miss.add_argument("--format", default="commands", choices=["commands", "slurm", "json"],
-                      help="commands: one per line; slurm: a job-array script (one task per run); json: records for any scheduler")
+    miss.add_argument("--format", default="commands", choices=["commands", "lane", "slurm", "json"],
+                      help="commands: one per line; lane: the same, each followed by its export (a queue for `sprec lane run`); slurm: a job-array script (one task per run); json: records for any scheduler")
     miss.add_argument("--parallel", type=int, default=None, help="slurm: at most this many array tasks at once")
     miss.set_defaults(func=cmd_runs_missing)
     cost = runs.add_parser("cost", help="lane-hours per dataset and method, from the run logs (lower bounds: "
@@ -452,6 +475,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="label: variants apart (sprec-nosft); method: added up")
     cost.add_argument("--json", default=None, metavar="PATH", help="also write every run's row and the tables as JSON")
     cost.set_defaults(func=cmd_runs_cost)
+
+    lane = sub.add_parser("lane", help="work through a queue file of commands in the background, resumably "
+                                       "(sprec_lib/lanes.py)").add_subparsers(dest="lane_command", required=True)
+    lrun = lane.add_parser("run", help="run the queue's commands one at a time, from the top, until it is empty or stopped")
+    lrun.add_argument("queue", help="a text file, one shell command per line (e.g. from `sprec runs missing`)")
+    lrun.add_argument("--threads", type=_positive_int, default=1, help="threads per command (OMP_NUM_THREADS; default 1)")
+    lrun.set_defaults(func=cmd_lane_run)
+    lstop = lane.add_parser("stop", help="stop the lane and its command; the command stays at the head of the queue")
+    lstop.add_argument("queue")
+    lstop.set_defaults(func=cmd_lane_stop)
 
     tr = sub.add_parser("train", help="train (or resume) a method in a run folder, evaluating every stage")
     tr.add_argument("--dataset", required=True, help="a folder of the paper's format")

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -370,6 +371,11 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
                 f"{' (model.dtype=auto)' if cfg.model.dtype == 'auto' else ''})")
         for warning in ds.warnings:
             run.log(f"dataset warning: {warning}")
+        from .trainers import slow_bf16_warning
+
+        if (slow := slow_bf16_warning(p.dtype)) is not None:
+            run.log(f"warning: {slow}")
+            print(f"warning: {slow}", file=sys.stderr)
         run.finish(recipe.run(p))
     return run
 
@@ -515,7 +521,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
     n_eval = len(ds.splits[cfg.eval.split]) if cfg.eval.rows is None else min(cfg.eval.rows, len(ds.splits[cfg.eval.split]))
     bench = _benchmark(cfg.profile)
     from .methods import StagePlan
-    from .trainers import resolve_dtype
+    from .trainers import resolve_dtype, slow_bf16_warning
 
     dtype = resolve_dtype(cfg.model.dtype)  # "auto" as this machine would resolve it
 
@@ -542,7 +548,24 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
     return {"method": recipe.name, "title": recipe.title, "dataset": ds.name, "profile": cfg.profile, "seed": cfg.seed,
             "device": str(models.device()), "threads": threads, "stages": stages, "changed": diff,
             "benchmark": None if bench is None else f"{bench['path']} ({bench['rows']} rows, {bench.get('threads')} thread(s), {bench.get('date')})",
-            "folder": None if folder is None else str(folder), "resumes": existing is not None}
+            "folder": None if folder is None else str(folder), "resumes": existing is not None,
+            "warnings": [w for w in [slow_bf16_warning(dtype), _other_cpu_warning(bench)] if w]}
+
+
+def _other_cpu_warning(bench: dict | None) -> str | None:
+    """A warning when the benchmark behind the estimates was taken on another kind of CPU (its
+    capability string, e.g. AVX512 against AVX2): there the estimates can be off by a factor (2.4x
+    slower tiny pretraining seen on an AVX2 EPYC against the AVX512 machine of the benchmarks)."""
+    import torch
+
+    if bench is None or torch.cuda.is_available():
+        return None
+    here = torch.backends.cpu.get_cpu_capability()
+    there = (bench.get("cpu") or {}).get("cpu_capability")
+    if there == here:
+        return None
+    return (f"the benchmark behind the estimates was taken on {'an ' + there + ' CPU' if there else 'a CPU it does not record'}; "
+            f"this one is {here}: expect other times (rerun benchmarks/sprec_iteration.py here for this machine's)")
 
 
 def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict:

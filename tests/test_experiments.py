@@ -141,6 +141,14 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     assert len(lines) == m + 3 + 8 - 1 and f"{m + 10} runs missing" in out.err  # sft-seed0 is done
     assert all(line.startswith("sprec train --dataset ") for line in lines)
     assert not any("--method sft " in line for line in lines)
+    # As a lane's queue: the same commands, each followed by the export of the run it makes.
+    assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--sweeps", str(tmp_path / "ds1"), "--seeds", "0",
+                 "--format", "lane"]) == 0
+    queue = capsys.readouterr().out.splitlines()
+    assert [q.split(" && ")[0] for q in queue] == lines
+    for q, line in zip(queue, lines):
+        out_folder = line.split(" --out ")[1].split()[0]
+        assert q.endswith(f" && sprec results {out_folder} --gather > /dev/null")
 
 
 def test_the_grid_goes_to_a_scheduler_once_per_run(tmp_path, monkeypatch):

@@ -660,6 +660,30 @@ def test_resolve_dtype_and_bf16_training(ds, tok, tmp_path):
     assert loss[-1] < loss[0]
 
 
+def test_bf16_without_native_support_is_warned_about(monkeypatch):
+    """bf16 on a CPU that emulates it (an AVX2 EPYC measured 0.02x fp32) gets a warning naming the
+    measured ratio and the way out; native bf16, fp32 and CUDA get none."""
+    from sprec_lib import pipeline
+
+    emulated = {"cpu_capability": "AVX2", "avx512_bf16": False, "amx_bf16": False, "onednn_bf16": False,
+                "bf16_speedup": 0.0221}
+    monkeypatch.setattr(trainers, "_bf16_capability", lambda: emulated)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    warning = trainers.slow_bf16_warning("bfloat16")
+    assert "without native bf16 (AVX2)" in warning and "0.02x" in warning and "model.dtype=float32" in warning
+    assert trainers.slow_bf16_warning("float32") is None
+    monkeypatch.setattr(trainers, "_bf16_capability",
+                        lambda: {**emulated, "cpu_capability": "AVX512", "avx512_bf16": True, "onednn_bf16": True})
+    assert trainers.slow_bf16_warning("bfloat16") is None
+    # The estimates' benchmark: taken on this kind of CPU (no warning), another, or an unrecorded one.
+    here = torch.backends.cpu.get_cpu_capability()
+    assert pipeline._other_cpu_warning({"cpu": {"cpu_capability": here}}) is None
+    assert pipeline._other_cpu_warning(None) is None
+    other = pipeline._other_cpu_warning({"cpu": {"cpu_capability": "NOT-" + here}})
+    assert f"an NOT-{here} CPU" in other and f"this one is {here}" in other
+    assert "a CPU it does not record" in pipeline._other_cpu_warning({})
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "peft"])
 @pytest.mark.parametrize("kind", ["dpo", "sdpo"])
 def test_shared_prompt_same_log_probs_and_gradients(ds, tok, tmp_path, kind, lora, monkeypatch):
