@@ -33,7 +33,7 @@
 # makes it, and the page fills in as the runs land.
 
 # %% tags=["parameters", "hide-input"]
-datasets: list = ["MovieLens", "Goodreads"]  # names of sprec_lib.paths.DATASETS, or folders
+datasets: list = ["MovieLens", "Goodreads"]  # sprec_lib.pretrained.DATASETS: names of sprec_lib.paths.DATASETS, or folders
 profile: str = "small"  # the pretrained model's profile (sprec_lib.config.PROFILES)
 compare_profile: str = "tiny"  # the profile beside it: the model trained from scratch
 seeds: list = [0]

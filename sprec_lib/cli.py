@@ -111,10 +111,17 @@ def cmd_runs_missing(args) -> None:
     from .experiments import book_specs, is_done
     from .paths import DATASETS, dataset_folder, portable_path
 
-    names = args.datasets or list(DATASETS)
-    folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
-    sweeps = _sweeps(args.sweeps) if args.sweeps else None
-    todo = [s for s in book_specs(folders, args.seeds, args.profile, sweeps) if not is_done(s)]
+    from . import pretrained
+
+    if args.profile == pretrained.PROFILE:  # the book reads this profile's runs on one page only
+        names, seeds = args.datasets or list(pretrained.DATASETS), args.seeds or list(pretrained.SEEDS)
+        folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
+        specs = pretrained.specs(folders, args.profile, seeds)
+    else:
+        names, seeds = args.datasets or list(DATASETS), args.seeds or [0, 1, 2]
+        folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
+        specs = book_specs(folders, seeds, args.profile, _sweeps(args.sweeps) if args.sweeps else None)
+    todo = [s for s in specs if not is_done(s)]
     if args.format == "commands":
         for spec in todo:
             print(spec.command())
@@ -460,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     miss = runs.add_parser("missing", help="print the `sprec train` command of every run the book reads and does not find "
                                            "(one per line: pipe to `xargs -P 2 -I{} sh -c {}` to run two at a time)")
     miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
-    miss.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    miss.add_argument("--seeds", nargs="+", type=int, default=None,
+                      help="default: 0 1 2; for the small profile, the seeds of its chapter (08_pretrained: 0)")
     miss.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
                       help="the datasets of the negative-sample sweeps, with their seeds (default: MovieLens:0,1,2 ml-1m:0)")
     _profile(miss)

@@ -32,6 +32,7 @@ import pandas as pd
 from . import claims, experiments
 from .paths import RESULTS, resolve
 
+PROFILE, DATASETS, SEEDS = "small", ("MovieLens", "Goodreads"), (0,)  # what the chapter reads (issue 17's runs)
 METHODS = ("sft", "dpo", "sdpo", "sprec")  # plain runs of the registry's recipes
 VARIANTS = {"rn": experiments.ABLATIONS["rn"]}  # SPRec's variants: SPRec-RN (random negatives)
 LABELS = (*METHODS, *(f"sprec-{v}" for v in VARIANTS))  # the rows of the chapter's tables, in order

@@ -149,6 +149,12 @@ def test_book_specs_and_missing_runs(tmp_path, monkeypatch, capsys):
     for q, line in zip(queue, lines):
         out_folder = line.split(" --out ")[1].split()[0]
         assert q.endswith(f" && sprec results {out_folder} --gather > /dev/null")
+    # The small profile: the runs of its one chapter (08_pretrained), five methods at seed 0, not the whole grid.
+    assert main(["runs", "missing", "--datasets", str(tmp_path / "ds1"), "--profile", "small"]) == 0
+    small = capsys.readouterr().out.splitlines()
+    assert [line.split(" --out ")[1].split()[0].split("/")[-1] for line in small] == [
+        "sft-seed0", "dpo-seed0", "sdpo-seed0", "sprec-seed0", "sprec-rn-seed0"]
+    assert all("--profile small --seed 0 " in line for line in small)
 
 
 def test_the_grid_goes_to_a_scheduler_once_per_run(tmp_path, monkeypatch):
