@@ -149,7 +149,7 @@ def cmd_runs_cost(args) -> None:
         raise FileNotFoundError(f"{args.results}: no finished runs")
     low, high = compute_table(spent, by=args.by), compute_table(spent, by=args.by, values="hours_at_most")
     print(f"lane-hours per {args.by} and dataset, summed over seeds, from the logs of {len(spent)} finished runs "
-          f"under {args.results}")
+          f"under {args.results}; started on " + ", ".join(f"{cpu} ({n} runs)" for cpu, n in spent["cpu"].value_counts().items()))
     print("(lower bounds: a killed process's time after its last log line is not counted; a stage reused from "
           "the shared cache costs nothing here, it was paid by the run that trained it)\n")
     _show(low.T.map(lambda h: "-" if pd.isna(h) else f"{h:.2f}"))  # "-": no run

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .evaluation import flat_metrics
-from .runs import Run, recipe_order
+from .runs import CONFIG, Run, read_json, recipe_order
 
 TABLE_COLUMNS = ["HR@5", "NDCG@5", "DivRatio@1", "DivRatio@5", "ORRatio@1", "ORRatio@5", "MGU@1", "MGU@5", "valid_ratio"]
 
@@ -423,11 +423,21 @@ def run_compute(folder: str | Path) -> dict:
             "reused": reused, "interrupted": list(dict.fromkeys(interrupted)), "after_finish": after_finish}
 
 
+def started_on(folder: str | Path) -> str:
+    """The CPU capability string (``AVX512``, ``AVX2``, ...) of the machine that started the run in
+    ``folder``, from its ``config.json``; "unrecorded" when it does not say."""
+    path = Path(folder) / CONFIG
+    doc = read_json(path) if path.exists() else {}
+    return (doc.get("machine") or {}).get("cpu_capability") or "unrecorded"
+
+
 def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
     """Lane-hours of every finished run below a results folder (or of a list of runs), from their
     logs (:func:`run_compute`): one row per run with ``dataset``, ``profile``, ``label``, ``method``,
     ``seed``, ``hours``, ``hours_at_most``, ``restarts``, ``reused`` and ``interrupted`` (stage
-    names, comma-separated), ``after_finish``, ``run`` (its folder) and one ``stage <name>`` column
+    names, comma-separated), ``after_finish``, ``cpu`` (the capability string of the machine that
+    started it, from its ``config.json``: a tiny pretraining step took 9-12 s on the AVX2 machine of
+    2026-12-03 against 3.7 s on the AVX512 one of the first runs; "unrecorded" before records said), ``run`` (its folder) and one ``stage <name>`` column
     of hours per stage (0 for a reused stage: its cost is in the run that trained it; empty for a
     stage the run does not have).
 
@@ -445,10 +455,11 @@ def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
                      "hours_at_most": c["at_most_seconds"] / 3600,
                      "restarts": c["restarts"], "reused": ", ".join(c["reused"]),
                      "interrupted": ", ".join(c["interrupted"]), "after_finish": c["after_finish"],
+                     "cpu": started_on(run.folder),
                      "run": str(run.folder),
                      **{STAGE_COLUMN.format(s): v / 3600 for s, v in c["stage_seconds"].items()}})
     columns = ["dataset", "profile", "label", "method", "seed", "hours", "hours_at_most", "restarts", "reused",
-               "interrupted", "after_finish", "run"]
+               "interrupted", "after_finish", "cpu", "run"]
     return pd.DataFrame(rows, columns=columns + [STAGE_COLUMN.format(s) for s in sorted(stage_names, key=recipe_order)])
 
 
