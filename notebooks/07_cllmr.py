@@ -76,7 +76,7 @@ print(f"{len(found)} of {len(specs)} runs finished")
 # %% tags=["hide-input"]
 pd.set_option("display.max_colwidth", None)
 first = next(iter(found.values()), None)
-setup = report.setup_table(specs[0].config(quick), first["data"] if first else None)
+setup = report.setup_table(specs[0].config(quick), first["data"] if first else None, report.side_texts_used(found))
 book.record("setup", setup["this page"].to_dict())
 setup
 

@@ -402,6 +402,33 @@ def test_profiles_are_cached_per_item_and_resume(tmp_path):
     assert item_text("Heat (1995)", ("Action", "Crime")) == "Heat (1995). Genres: Action, Crime."
 
 
+def test_side_texts_are_fingerprinted_and_counted_per_version(monkeypatch):
+    """A run records which side texts it used: the SHA-256 of the texts, one per line in item order
+    (None as an empty line), first 16 hex digits; the page counts the runs per version."""
+    import hashlib
+
+    from sprec_lib.cllmr import report, side_info, train as train_module
+
+    texts = ["Heat (1995). Genres: Action, Crime.", None, "b"]
+    want = hashlib.sha256(b"Heat (1995). Genres: Action, Crime.\n\nb").hexdigest()[:16]
+    assert side_info.texts_fingerprint(texts) == want
+    assert side_info.texts_fingerprint(texts[::-1]) != want  # the order is part of it
+    # prepare() records it when it makes the texts (here the cheap title-genres ones: no generation)
+    data = _planted()
+    data.titles, data.genres = [f"Movie {i} (1990)" for i in range(data.n_items)], [("Drama",)] * data.n_items
+    monkeypatch.setattr(side_info, "embed", lambda t, cache_dir=None: np.ones((len(t), 4), dtype=np.float32))
+    cfg = cllmr_config(["side.profiles=title-genres", "sse.rank=4"], system="cllmr", seed=0)
+    inputs = train_module.prepare(cfg, data)
+    assert inputs.side_texts_sha256 == side_info.texts_fingerprint([item_text(t, g) for t, g in zip(data.titles, data.genres)])
+    assert train_module.prepare(cllmr_config(system="backbone"), data).side_texts_sha256 is None
+    # the count per version, as the page's setup table shows it
+    specs = [report.Spec("ml-1m", "cllmr", s) for s in range(3)] + [report.Spec("ml-1m", "backbone", 0)]
+    found = {specs[0]: {"side_texts_sha256": want}, specs[1]: {"side_texts_sha256": want}, specs[2]: {}, specs[3]: {}}
+    assert report.side_texts_used(found) == {want: 2, "unrecorded": 1}  # the backbone uses no side texts
+    row = report.setup_table(cfg, None, report.side_texts_used(found)).loc["side texts used (fingerprint: runs)", "this page"]
+    assert row == f"{want}: 2, unrecorded: 1"  # title-genres texts are not generated: no note on regeneration
+
+
 def test_user_vectors_are_means_of_training_items():
     item_vecs = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [5.0, 5.0]], dtype=np.float32)
     np.testing.assert_allclose(user_vectors(_toy_matrix(), item_vecs), [[0.5, 1.0], [1.5, 2.5], [5.0, 5.0]])

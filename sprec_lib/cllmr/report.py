@@ -118,18 +118,21 @@ def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
     vectors loaded once for all the runs of one :func:`obtain` call (in ``shared``): loading the
     data and the sentence encoder cost more than a quick run trains."""
     from .data import load_implicit
-    from .side_info import embed, item_texts
+    from .side_info import embed, item_texts, texts_fingerprint
     from .train import prepare
 
     if cfg.data not in shared:
         shared[cfg.data] = load_implicit(cfg.data, cache_dir)
-    data, vectors = shared[cfg.data], None
+    data, vectors, fingerprint = shared[cfg.data], None, None
     if cfg.uses_side_info:
         key = (cfg.data, cfg.side)
         if key not in shared:
-            shared[key] = embed(item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=False), cache_dir=cache_dir)
-        vectors = shared[key]
-    return prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False)
+            texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=False)
+            shared[key] = embed(texts, cache_dir=cache_dir), texts_fingerprint(texts)
+        vectors, fingerprint = shared[key]
+    inputs = prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False)
+    inputs.side_texts_sha256 = fingerprint
+    return inputs
 
 
 def _open(folder: Path) -> CllmrRun | None:
@@ -292,9 +295,22 @@ def plot_spectrum(found: dict, seed: int | None = None):
     return fig
 
 
-def setup_table(cfg: CllmrConfig, data: dict | None = None) -> pd.DataFrame:
+def side_texts_used(found: dict) -> dict[str, int]:
+    """How many of the runs in ``found`` (spec -> metrics) used each version of the side texts: their
+    fingerprint (:func:`sprec_lib.cllmr.side_info.texts_fingerprint`), "unrecorded" for runs made
+    before runs recorded it; runs without side information are left out."""
+    out: dict[str, int] = {}
+    for spec, m in found.items():
+        if spec.config().uses_side_info:
+            key = m.get("side_texts_sha256") or "unrecorded"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def setup_table(cfg: CllmrConfig, data: dict | None = None, side_texts: dict[str, int] | None = None) -> pd.DataFrame:
     """What this chapter's runs are, beside what CLLMR's paper reports (its summary in
-    ``shared/papers``; RLMRec where the paper builds on it): the page states its own sizes."""
+    ``shared/papers``; RLMRec where the paper builds on it): the page states its own sizes, and
+    (``side_texts``, from :func:`side_texts_used`) which versions of the side texts its runs used."""
     profiles = ("MiniLM (all-MiniLM-L6-v2) of 'title. Genres: ...', no generation" if cfg.side.profiles == "title-genres"
                 else f"SmolLM2-135M-Instruct profiles from title and genres (<= {cfg.side.max_new_tokens} tokens), MiniLM-embedded")
     size = (f"{data['users']:,} users, {data['items']:,} items, {data['train']:,}/{data['valid']:,}/{data['test']:,} "
@@ -319,6 +335,11 @@ def setup_table(cfg: CllmrConfig, data: dict | None = None) -> pd.DataFrame:
         ("evaluation", f"full ranking, training items masked, Recall and NDCG at {', '.join(map(str, cfg.eval.ks))}",
          "the same (RLMRec's protocol)"),
     ]
+    if side_texts:
+        rows_.insert(2, ("side texts used (fingerprint: runs)", ", ".join(f"{k}: {n}" for k, n in side_texts.items()) + (
+            "; 'unrecorded': runs made before the runs recorded it (ML-1M's profiles were generated again on "
+            "2026-12-03, on another CPU, where greedy decoding can pick another token at a near tie)"
+            if "unrecorded" in side_texts and cfg.side.profiles == "llm" else ""), "one set of GPT-3.5 profiles"))
     return pd.DataFrame(rows_, columns=["", "this page", "CLLMR's paper"]).set_index("")
 
 

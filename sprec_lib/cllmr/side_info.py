@@ -157,6 +157,13 @@ def generate_profiles(titles: Sequence[str], genres: Sequence[Sequence[str]], st
     return [done.get(k) for k in keys]
 
 
+def texts_fingerprint(texts: Sequence[str | None]) -> str:
+    """The first 16 hex digits of the SHA-256 of the items' side texts, one per line in item order:
+    what a run records, so that runs made from regenerated profiles can be told apart (greedy
+    decoding can take another token where two are near a tie, as on another CPU)."""
+    return hashlib.sha256("\n".join("" if t is None else t for t in texts).encode()).hexdigest()[:16]
+
+
 def embed(texts: Sequence[str], embedder=None, cache_dir=None) -> np.ndarray:
     """MiniLM vectors of ``texts`` (``float32 [n, 384]``), cached on disk per text list."""
     from ..grounding import TitleEmbedder, catalogue_embeddings

@@ -54,13 +54,14 @@ class Inputs:
     item_side: np.ndarray | None = None
     user_cond: np.ndarray | None = None
     item_cond: np.ndarray | None = None
+    side_texts_sha256: str | None = None  # of the items' side texts (side_info.texts_fingerprint)
 
 
 def prepare(cfg: CllmrConfig, data: ImplicitData | None = None, item_vectors: np.ndarray | None = None,
             cache_dir=None, progress: bool = True) -> Inputs:
     """Load the data (unless given), the item vectors (unless given; generating missing LLM profiles)
     and the spectral conditions, as ``cfg.system`` needs."""
-    from .side_info import embed, item_texts, user_vectors
+    from .side_info import embed, item_texts, texts_fingerprint, user_vectors
     from .sse import spectral_condition
 
     data = data if data is not None else load_implicit(cfg.data, cache_dir)
@@ -69,6 +70,7 @@ def prepare(cfg: CllmrConfig, data: ImplicitData | None = None, item_vectors: np
         if item_vectors is None:
             texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=progress)
             item_vectors = embed(texts, cache_dir=cache_dir)
+            inputs.side_texts_sha256 = texts_fingerprint(texts)
         inputs.item_side = np.asarray(item_vectors, dtype=np.float32)
         inputs.user_side = user_vectors(data.train, inputs.item_side)
     if cfg.system == "cllmr" and cfg.sse.encoder == "sse":
@@ -206,5 +208,5 @@ def final_metrics(model: Recommender, inputs: Inputs, run: CllmrRun, rec: dict) 
             "scores": scores, "reference": reference if model.propensity is not None else None,
             "best_epoch": rec["best_epoch"], "epochs": rec["epoch"], "stopped": rec["stopped"],
             "train_seconds": rec["seconds"], "seconds_per_epoch": rec["seconds"] / epochs,
-            "data": inputs.data.stats(), "spectrum": spectra,
+            "data": inputs.data.stats(), "side_texts_sha256": inputs.side_texts_sha256, "spectrum": spectra,
             "history": [{k: v for k, v in h.items()} for h in rec["history"]]}
