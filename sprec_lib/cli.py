@@ -276,6 +276,19 @@ def cmd_lane_run(args) -> None:
     print(f"lane {args.queue}: {finished} command(s) finished, {len(pending(Path(args.queue)))} left", file=sys.stderr)
 
 
+def cmd_lane_status(args) -> None:
+    from .lanes import lane_status
+
+    for queue in args.queues:
+        st = lane_status(queue)
+        state = "running" if st["running"] else "stopped"
+        print(f"{st['queue']}: {state}; {st['waiting']} in the queue (a running one included), {st['done']} done, {st['failed']} failed")
+        if st["command"]:
+            print(f"  {'runs' if st['running'] else 'last ran'} since {st['started']}: {st['command']}")
+        if st["last"]:
+            print(f"  last output: {st['last'][-160:]}")
+
+
 def cmd_lane_stop(args) -> None:
     from .lanes import stop_lane
 
@@ -490,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     lrun.add_argument("queue", help="a text file, one shell command per line (e.g. from `sprec runs missing`)")
     lrun.add_argument("--threads", type=_positive_int, default=1, help="threads per command (OMP_NUM_THREADS; default 1)")
     lrun.set_defaults(func=cmd_lane_run)
+    lstat = lane.add_parser("status", help="each lane's state, its command and its last line of output")
+    lstat.add_argument("queues", nargs="+", metavar="queue")
+    lstat.set_defaults(func=cmd_lane_status)
     lstop = lane.add_parser("stop", help="stop the lane and its command; the command stays at the head of the queue")
     lstop.add_argument("queue")
     lstop.set_defaults(func=cmd_lane_stop)

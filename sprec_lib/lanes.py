@@ -59,6 +59,13 @@ def _stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:  # it has just exited
+        pass
+
+
 def pid_path(queue: Path) -> Path:
     return queue.with_name(queue.name + ".pid")
 
@@ -75,7 +82,7 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
         state["stop"] = True
         child = state["child"]
         if child is not None and child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            _kill_group(child.pid)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -91,7 +98,11 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
             with log.open("a", encoding="utf-8") as out:
                 state["child"] = child = subprocess.Popen(["bash", "-c", command], stdout=out, stderr=subprocess.STDOUT,
                                                           env=env, start_new_session=True)
+                killed = False
                 while child.poll() is None:
+                    if state["stop"] and not killed:  # a stop that came before the child existed
+                        _kill_group(child.pid)
+                        killed = True
                     time.sleep(poll_s)
             hours = (time.time() - t0) / 3600
             if state["stop"]:
@@ -107,6 +118,38 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
     finally:
         pid_path(queue).unlink(missing_ok=True)
     return finished
+
+
+def lane_status(queue: str | Path) -> dict:
+    """What the lane on ``queue`` is doing: ``running`` (its pid is alive), the command it started
+    last and when (from ``QUEUE.log``), the last line of progress it printed (a progress bar's last
+    frame), how many commands wait, and how many are done or failed."""
+    queue = Path(queue)
+    log, pid = queue.with_name(queue.name + ".log"), pid_path(queue)
+    running = False
+    if pid.exists():
+        try:
+            os.kill(int(pid.read_text().split()[0]), 0)
+            running = True
+        except (ProcessLookupError, ValueError):
+            pass
+    command = started = last = None
+    if log.exists():
+        text = log.read_text(encoding="utf-8", errors="replace")
+        mark = text.rfind(": start: ")
+        if mark >= 0:
+            line_start = text.rfind("\n", 0, mark) + 1
+            started = text[line_start + 1:line_start + 20]  # "[YYYY-mm-dd HH:MM:SS]"
+            command = text[mark + len(": start: "):text.find("\n", mark)]
+        frames = [f.strip() for f in text.replace("\r", "\n").splitlines() if f.strip()]
+        last = frames[-1] if frames else None
+
+    def count(suffix):
+        path = queue.with_name(queue.name + suffix)
+        return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
+
+    return {"queue": str(queue), "running": running, "command": command, "started": started, "last": last,
+            "waiting": len(pending(queue)), "done": count(".done"), "failed": count(".failed")}
 
 
 def stop_lane(queue: str | Path, wait_s: float = 120.0) -> bool:

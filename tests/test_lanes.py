@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sprec_lib.lanes import pending, pid_path, run_lane, stop_lane
+from sprec_lib.lanes import lane_status, pending, pid_path, run_lane, stop_lane
 
 
 def test_a_lane_runs_its_queue_in_order_and_files_each_command(tmp_path):
@@ -27,6 +27,9 @@ def test_a_lane_runs_its_queue_in_order_and_files_each_command(tmp_path):
     failed = (tmp_path / "q.txt.failed").read_text().splitlines()
     assert len(failed) == 1 and failed[0].split("\t")[1].startswith("exit 3 ") and failed[0].endswith("\texit 3")
     assert not pid_path(queue).exists()
+    status = lane_status(queue)
+    assert status["command"] == f"echo threads=$OMP_NUM_THREADS >> {tmp_path}/order"  # the last one started
+    assert (status["running"], status["waiting"], status["done"], status["failed"]) == (False, 0, 2, 1)
 
 
 def test_lines_added_while_the_lane_runs_are_run_too(tmp_path):
@@ -45,6 +48,8 @@ def test_stopping_a_lane_kills_its_command_and_keeps_the_line(tmp_path):
     while not (tmp_path / "q.txt.log").exists() and time.time() < deadline:
         time.sleep(0.05)
     assert pid_path(queue).exists()
+    status = lane_status(queue)
+    assert status["running"] and status["command"] == f"sleep 60 && touch {tmp_path}/late" and status["waiting"] == 2
     t0 = time.time()
     assert stop_lane(queue, wait_s=30)
     assert lane.wait(timeout=30) == 0 and time.time() - t0 < 20  # the sleep was killed, not waited for
