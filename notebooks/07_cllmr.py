@@ -52,8 +52,8 @@ from sprec_lib import book
 from sprec_lib.cllmr import report
 
 quick = book.quick_mode(quick)
-if quick:  # plumbing on the small dataset, whatever the copy (quick runs use title-genres vectors)
-    dataset, seeds = "ml-100k", seeds[:1]
+if quick:  # plumbing on the small dataset with title-genres vectors, whatever the copy (LLM profiles: hours)
+    dataset, seeds, profiles = "ml-100k", seeds[:1], "title-genres"
     runs_root = "runs/quick/cllmr" if runs_root == "runs/cllmr" else runs_root
 specs = report.book_specs(dataset, seeds, sweeps=sweeps, settings=[f"side.profiles={profiles}"])
 found, missing = report.obtain(specs, train=train, quick=quick, results_root=results_root, runs_root=runs_root)

@@ -45,7 +45,9 @@ def test_quick_mode_trains_reads_and_reports_its_runs(tmp_path, monkeypatch):
     assert float(v["effective_ranks"]["effective_rank"]["cllmr"]) == round(m["cllmr"]["spectrum"]["side"]["effective_rank"], 4)
     # One seed: nothing is judged.
     assert set(v["verdicts"].values()) == {"too few seeds"}
-    assert "MiniLM" in v["setup"]["side information"] and "quick" not in v["setup"]["data"]
+    assert v["setup"]["side information"].startswith("MiniLM (all-MiniLM-L6-v2) of 'title. Genres") and "quick" not in v["setup"]["data"]
+    # ... whatever the copy asks for (the notebook's default, profiles="llm", would be hours of generation)
+    assert {CllmrRun(s.folder(runs)).cfg.side.profiles for s in specs} == {"title-genres"}
 
 
 def _fake_run(root, spec: report.Spec, test: dict, factual: dict | None = None, effective_rank: float | None = None):
