@@ -272,7 +272,10 @@ def cmd_lane_run(args) -> None:
 
     print(f"lane {args.queue}: {len(pending(Path(args.queue)))} command(s), {args.threads} thread(s) each; "
           f"output in {args.queue}.log", file=sys.stderr)
-    finished = run_lane(args.queue, threads=args.threads)
+    try:
+        finished = run_lane(args.queue, threads=args.threads)
+    except RuntimeError as e:  # another lane runs this queue
+        raise ConfigError(str(e)) from e
     print(f"lane {args.queue}: {finished} command(s) finished, {len(pending(Path(args.queue)))} left", file=sys.stderr)
 
 

@@ -74,6 +74,9 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
     """Work through ``queue`` until it is empty or the lane is stopped; the number of commands that
     finished. See the module docstring."""
     queue = Path(queue)
+    pending(queue)  # a missing queue file is an error before anything is written
+    if (other := _running_pid(queue)) is not None:  # two lanes on one queue would run its head twice
+        raise RuntimeError(f"{queue}: a lane already runs it (pid {other}); `sprec lane stop {queue}` first")
     log, done, failed = (queue.with_name(queue.name + s) for s in (".log", ".done", ".failed"))
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARIABLES}}
     state = {"child": None, "stop": False}
@@ -120,19 +123,30 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
     return finished
 
 
+def _running_pid(queue: Path) -> int | None:
+    """The pid of the lane that runs ``queue``, if its pid file names a live process that is this
+    lane (a killed lane leaves its pid file, and after a restart another process may have its pid)."""
+    try:
+        pid = int(pid_path(queue).read_text().split()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # no /proc: trust the pid
+        return pid
+    return pid if queue.name in cmdline else None
+
+
 def lane_status(queue: str | Path) -> dict:
     """What the lane on ``queue`` is doing: ``running`` (its pid is alive), the command it started
     last and when (from ``QUEUE.log``), the last line of progress it printed (a progress bar's last
     frame), how many commands wait, and how many are done or failed."""
     queue = Path(queue)
-    log, pid = queue.with_name(queue.name + ".log"), pid_path(queue)
-    running = False
-    if pid.exists():
-        try:
-            os.kill(int(pid.read_text().split()[0]), 0)
-            running = True
-        except (ProcessLookupError, ValueError):
-            pass
+    log = queue.with_name(queue.name + ".log")
+    running = _running_pid(queue) is not None
     command = started = last = None
     if log.exists():
         text = log.read_text(encoding="utf-8", errors="replace")

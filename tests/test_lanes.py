@@ -1,5 +1,6 @@
 """The background lanes (sprec_lib/lanes.py): order, bookkeeping, threads, and stopping."""
 
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ def test_a_lane_runs_its_queue_in_order_and_files_each_command(tmp_path):
                      "\n"
                      "exit 3\n"
                      f"echo threads=$OMP_NUM_THREADS >> {tmp_path}/order\n")
+    pid_path(queue).write_text(f"{os.getpid()}\n")  # left by a killed lane; the pid now another process's
     assert run_lane(queue, threads=1, poll_s=0.05) == 2
     assert (tmp_path / "order").read_text() == "first\nthreads=1\n"
     assert pending(queue) == []  # every command left the queue
@@ -50,6 +52,8 @@ def test_stopping_a_lane_kills_its_command_and_keeps_the_line(tmp_path):
     assert pid_path(queue).exists()
     status = lane_status(queue)
     assert status["running"] and status["command"] == f"sleep 60 && touch {tmp_path}/late" and status["waiting"] == 2
+    with pytest.raises(RuntimeError, match="a lane already runs it"):  # a second lane would run the head twice
+        run_lane(queue)
     t0 = time.time()
     assert stop_lane(queue, wait_s=30)
     assert lane.wait(timeout=30) == 0 and time.time() - t0 < 20  # the sleep was killed, not waited for
