@@ -46,7 +46,9 @@ def _remove_line(queue: Path, command: str) -> None:
         if line.strip() == command:
             del lines[i]
             break
-    queue.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp = queue.with_name(f"{queue.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, queue)  # whole or not at all: a kill here leaves the queue as it was
 
 
 def _append(path: Path, text: str) -> None:
