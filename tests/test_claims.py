@@ -559,10 +559,12 @@ def test_setup_differences_by_hand():
     assert table.loc["SPRec rows per iteration"].tolist() == ["2,048", "2,048", False]
     assert table.loc["test rows evaluated"].tolist() == ["the whole split", "the whole split", False]
     assert "from scratch" in table.loc["model", "ours"] and "Llama-3.2-1B" in table.loc["model", "paper"]
-    # Precision: tiny trains in fp32 on a CPU; the paper's scripts in bf16 (bf16=True), as small does.
+    # Precision: tiny and small train in fp32 on a CPU; the paper's scripts in bf16 (bf16=True).
     assert table.loc["training precision"].tolist() == ["fp32 (on a CPU)", "bf16 (on a GPU)", True]
     small = claims.setup_differences(run_config("small", method="sprec")).set_index("setting")
-    assert small.loc["training precision"].tolist() == ["bf16 autocast (on a CPU)", "bf16 (on a GPU)", False]
+    assert small.loc["training precision"].tolist() == ["fp32 (on a CPU)", "bf16 (on a GPU)", True]
+    bf16 = claims.setup_differences(run_config("small", ["model.dtype=bfloat16"], method="sprec")).set_index("setting")
+    assert bf16.loc["training precision"].tolist() == ["bf16 autocast (on a CPU)", "bf16 (on a GPU)", False]
     assert not claims.setup_differences(run_config("paper"))["differs"].any()  # the paper against itself
 
 
@@ -739,8 +741,8 @@ def test_setups_beside_by_hand():
     assert table.loc["SFT (BIGRec) end-of-epoch models kept"].tolist() == ["yes", "no", "no", "small"]
     assert table.loc["SPRec rows per iteration"].tolist() == ["512", "2,048", "2,048", "small"]
     assert table.loc["SPRec iterations T"].tolist() == ["5", "5", "5", ""]
-    # Precision: small trains in bf16, as the paper's scripts; tiny in fp32.
-    assert table.loc["training precision"].tolist() == ["bf16 autocast (on a CPU)", "fp32 (on a CPU)", "bf16 (on a GPU)", "tiny"]
+    # Precision: small and tiny train in fp32 on a CPU, the paper's scripts in bf16.
+    assert table.loc["training precision"].tolist() == ["fp32 (on a CPU)", "fp32 (on a CPU)", "bf16 (on a GPU)", "small, tiny"]
     # DPO: the paper's lr and beta on small; tiny's lr is scaled down.
     assert table.loc["DPO learning rate"].tolist() == ["2e-05", "5e-06", "2e-05", "tiny"]
     assert table.loc["DPO beta"].tolist() == ["0.1", "0.1", "0.1", ""]
