@@ -280,7 +280,7 @@ if len(spent):
     hours = results.compute_table(spent, by="method").round(2)
     book.record("lane_hours_total", round(float(spent["hours"].sum()), 1))
     book.record("lane_hours_at_most", round(float(spent["hours_at_most"].sum()), 1))
-    cpus = ", ".join(f"{n} on {cpu}" if cpu != "unrecorded" else f"{n} not recorded" for cpu, n in spent["cpu"].value_counts().items())
+    cpus = results.cpus_text(spent)
     book.record("lane_hours_cpus", cpus)
     display(plots.html_table(hours.reset_index(), caption=f"lane-hours per dataset and method, committed runs (lower bounds; "
                                                           f"runs started on: {cpus})"))

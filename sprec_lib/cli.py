@@ -113,14 +113,12 @@ def cmd_runs_missing(args) -> None:
 
     from . import pretrained
 
-    if args.profile == pretrained.PROFILE:  # the book reads this profile's runs on one page only
-        names, seeds = args.datasets or list(pretrained.DATASETS), args.seeds or list(pretrained.SEEDS)
-        folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
-        specs = pretrained.specs(folders, args.profile, seeds)
-    else:
-        names, seeds = args.datasets or list(DATASETS), args.seeds or [0, 1, 2]
-        folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
-        specs = book_specs(folders, seeds, args.profile, _sweeps(args.sweeps) if args.sweeps else None)
+    small = args.profile == pretrained.PROFILE  # the book reads this profile's runs on one page only
+    names = args.datasets or list(pretrained.DATASETS if small else DATASETS)
+    seeds = args.seeds or list(pretrained.SEEDS if small else (0, 1, 2))
+    folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
+    specs = (pretrained.specs(folders, args.profile, seeds) if small
+             else book_specs(folders, seeds, args.profile, _sweeps(args.sweeps) if args.sweeps else None))
     todo = [s for s in specs if not is_done(s)]
     if args.format == "commands":
         for spec in todo:
@@ -142,14 +140,14 @@ def cmd_runs_missing(args) -> None:
 
 
 def cmd_runs_cost(args) -> None:
-    from .results import compute_spent, compute_table
+    from .results import compute_spent, compute_table, cpus_text
 
     spent = compute_spent(args.results)
     if not len(spent):
         raise FileNotFoundError(f"{args.results}: no finished runs")
     low, high = compute_table(spent, by=args.by), compute_table(spent, by=args.by, values="hours_at_most")
     print(f"lane-hours per {args.by} and dataset, summed over seeds, from the logs of {len(spent)} finished runs "
-          f"under {args.results}; started on " + ", ".join(f"{cpu} ({n} runs)" for cpu, n in spent["cpu"].value_counts().items()))
+          f"under {args.results} (runs started: {cpus_text(spent)})")
     print("(lower bounds: a killed process's time after its last log line is not counted; a stage reused from "
           "the shared cache costs nothing here, it was paid by the run that trained it)\n")
     _show(low.T.map(lambda h: "-" if pd.isna(h) else f"{h:.2f}"))  # "-": no run

@@ -431,13 +431,19 @@ def started_on(folder: str | Path) -> str:
     return (doc.get("machine") or {}).get("cpu_capability") or "unrecorded"
 
 
+def cpus_text(spent: pd.DataFrame) -> str:
+    """How many of :func:`compute_spent`'s runs each CPU started: "32 on AVX512, 33 not recorded"."""
+    return ", ".join(f"{n} on {cpu}" if cpu != "unrecorded" else f"{n} not recorded"
+                     for cpu, n in spent["cpu"].value_counts().items())
+
+
 def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:
     """Lane-hours of every finished run below a results folder (or of a list of runs), from their
     logs (:func:`run_compute`): one row per run with ``dataset``, ``profile``, ``label``, ``method``,
     ``seed``, ``hours``, ``hours_at_most``, ``restarts``, ``reused`` and ``interrupted`` (stage
-    names, comma-separated), ``after_finish``, ``cpu`` (the capability string of the machine that
-    started it, from its ``config.json``: a tiny pretraining step took 9-12 s on the AVX2 machine of
-    2026-12-03 against 3.7 s on the AVX512 one of the first runs; "unrecorded" before records said), ``run`` (its folder) and one ``stage <name>`` column
+    names, comma-separated), ``after_finish``, ``cpu`` (:func:`started_on`: hours on different CPUs
+    do not compare, e.g. a tiny pretraining step took 9.0 s on the AVX2 machine of 2026-12-03 against
+    3.7 s on the AVX512 one of the first runs), ``run`` (its folder) and one ``stage <name>`` column
     of hours per stage (0 for a reused stage: its cost is in the run that trained it; empty for a
     stage the run does not have).
 

@@ -431,6 +431,11 @@ def _bf16_capability() -> dict:
     return cpu_bf16_capability()
 
 
+def _native_bf16(cap: dict) -> bool:
+    """Whether :func:`cpu_bf16_capability`'s reading says the CPU computes bf16 natively."""
+    return cap["onednn_bf16"] and (cap["avx512_bf16"] or cap["amx_bf16"])
+
+
 def slow_bf16_warning(dtype: str) -> str | None:
     """A warning when ``dtype`` (resolved) is bf16 on a CPU that has no native bf16: there autocast
     emulates it, and a bf16 matmul can run at a few percent of fp32's speed (on an AVX2 EPYC,
@@ -438,7 +443,7 @@ def slow_bf16_warning(dtype: str) -> str | None:
     if dtype != "bfloat16" or torch.cuda.is_available():
         return None
     cap = _bf16_capability()
-    if cap["onednn_bf16"] and (cap["avx512_bf16"] or cap["amx_bf16"]):
+    if _native_bf16(cap):
         return None
     return (f"training dtype bfloat16 on a CPU without native bf16 ({cap['cpu_capability']}): a bf16 matmul runs at "
             f"{cap['bf16_speedup']:.2f}x fp32's speed here, so the run will take many times its estimate; "
@@ -448,8 +453,7 @@ def slow_bf16_warning(dtype: str) -> str | None:
 @functools.cache
 def _auto_dtype() -> str:
     cap = _bf16_capability()
-    native = cap["onednn_bf16"] and (cap["avx512_bf16"] or cap["amx_bf16"])
-    return "bfloat16" if native and cap["bf16_speedup"] >= 1.5 else "float32"
+    return "bfloat16" if _native_bf16(cap) and cap["bf16_speedup"] >= 1.5 else "float32"
 
 
 def resolve_dtype(dtype: str) -> str:

@@ -132,7 +132,7 @@ def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_pa
     midnight: 23:50:00 → 00:10:00 is 20 minutes."""
     from types import SimpleNamespace
 
-    from sprec_lib.results import compute_spent
+    from sprec_lib.results import compute_spent, cpus_text
 
     def run(name, text):
         folder = tmp_path / name
@@ -150,6 +150,7 @@ def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_pa
     write_json({"config": {"profile": "tiny", "seed": 1}, "machine": {"cpu_capability": "AVX2"}}, a.folder / "config.json")
     spent = compute_spent([a, b])
     assert spent["cpu"].tolist() == ["AVX2", "unrecorded"]  # b's folder has no config.json
+    assert cpus_text(spent) == "1 on AVX2, 1 not recorded"
     assert (spent["hours"] * 60).tolist() == pytest.approx([42.5, 20.0])
     assert (spent["restarts"] + 1).tolist() == [2, 1]  # sessions
     assert spent.loc[0, ["dataset", "profile", "label", "seed"]].tolist() == ["MovieLens", "tiny", "sprec", 1]

@@ -130,9 +130,7 @@ def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
             texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=False)
             shared[key] = embed(texts, cache_dir=cache_dir), texts_fingerprint(texts)
         vectors, fingerprint = shared[key]
-    inputs = prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False)
-    inputs.side_texts_sha256 = fingerprint
-    return inputs
+    return prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False, side_texts_sha256=fingerprint)
 
 
 def _open(folder: Path) -> CllmrRun | None:

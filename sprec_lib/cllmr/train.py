@@ -58,14 +58,14 @@ class Inputs:
 
 
 def prepare(cfg: CllmrConfig, data: ImplicitData | None = None, item_vectors: np.ndarray | None = None,
-            cache_dir=None, progress: bool = True) -> Inputs:
+            cache_dir=None, progress: bool = True, side_texts_sha256: str | None = None) -> Inputs:
     """Load the data (unless given), the item vectors (unless given; generating missing LLM profiles)
     and the spectral conditions, as ``cfg.system`` needs."""
     from .side_info import embed, item_texts, texts_fingerprint, user_vectors
     from .sse import spectral_condition
 
     data = data if data is not None else load_implicit(cfg.data, cache_dir)
-    inputs = Inputs(data, normalized_adjacency(data.train))
+    inputs = Inputs(data, normalized_adjacency(data.train), side_texts_sha256=side_texts_sha256)  # given with item_vectors
     if cfg.uses_side_info:
         if item_vectors is None:
             texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=progress)
