@@ -20,8 +20,8 @@
 #
 # Two questions about SPRec's DPO step, each with 1,024 training rows per iteration, each point the
 # mean of the metrics after the last three iterations (the paper: MovieLens, the last three of five;
-# the setup below says what these runs did). The book runs the sweeps on MovieLens at three seeds
-# and keeps its first sweeps, on `ml-1m` at one seed, on a page of their own:
+# the setup below says what these runs did). The book asks for the sweeps on MovieLens at three
+# seeds (the runs still to be made show as pending) and keeps its first sweeps, on `ml-1m` at one seed, on a page of their own:
 #
 # * **Random ratio** (Fig. 5): a share of the negatives is drawn uniformly at random, the rest are
 #   the model's own recommendations. Ratio 0 is SPRec, ratio 1 is SPRec-RN. The paper finds that

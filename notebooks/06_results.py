@@ -27,8 +27,12 @@
 #   diversity and over-recommendation against BIGRec on MovieLens and Goodreads, and on CDs and
 #   Steam lower over-recommendation without adding diversity. Tested on whichever of the two our
 #   runs have; a method without runs leaves the claim pending.
+# * **(a3) §5.2.2**: RosePO, with semantically distant negatives, does well on CDs: more diverse and
+#   less over-recommending than BIGRec there.
 # * **(b) §5.2.3**: SPRec beats BIGRec on DivRatio and ORRatio on every dataset, and does not lose
 #   accuracy.
+# * **(b2) §5.2.3**: SPRec beats most LLM-based baselines (RW, D3, S-DPO, DMPO, RosePO) on DivRatio@1
+#   and ORRatio@1.
 # * **(c), (d), (e) §5.3, Table 2**: the ablations. Dropping SPRec's SFT step costs accuracy;
 #   dropping its DPO step, or using random instead of self-play negatives, costs the debiasing.
 # * **(f) §5.4.1, Fig. 5** and **(g) §5.4.2, Fig. 6**: trends over two sweeps of SPRec, the share
@@ -45,7 +49,7 @@
 #
 # **Paired with the model it started from.** A method is compared with the SFT evaluation inside
 # its own run: the model it actually trained from. Usually that is the committed `sft` run's model.
-# Some baselines, though, reused an SFT stage trained later, by newer code at one thread, from the
+# Some runs, though (baselines, and SPRec's T = 5 runs), reused an SFT stage trained later, by newer code at one thread, from the
 # same config: a second SFT model for the same seed, which can differ from the first by as much
 # as a method does (the table after Table 1's parts lists them). Comparing such a baseline with the
 # other SFT would charge that difference to the method. The column `paired` says which was used
@@ -107,9 +111,10 @@ display(plots.missing_runs(evidence.asked, evidence.missing))
 #
 # One cell per claim and dataset: the verdict and the number of seeds it rests on (the fewest
 # among the claim's parts that have runs). Our `ml-1m` (MovieLens-1M prepared with the paper's preprocessing) is
-# held to what the paper says of its MovieLens. The ablations run on every dataset, the sweeps on
-# MovieLens (three seeds) and `ml-1m` (one); "not claimed here" marks a dataset on which the paper's
-# text does not make the claim.
+# held to what the paper says of its MovieLens. The ablations are asked of every dataset and the
+# sweeps of MovieLens (three seeds) and `ml-1m` (one); at present only `ml-1m` has them, and the
+# other cells wait on runs (pending). "Not claimed here" marks a dataset on which the paper's text
+# does not make the claim.
 
 # %% tags=["hide-input"]
 display(plots.scorecard_html(cells, table_id="sprec-verdict-grid"))
@@ -142,7 +147,7 @@ display(Markdown("\n".join(lines)))
 # %% [markdown]
 # ## Table 1: the parts, dataset by dataset
 #
-# Every part of claims (a1), (a2) and (b): the mean paired difference, its interval (`low`, `high`:
+# Every part of claims (a1), (a2), (a3), (b) and (b2): the mean paired difference, its interval (`low`, `high`:
 # mean ± the seeds' spread with three seeds, else the widest 95% interval over the seeds), which
 # rule made it (`seeds`, `bootstrap` or `bound`) and the outcome.
 
@@ -252,7 +257,8 @@ if len(evidence.ablations):
 #
 # SPRec − SFT, dataset by dataset: the effect (the bar; the mean over seeds), the spread of the
 # seeds' differences (black, ±1 std, where there are 2 seeds or more) and the noise of one run's
-# training alone (the grey band: ±√2 × the seed spread the book measures on its 3-seed groups). An
+# training alone (the grey band: ±√2 × the seed spread the book measures on its groups of two seeds
+# or more, pooled over methods). An
 # effect inside the grey band is within what re-training one seed can do; "n=" is the number of seeds.
 
 # %% tags=["hide-input"]
@@ -266,7 +272,9 @@ if len(stable):
 #
 # Lane-hours of every committed run (`results/runs`), summed over seeds and variants, from the run
 # logs (`sprec_lib.results.compute_spent`; the same table: `sprec runs cost --by method`). One thread
-# per run, beside another run on a 2-core machine. These are lower bounds: the time a killed process
+# per run, beside another run on a 2-core machine, for the later runs; the early ones ran at
+# torch's default thread count (the config's `model.torch_threads` is empty), and the caption
+# counts the runs per CPU. These are lower bounds: the time a killed process
 # spent after its last log line is not known (the upper bound, as if every killed process had run
 # until the next restart, is recorded beside). A pretraining or SFT stage reused from the shared
 # cache is counted in the run that trained it, so the methods that start from SFT look cheaper than

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import distributed, models
 from .assets import cache_root
-from .config import RunConfig, to_dict
+from .config import SPEED_SWITCHES, RunConfig, StageConfig, to_dict
 from .data import Dataset
 from .data.sprec_format import read_sprec_folder
 from .evaluation import evaluate
@@ -82,22 +82,40 @@ def pretrain_texts(ds: Dataset) -> list[str]:
 # ``save_epochs``: True keeps epoch snapshots in the stage folder, so such a stage has a key of its
 # own (its cached copy carries them; one cached without them cannot serve it).
 KEY_NEUTRAL: dict[str, object] = {"save_epochs": False}
+# How a stage is computed, not what it computes: the speed switches (config.SPEED_SWITCHES, each
+# tested to give the same loss and gradients) and the thread count. The key hashes them at their
+# defaults whatever the run asks, so that a run with `--set model.torch_threads=1` (or a speed switch
+# turned off to compare) reuses the stage another run trained, as `sprec runs missing` already treats
+# such runs as the same run (experiments._comparable). Hashing them at their defaults, rather than
+# leaving them out, keeps the keys of the stages cached before this rule: all had the defaults.
+# (Until 2026-12-03 the thread count was hashed: a Steam run with torch_threads=1 missed the stage
+# that its seed-0 sibling had cached with the default, and trained its pretraining again.)
+_STAGE_DEFAULTS = to_dict(StageConfig())
+KEY_AT_DEFAULT_STAGE: dict[str, object] = {k: _STAGE_DEFAULTS[k] for k in SPEED_SWITCHES}
+KEY_AT_DEFAULT_MODEL: dict[str, object] = {"torch_threads": None}
 
 
-def _key_section(section: dict) -> dict:
-    """A stage section of the key (:func:`to_dict` output) without its :data:`KEY_NEUTRAL` fields at their value."""
-    return {k: v for k, v in section.items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+def _key_section(section: dict, at_default: dict | None = None) -> dict:
+    """A section of the key (:func:`to_dict` output): its :data:`KEY_NEUTRAL` fields at their value
+    left out, and the fields of ``at_default`` (default: :data:`KEY_AT_DEFAULT_STAGE`) set to the
+    value given there."""
+    at_default = KEY_AT_DEFAULT_STAGE if at_default is None else at_default
+    out = {k: v for k, v in section.items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
+    return {**out, **{k: v for k, v in at_default.items() if k in out}}
 
 
 def shared_stage_key(cfg: RunConfig, stage: str, data_key: str) -> str | None:
     """Cache key of a stage that runs of other methods can reuse (None: not shared). Fields of
-    :data:`KEY_NEUTRAL` at their neutral value are left out of the stage sections."""
+    :data:`KEY_NEUTRAL` at their neutral value are left out of the stage sections; the speed
+    switches and the thread count are hashed at their defaults (:data:`KEY_AT_DEFAULT_STAGE`,
+    :data:`KEY_AT_DEFAULT_MODEL`)."""
     c = to_dict(cfg)
     pretrain, sft = _key_section(c["pretrain"]), _key_section(c["sft"])
+    model = _key_section(c["model"], KEY_AT_DEFAULT_MODEL)
     if stage == "pretrain":
-        parts = {"data": data_key, "model": c["model"], "pretrain": pretrain}
+        parts = {"data": data_key, "model": model, "pretrain": pretrain}
     elif stage == "sft":
-        parts = {"data": data_key, "model": c["model"], "pretrain": pretrain, "sft": sft,
+        parts = {"data": data_key, "model": model, "pretrain": pretrain, "sft": sft,
                  "train_rows": c["train_rows"], "seed": c["seed"]}
     else:
         return None

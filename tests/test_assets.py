@@ -379,3 +379,18 @@ def test_an_installed_package_of_another_version_is_not_used(tmp_path, fake, pip
     installed_package(tmp_path, monkeypatch, fake, version="2.0")
     assert asset_path("fake", cache_dir=tmp_path / "cache") == tmp_path / "cache" / "assets" / "fake" / "folder"
     assert "version 2.0 is installed, the registry pins 1.0" in capsys.readouterr().err
+
+
+def test_the_tests_have_a_cache_of_their_own(test_cache):
+    """conftest's ``test_cache``: the shared stage cache goes to the session's own root, while the
+    heavy parts are the user's, through links (the user's root: cache_root without the env var)."""
+    import os
+
+    from sprec_lib.config import run_config
+    from sprec_lib.pipeline import shared_stage_path
+    assert assets.cache_root() == test_cache and os.environ["SPREC_CACHE_DIR"] == str(test_cache)
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sprec-book"
+    stage = shared_stage_path(run_config("tiny", dataset="ml-1m", method="sft"), "pretrain", "0123456789abcdef")
+    assert stage.parent.parent == test_cache and not stage.resolve().is_relative_to(user.resolve())
+    for part in ("assets", "embeddings"):
+        assert (test_cache / part).is_symlink() and (test_cache / part).resolve() == (user / part).resolve()

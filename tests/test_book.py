@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sprec_lib import book, claims
-from sprec_lib.book.runner import _content_hash, _jobs
+from sprec_lib.book.runner import _content_hash, _jobs, stale_pages
 from sprec_lib.cli import build_parser, cmd_book_build, cmd_book_run
 from sprec_lib.data.sprec_format import write_sprec_folder
 from sprec_lib.data.synthetic import make_synthetic
@@ -138,6 +138,36 @@ def test_changed_dataset_files_change_the_hash(built):
     finally:
         train.write_bytes(original)
     assert before[0] == after[0] and before[1] != after[1]  # the theorem's copy does not read data
+
+
+def test_a_dataset_page_is_checked_without_its_folder(built, capsys):
+    """A dataset's copy records the folder's hash, so whether it is up to date can be told where
+    the folder is missing (a fresh clone; data/ml-1m not prepared): by that record. A run skips such
+    a page, and says so when the page is stale (it once went stale unnoticed this way)."""
+    executed, data = built["book"] / "executed", built["data"]
+    args = dict(datasets=[str(data)], seeds=(0,), sweeps={str(data): [0]}, quick=True)
+    page = executed / "02_datasets-synthetic.ipynb"
+    meta = json.loads(page.read_text(encoding="utf-8"))["metadata"]["sprec_book"]
+    assert meta["data_hash"] == book.runner.folder_hash(data)
+    assert stale_pages(executed, **args) == []
+    moved = data.with_name(data.name + "-away")
+    original = page.read_text(encoding="utf-8")
+    data.rename(moved)
+    try:
+        assert stale_pages(executed, **args) == []  # by the recorded hash
+        nb = json.loads(original)
+        nb["metadata"]["sprec_book"]["data_hash"] = "0" * 16  # as if made from other files
+        page.write_text(json.dumps(nb), encoding="utf-8")
+        assert stale_pages(executed, **args) == ["02_datasets-synthetic.ipynb"]
+        capsys.readouterr()
+        book.run_notebooks(book=built["book"], log_output=False, **args)
+        out = capsys.readouterr().out
+        assert "skip 02_datasets on" in out and "warning: 02_datasets-synthetic.ipynb is stale and was not run" in out
+        assert "warning: 03_training-synthetic.ipynb" not in out  # skipped too, but up to date
+    finally:
+        moved.rename(data)
+        page.write_text(original, encoding="utf-8")
+    assert stale_pages(executed, **args) == []
 
 
 def test_missing_dataset_is_skipped_with_a_message(tmp_path, capsys, monkeypatch):

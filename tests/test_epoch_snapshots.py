@@ -302,3 +302,21 @@ def test_preference_stages_keep_their_adapters_by_epoch(ds, tok, tmp_path, kind)
     trained.save_pretrained(tmp_path / "final")
     saved.append(load_file(str(tmp_path / "final" / "adapter_model.safetensors")))
     assert not same_weights(saved[0], saved[1]) and not same_weights(saved[1], saved[2])
+
+
+def test_threads_and_speed_switches_share_the_cached_stages():
+    """How a stage is computed does not make a key of its own: the thread count and each speed
+    switch, off their defaults, give the same keys as the defaults (which are the keys computed
+    before this rule, pinned above), while a setting that changes the stage still changes them."""
+    base = run_config("tiny", dataset="ml-1m", method="sft", seed=0)
+    changes = ["model.torch_threads=1", "model.torch_threads=2", "pretrain.fast_head=false",
+               "sft.fast_head=false", "sft.head_kernel=chunked", "sft.shared_prompt=true",
+               "sft.token_metrics=every_step"]
+    for change in changes:
+        other = run_config("tiny", [change], dataset="ml-1m", method="sft", seed=0)
+        for stage in ("pretrain", "sft"):
+            assert shared_stage_key(other, stage, DATA_KEY) == shared_stage_key(base, stage, DATA_KEY), change
+    assert shared_stage_key(base, "pretrain", DATA_KEY) == "pretrain-51910ef95ec4de49"
+    for change in ["model.hidden_size=128", "pretrain.lr=5e-4", "model.dtype=bfloat16"]:
+        other = run_config("tiny", [change], dataset="ml-1m", method="sft", seed=0)
+        assert shared_stage_key(other, "pretrain", DATA_KEY) != shared_stage_key(base, "pretrain", DATA_KEY), change

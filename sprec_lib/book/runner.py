@@ -6,6 +6,11 @@ A copy is skipped when it was made from the same notebook with the same paramete
 dataset's copy, the same files in the dataset folder): a hash of them is kept in the copy's
 metadata (``metadata.sprec_book``); ``force=True`` runs it anyway. The library is not hashed:
 after changing ``sprec_lib``, run with ``--force``.
+
+A dataset's copy also keeps the dataset folder's own hash (``data_hash``), so that whether it is up
+to date can be told where the folder is not (:func:`stale_pages`: a fresh clone, or a checkout that
+has not prepared ``data/ml-1m``). A page whose folder is missing is skipped by the run, and said
+to be stale when it is.
 """
 
 from __future__ import annotations
@@ -106,7 +111,9 @@ def _named(item: str) -> str:
 
 
 def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, seeds, quick: bool,
-          train: bool = False, sweeps=None) -> list[Job]:
+          train: bool = False, sweeps=None, keep_missing: bool = False) -> list[Job]:
+    """The executed copies to make. A dataset whose folder is missing gives no job (with a message),
+    or, with ``keep_missing``, its job all the same (for :func:`stale_pages`)."""
     sweeps = dict(SWEEP_DATASETS if sweeps is None else sweeps)
     # The sweeps of the datasets asked for only (by name, or by folder).
     asked = {dataset_folder(d).resolve() for d in datasets}
@@ -138,9 +145,8 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
             continue
         for name in (datasets if spec.per_dataset else sweeps):
             folder = dataset_folder(name)
-            if not folder.is_dir():
-                hint = " (set SPREC_PAPER_DATA to the folder that holds it)" if name in PAPER_DATASETS else ""
-                print(f"skip {spec.name} on {name}: no folder {folder}{hint}")
+            if not folder.is_dir() and not keep_missing:
+                print(f"skip {spec.name} on {name}: no folder {folder}{_folder_hint(name)}")
                 continue
             label = name if name in DATASETS else folder.name
             params = {**base, "data_dir": portable_path(folder)}
@@ -150,14 +156,30 @@ def _jobs(notebooks: list[NotebookSpec], out_dir: Path, datasets, profile: str, 
     return jobs
 
 
+def _folder_hint(name: str) -> str:
+    if name in PAPER_DATASETS:
+        return " (set SPREC_PAPER_DATA to the folder that holds it)"
+    return f" (make it: sprec data prepare {name} --out {portable_path(dataset_folder(name))})" if name == "ml-1m" else ""
+
+
+def _data_hash(job: Job) -> str | None:
+    """The dataset folder's hash: computed where the folder is, else the one the executed copy
+    recorded when it was made (``"missing"`` if it recorded none)."""
+    if job.data is None:
+        return None
+    if job.data.is_dir():
+        return folder_hash(job.data)
+    return _stored_meta(job.output).get("data_hash") or "missing"
+
+
 def _content_hash(job: Job) -> str:
     """sha256 of the notebook's cells (type, source, tags), the parameters, the page title, the
-    dataset folder's fingerprint and those of the result folders the page reads."""
+    dataset folder's fingerprint (:func:`_data_hash`) and those of the result folders the page reads."""
     import nbformat
 
     nb = nbformat.read(str(job.source), as_version=4)
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
-    data = folder_hash(job.data) if job.data is not None else None
+    data = _data_hash(job)
     runs = None
     if {"profile", "runs"} & set(job.spec.takes):  # the committed results, and the finished local runs not exported
         runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
@@ -186,14 +208,28 @@ def local_only_runs(runs_root=RUNS, results_root=RESULTS) -> list[str]:
     return sorted(out)
 
 
-def _stored_hash(output: Path) -> str | None:
+def _stored_meta(output: Path) -> dict:
+    """The executed copy's ``metadata.sprec_book`` ({} when there is no readable copy)."""
     if not output.is_file():
-        return None
+        return {}
     try:
-        meta = json.loads(output.read_text(encoding="utf-8"))["metadata"].get("sprec_book", {})
-    except (OSError, ValueError, KeyError):
-        return None
-    return meta.get("hash")
+        return json.loads(output.read_text(encoding="utf-8"))["metadata"].get("sprec_book", {}) or {}
+    except (OSError, ValueError, KeyError, AttributeError):
+        return {}
+
+
+def _stored_hash(output: Path) -> str | None:
+    return _stored_meta(output).get("hash")
+
+
+def stale_pages(out_dir: Path | None = None, datasets=tuple(DATASETS), profile: str = "tiny", seeds=(0, 1, 2),
+                sweeps=None, notebooks: list[NotebookSpec] | None = None, quick: bool = False) -> list[str]:
+    """The executed copies (names) that are missing or not made from what they would be made from
+    today, the dataset pages included where their folder is missing (by their recorded data hash)."""
+    out_dir = Path(out_dir) if out_dir is not None else book_dir() / "executed"
+    jobs = _jobs(NOTEBOOKS if notebooks is None else notebooks, out_dir, list(datasets), profile, seeds,
+                 quick=quick, sweeps=sweeps, keep_missing=True)
+    return [j.output.name for j in jobs if _stored_hash(j.output) != _content_hash(j)]
 
 
 def check_pairing(name: str) -> None:
@@ -247,6 +283,8 @@ def run_notebooks(
         rel = job.output.relative_to(out_dir.parent) if out_dir.parent in job.output.parents else job.output
         if not force and _stored_hash(job.output) == digest:
             tqdm.write(f"up to date: {rel}")
+            if job.data is not None and "data_hash" not in _stored_meta(job.output):
+                _record_data_hash(job.output, folder_hash(job.data))  # a copy made before it was recorded
             done.append(job.output)
             continue
         tqdm.write(f"running {job.source.name} -> {rel} with {job.parameters}")
@@ -257,6 +295,15 @@ def run_notebooks(
             )
         _stamp(job.output, _content_hash(job), job)  # after the run: it may have exported results
         done.append(job.output)
+    # The dataset pages skipped for a missing folder: say which of their committed copies are stale
+    # (the hash they recorded no longer matches), rather than leave them to look current.
+    ran = {j.output for j in jobs}
+    skipped = [j for j in _jobs(specs, out_dir, datasets, profile, seeds, quick, train, sweeps, keep_missing=True)
+               if j.output not in ran and j.output.is_file()]
+    for job in skipped:
+        if _stored_hash(job.output) != _content_hash(job):
+            name = job.dataset or ""
+            tqdm.write(f"warning: {job.output.name} is stale and was not run: no folder {job.data}{_folder_hint(name)}")
     return done
 
 
@@ -313,6 +360,16 @@ def _stamp(output: Path, digest: str, job: Job) -> None:
         "hash": digest,
         "source": f"notebooks/{job.source.name}",
         "parameters": job.parameters,
+        **({"data_hash": folder_hash(job.data)} if job.data is not None else {}),
     }
+    nbformat.write(nb, str(output))
+
+
+def _record_data_hash(output: Path, data_hash: str) -> None:
+    """Add the dataset folder's hash to an executed copy's metadata, changing nothing else."""
+    import nbformat
+
+    nb = nbformat.read(str(output), as_version=4)
+    nb.metadata.setdefault("sprec_book", {})["data_hash"] = data_hash
     nbformat.write(nb, str(output))
 
