@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 n_items: int = 30  # catalogue size of the toy
 zipf_a: float = 1.0  # popularity skew: p_D(i) ~ (i + 1)^-zipf_a
-beta: float = 0.1  # the DPO temperature (the paper's value)
+beta: float = 0.1  # the DPO temperature (the public code's value; the text asks only 0 < beta < 1)
 head_k: int = 3  # "the head": this many most popular items
 betas_shown: list[float] = [0.1, 0.5, 1.0, 2.0]  # optima drawn item by item
 zipf_as: list[float] = [0.5, 1.0, 1.5]  # popularity skews compared
@@ -120,8 +120,8 @@ check
 # ## 3. What the optimum looks like: mode-seeking
 #
 # SFT minimises the forward KL divergence to the data, so its optimum is $p_D$ itself. DPO's
-# optimum with uniform negatives and reference is $\pi^* \propto p_D^{1/\beta}$: at the paper's
-# $\beta = 0.1$ the popularity is raised to the 10th power, and nearly all the mass lands on the
+# optimum with uniform negatives and reference is $\pi^* \propto p_D^{1/\beta}$: at the public
+# code's $\beta = 0.1$ (the text asks only $0 < \beta < 1$) the popularity is raised to the 10th power, and nearly all the mass lands on the
 # first items (the mode-seeking picture of the paper's Fig. 2).
 
 # %%
@@ -238,7 +238,7 @@ finite_head.style.format("{:.1%}")
 # If every iteration reached DPO's optimum, the reference being the previous model and the
 # negatives its own samples, then $\log \pi_{t+1} - \log p_D = r\,(\log \pi_t - \log p_D)$ (up to
 # a constant) with $r = 1 - \lambda - 1/\beta$. The fixed point is $p_D$ (self-play removes DPO's amplification),
-# but the iteration converges only when $|r| < 1$. At the paper's $\beta = 0.1$ (no SFT),
+# but the iteration converges only when $|r| < 1$. At the public code's $\beta = 0.1$ (no SFT),
 # $r = -9$: the policy collapses onto the head, then onto the tail, and so on. At $\beta = 2$
 # (`stable_beta`), $r = 0.5$ and it converges to $p_D$. Iterated uniform-negative DPO at its optimum collapses onto
 # the most popular item for every $\beta$. The toy's reading: SPRec works at $\beta = 0.1$ because

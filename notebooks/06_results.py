@@ -20,8 +20,9 @@
 # restates, its parts (a method, a metric and the direction expected against a base model), the
 # datasets on which the paper's text makes it, and how our runs test it. The claims, by section:
 #
-# * **(a1) §4.1, Theorem 1**: the theory that DPO with uniformly random negatives sharpens what the
-#   model already prefers. Tested on our plain `dpo` against its SFT start; the paper has no DPO
+# * **(a1) §4.1, Theorem 1**: the theory that DPO with uniformly random negatives sharpens the
+#   popularity of the training data (its optimum is $\pi_\mathrm{ref} (p_D/q)^{1/\beta}$, with
+#   $0 < \beta < 1$), which after SFT is what the model already prefers. Tested on our plain `dpo` against its SFT start; the paper has no DPO
 #   row, so its tables cannot check this one.
 # * **(a2) §5.2.2**: the random-negative DPO methods of Table 1 (S-DPO, DMPO) hardly change
 #   diversity and over-recommendation against BIGRec on MovieLens and Goodreads, and on CDs and

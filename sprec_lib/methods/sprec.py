@@ -1,4 +1,4 @@
-"""SPRec, the self-play loop (paper section 4.2, Algorithm 1; public code ``shell/SPRec.sh``).
+"""SPRec, the self-play loop (paper sections 4.2-4.3; public code ``shell/SPRec.sh``).
 
 From the SFT model, each of ``sprec.iterations`` iterations:
 
