@@ -95,11 +95,9 @@ KEY_AT_DEFAULT_STAGE: dict[str, object] = {k: _STAGE_DEFAULTS[k] for k in SPEED_
 KEY_AT_DEFAULT_MODEL: dict[str, object] = {"torch_threads": None}
 
 
-def _key_section(section: dict, at_default: dict | None = None) -> dict:
+def _key_section(section: dict, at_default: dict) -> dict:
     """A section of the key (:func:`to_dict` output): its :data:`KEY_NEUTRAL` fields at their value
-    left out, and the fields of ``at_default`` (default: :data:`KEY_AT_DEFAULT_STAGE`) set to the
-    value given there."""
-    at_default = KEY_AT_DEFAULT_STAGE if at_default is None else at_default
+    left out, and the fields of ``at_default`` set to the value given there."""
     out = {k: v for k, v in section.items() if not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
     return {**out, **{k: v for k, v in at_default.items() if k in out}}
 
@@ -110,7 +108,7 @@ def shared_stage_key(cfg: RunConfig, stage: str, data_key: str) -> str | None:
     switches and the thread count are hashed at their defaults (:data:`KEY_AT_DEFAULT_STAGE`,
     :data:`KEY_AT_DEFAULT_MODEL`)."""
     c = to_dict(cfg)
-    pretrain, sft = _key_section(c["pretrain"]), _key_section(c["sft"])
+    pretrain, sft = (_key_section(c[s], KEY_AT_DEFAULT_STAGE) for s in ("pretrain", "sft"))
     model = _key_section(c["model"], KEY_AT_DEFAULT_MODEL)
     if stage == "pretrain":
         parts = {"data": data_key, "model": model, "pretrain": pretrain}

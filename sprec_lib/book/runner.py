@@ -172,14 +172,15 @@ def _data_hash(job: Job) -> str | None:
     return _stored_meta(job.output).get("data_hash") or "missing"
 
 
-def _content_hash(job: Job) -> str:
+def _content_hash(job: Job, data: str | None = None) -> str:
     """sha256 of the notebook's cells (type, source, tags), the parameters, the page title, the
-    dataset folder's fingerprint (:func:`_data_hash`) and those of the result folders the page reads."""
+    dataset folder's fingerprint (``data``, else :func:`_data_hash`) and those of the result folders
+    the page reads."""
     import nbformat
 
     nb = nbformat.read(str(job.source), as_version=4)
     cells = [(c.cell_type, c.source, sorted(c.metadata.get("tags", []))) for c in nb.cells]
-    data = _data_hash(job)
+    data = data if data is not None else _data_hash(job)
     runs = None
     if {"profile", "runs"} & set(job.spec.takes):  # the committed results, and the finished local runs not exported
         runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
@@ -276,15 +277,22 @@ def run_notebooks(
     specs = NOTEBOOKS if notebooks is None else notebooks
     for spec in specs:
         check_pairing(spec.name)
-    jobs = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, sweeps)
+    every = _jobs(specs, out_dir, datasets, profile, seeds, quick, train, sweeps, keep_missing=True)
+    jobs = [j for j in every if j.data is None or j.data.is_dir()]
+    # The dataset pages whose folder is missing are skipped; a committed copy of one that is stale
+    # (the data hash it recorded no longer gives its hash) is said to be, rather than left to look current.
+    for job in every:
+        if job not in jobs:
+            stale = job.output.is_file() and _stored_hash(job.output) != _content_hash(job)
+            print(f"skip {job.spec.name} on {job.dataset}: no folder {job.data}{_folder_hint(job.dataset)}"
+                  + (f"\nwarning: {job.output.name} is stale and was not run" if stale else ""))
     done = []
     for job in tqdm(jobs, desc="notebooks", unit="nb"):
-        digest = _content_hash(job)
+        data = _data_hash(job)  # once: the folder does not change while the book runs
+        digest = _content_hash(job, data)
         rel = job.output.relative_to(out_dir.parent) if out_dir.parent in job.output.parents else job.output
         if not force and _stored_hash(job.output) == digest:
             tqdm.write(f"up to date: {rel}")
-            if job.data is not None and "data_hash" not in _stored_meta(job.output):
-                _record_data_hash(job.output, folder_hash(job.data))  # a copy made before it was recorded
             done.append(job.output)
             continue
         tqdm.write(f"running {job.source.name} -> {rel} with {job.parameters}")
@@ -293,17 +301,8 @@ def run_notebooks(
                 str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
                 kernel_name="python3", progress_bar=True, log_output=log_output,
             )
-        _stamp(job.output, _content_hash(job), job)  # after the run: it may have exported results
+        _stamp(job.output, _content_hash(job, data), job, data)  # after the run: it may have exported results
         done.append(job.output)
-    # The dataset pages skipped for a missing folder: say which of their committed copies are stale
-    # (the hash they recorded no longer matches), rather than leave them to look current.
-    ran = {j.output for j in jobs}
-    skipped = [j for j in _jobs(specs, out_dir, datasets, profile, seeds, quick, train, sweeps, keep_missing=True)
-               if j.output not in ran and j.output.is_file()]
-    for job in skipped:
-        if _stored_hash(job.output) != _content_hash(job):
-            name = job.dataset or ""
-            tqdm.write(f"warning: {job.output.name} is stale and was not run: no folder {job.data}{_folder_hint(name)}")
     return done
 
 
@@ -337,7 +336,7 @@ def hide_inputs(nb) -> None:
             tags.append("hide-input")
 
 
-def _stamp(output: Path, digest: str, job: Job) -> None:
+def _stamp(output: Path, digest: str, job: Job, data_hash: str | None = None) -> None:
     """Write the hash into the executed copy's metadata (after a successful run only), and give
     the copy its own title when the spec has one."""
     import nbformat
@@ -360,16 +359,7 @@ def _stamp(output: Path, digest: str, job: Job) -> None:
         "hash": digest,
         "source": f"notebooks/{job.source.name}",
         "parameters": job.parameters,
-        **({"data_hash": folder_hash(job.data)} if job.data is not None else {}),
+        **({"data_hash": data_hash} if data_hash is not None else {}),
     }
-    nbformat.write(nb, str(output))
-
-
-def _record_data_hash(output: Path, data_hash: str) -> None:
-    """Add the dataset folder's hash to an executed copy's metadata, changing nothing else."""
-    import nbformat
-
-    nb = nbformat.read(str(output), as_version=4)
-    nb.metadata.setdefault("sprec_book", {})["data_hash"] = data_hash
     nbformat.write(nb, str(output))
 
