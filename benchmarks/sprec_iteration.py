@@ -40,7 +40,8 @@ Seconds are CPU seconds of this process (``time.process_time``) at one thread: o
 other jobs share, the wall clock also counts the waits for a core (it is in the JSON too, and the
 tables of earlier versions of this benchmark were wall-clock). Medians over the repeats.
 
-Writes ``benchmarks/results/sprec_iteration-<profile>.json``: what it ran on (threads, the CPU's
+Writes ``benchmarks/results/sprec_iteration-<profile>.json`` (``-<profile>-AVX2.json`` with ``--per-cpu``,
+which the dry run's estimates prefer on a CPU of that kind): what it ran on (threads, the CPU's
 capability string and bf16 flags, the measured peaks, the package versions, how the start model was
 built, the command) and every sample. Timings on a shared 2-core machine are noisy: read medians
 and the side-by-side ratios, not single numbers.
@@ -415,6 +416,9 @@ def main(argv=None):
                    help="start from a trained checkpoint, e.g. tiny=runs/ml-1m-tiny/sft-seed0/stages/sft/model")
     p.add_argument("--tmp", default="/tmp/sprec-bench")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--per-cpu", action="store_true",
+                   help="name the JSON after this CPU's capability (sprec_iteration-<profile>-AVX2.json): "
+                        "the dry run's estimates prefer it on a CPU of that kind")
     args = p.parse_args(argv)
     args.start = dict(s.split("=", 1) for s in args.start)
     keep_freed_memory()  # for both variants alike (see the module docstring)
@@ -426,7 +430,8 @@ def main(argv=None):
         res["date"] = time.strftime("%Y-%m-%d %H:%M")
         res["command"] = "python benchmarks/sprec_iteration.py " + " ".join(sys.argv[1:] if argv is None else argv)
         print_table(res)
-        path = Path(args.out) / f"sprec_iteration-{profile}.json"
+        cap = f"-{res['cpu']['cpu_capability']}" if args.per_cpu else ""
+        path = Path(args.out) / f"sprec_iteration-{profile}{cap}.json"
         path.write_text(json.dumps(res, indent=1))
         print(f"-> {path}")
 

@@ -466,10 +466,21 @@ def _steps(rows: int | None, stage) -> int | None:
 
 
 def _benchmark(profile: str) -> dict | None:
+    """The benchmark behind a profile's estimates: the one taken on this kind of CPU
+    (``sprec_iteration-<profile>-<capability>.json``, e.g. ``-AVX2``, written by the benchmark's
+    ``--per-cpu``) where there is one, else ``sprec_iteration-<profile>.json``; None when neither is."""
+    import torch
+
     from .paths import resolve
 
-    path = resolve(BENCHMARKS) / f"sprec_iteration-{profile}.json"
-    return json.loads(path.read_text()) | {"path": str(path)} if path.is_file() else None
+    folder = resolve(BENCHMARKS)
+    names = [f"sprec_iteration-{profile}.json"]
+    if not torch.cuda.is_available():
+        names.insert(0, f"sprec_iteration-{profile}-{torch.backends.cpu.get_cpu_capability()}.json")
+    for name in names:
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text()) | {"path": str(folder / name)}
+    return None
 
 
 def _median_seconds(entry: dict, dtype: str = "float32", shared_prompt: bool = False) -> float | None:

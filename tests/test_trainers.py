@@ -684,6 +684,32 @@ def test_bf16_without_native_support_is_warned_about(monkeypatch):
     assert "a CPU it does not record" in pipeline._other_cpu_warning({})
 
 
+def test_the_estimates_take_the_benchmark_of_this_kind_of_cpu(tmp_path, monkeypatch):
+    """``sprec_iteration-<profile>-<capability>.json`` wins over the plain file on a CPU of that
+    capability; on another kind of CPU, or on a GPU machine, the plain file is read."""
+    import json
+
+    from sprec_lib import pipeline
+
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    folder = tmp_path / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline._benchmark("tiny") is None
+    (folder / "sprec_iteration-tiny.json").write_text(json.dumps({"cpu": {"cpu_capability": "ELSEWHERE"}, "rows": 1}))
+    assert pipeline._benchmark("tiny")["cpu"]["cpu_capability"] == "ELSEWHERE"
+    (folder / "sprec_iteration-tiny-HERE.json").write_text(json.dumps({"cpu": {"cpu_capability": "HERE"}, "rows": 2}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "HERE")
+    bench = pipeline._benchmark("tiny")
+    assert bench["rows"] == 2 and bench["path"].endswith("sprec_iteration-tiny-HERE.json")
+    assert pipeline._other_cpu_warning(bench) is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "THERE")
+    assert pipeline._benchmark("tiny")["rows"] == 1
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "HERE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pipeline._benchmark("tiny")["rows"] == 1
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "peft"])
 @pytest.mark.parametrize("kind", ["dpo", "sdpo"])
 def test_shared_prompt_same_log_probs_and_gradients(ds, tok, tmp_path, kind, lora, monkeypatch):
