@@ -157,7 +157,11 @@ for name, frame in report.sweep_table(table if len(table) else pd.DataFrame(colu
 # difference holds when it has the claimed sign in every seed and its mean is larger than the seeds'
 # standard deviation; a claim is *reproduced* when every part holds, *not reproduced* when a part is
 # clearly against it, and *inconclusive* otherwise. With fewer seeds it is not judged (*too few
-# seeds*); without runs it is *pending*. The differences are paired by seed (the same split, the same
+# seeds*), except a sweep point: the sweeps run at seed 0 (an hour a run here), so a point's
+# difference from CLLMR at the same seeds is held against one run's training noise, z x sqrt(2/n)
+# x sigma, sigma the seeds' standard deviation of Recall@20 pooled over the three-seed CLLMR and
+# CLLMR-MLP runs (`report.sweep_verdicts`; the book's one-seed rule, ours: the paper gives none).
+# Without runs a claim is *pending*. The differences are paired by seed (the same split, the same
 # seed's initialisation).
 
 # %% tags=["hide-input"]
