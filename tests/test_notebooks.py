@@ -253,3 +253,25 @@ def test_committed_pages_are_up_to_date_on_a_fresh_clone(tmp_path, monkeypatch):
     checked = {j.output.name for j in _jobs(book.NOTEBOOKS, executed, list(book.DATASETS), "tiny", [0, 1, 2],
                                             quick=False, keep_missing=True)}
     assert checked == {p.name for p in executed.glob("*.ipynb")}
+
+
+def test_result_files_git_does_not_track_are_named(tmp_path, monkeypatch):
+    """A run a lane exported but nobody committed enters the pages' hashes here and is missing from a
+    fresh clone (the CI failure of 2026-12-03): `sprec book run` names such files. Here one untracked
+    file among tracked ones, then none once it is added."""
+    import subprocess
+
+    from sprec_lib.book.runner import untracked_results
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "results" / "runs" / "a-tiny" / "sft-seed0").mkdir(parents=True)
+    (tmp_path / "results" / "runs" / "a-tiny" / "sft-seed0" / "FINISHED").write_text("")
+    (tmp_path / "results" / "cllmr").mkdir()
+    (tmp_path / "results" / "cllmr" / "x.json").write_text("{}")
+    (tmp_path / "notebooks.txt").write_text("not a result")
+    git("add", "results/cllmr/x.json")
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    assert untracked_results() == ["results/runs/a-tiny/sft-seed0/FINISHED"]
+    git("add", "results")
+    assert untracked_results() == []

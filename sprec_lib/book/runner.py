@@ -303,7 +303,25 @@ def run_notebooks(
             )
         _stamp(job.output, _content_hash(job, data), job, data)  # after the run: it may have exported results
         done.append(job.output)
+    if untracked := untracked_results():
+        print(f"warning: the pages were hashed with result files git does not track ({len(untracked)}: "
+              f"{', '.join(untracked[:3])}{', ...' if len(untracked) > 3 else ''}); commit them with book/executed/, "
+              "or a fresh clone finds those pages stale")
     return done
+
+
+def untracked_results(folders=(RESULTS, "results/cllmr")) -> list[str]:
+    """The files under the result folders a page hashes that git does not track (a run a lane
+    exported and nobody committed yet): a fresh clone lacks them, so the pages hashed with them look
+    stale there. [] outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *folders],
+                             cwd=repo_root(), capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [line for line in out.splitlines() if line]
 
 
 # In a kernel without ipywidgets, importing ``tqdm.auto`` warns "IProgress not found" (and falls
