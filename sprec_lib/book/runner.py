@@ -310,12 +310,13 @@ def run_notebooks(
     return done
 
 
-def untracked_results(folders=(RESULTS, "results/cllmr")) -> list[str]:
-    """The files under the result folders a page hashes that git does not track (a run a lane
-    exported and nobody committed yet): a fresh clone lacks them, so the pages hashed with them look
-    stale there. [] outside a git checkout."""
+def untracked_results() -> list[str]:
+    """The files under the result folders a page hashes (:data:`RESULTS` and every spec's ``reads``)
+    that git does not track (a run a lane exported and nobody committed yet): a fresh clone lacks
+    them, so the pages hashed with them look stale there. [] outside a git checkout."""
     import subprocess
 
+    folders = list(dict.fromkeys([RESULTS, *(f for spec in NOTEBOOKS for f in spec.reads)]))
     try:
         out = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *folders],
                              cwd=repo_root(), capture_output=True, text=True, check=True).stdout
