@@ -141,6 +141,25 @@ if sprec_runs:
     book.record("iterations", int(curves["iteration"].max()))
 
 # %% [markdown]
+# ### Does the curve settle, or swing?
+#
+# The theorem chapter's Result 3 predicts that iterating DPO's exact optimum with self-play
+# negatives at β = 0.1 swings between the head and the tail every iteration; short DPO steps should
+# damp the swing. Here, per metric: how many of the T − 1 chances to turn (an up step followed by a
+# down step, or the reverse) each run's curve took, and the mean over odd and over even iterations
+# (`sprec_lib.results.alternation`). Where the curves swing, the run's last iteration (the value of
+# Table 1) lands on one phase of the swing, and T = 4 would have given another picture than T = 5.
+
+# %% tags=["hide-input"]
+if sprec_runs:
+    swing = results.alternation(curves, ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"])
+    swing_table = swing.groupby("metric", sort=False).agg(
+        runs=("seed", "size"), turns=("turns", "sum"), possible=("possible", "sum"), odd_mean=("odd_mean", "mean"),
+        even_mean=("even_mean", "mean"), before_last=("before_last", "mean"), last=("last", "mean"))
+    book.record("turns", {m: f"{int(r.turns)}/{int(r.possible)}" for m, r in swing_table.iterrows()})
+    display(swing_table.round(4))
+
+# %% [markdown]
 # ## What the self-play negatives are (section 4.2)
 #
 # SPRec's claim rests on one mechanism: the model's own recommendations, used as negatives, are

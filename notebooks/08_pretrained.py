@@ -127,10 +127,13 @@ display(plots.html_table(claims.profiles_beside_wide(side, profiles),
 #
 # Iteration 0 is the SFT model SPRec starts from; each later point is the model after one more
 # self-play iteration (SFT on the positives, then DPO against the model's own top recommendation;
-# SPRec-RN: against random items). The dotted lines are DPO's and S-DPO's final values.
+# SPRec-RN: against random items). The dotted lines are DPO's and S-DPO's final values. Under each
+# figure: how often each curve turns (up then down, or down then up) of its T − 1 chances; on the
+# `tiny` runs the curves swing with the iteration's parity, so the last iteration, Table 1's value,
+# lands on one phase of the swing (the results page shows the verdicts at T and at T − 1).
 
 # %% tags=["hide-input"]
-iterations = {}
+iterations, turns = {}, {}
 for dataset in data:
     runs = [run for spec, run in mine.pairs if spec.dataset == dataset and spec.label in pretrained.SPREC_LABELS]
     if not runs:
@@ -142,7 +145,16 @@ for dataset in data:
     fig = plots.plot_iteration_curves(curves, pretrained.CURVE_METRICS, references=others,
                                       title=f"{dataset}: SPRec and SPRec-RN per iteration ({size.profile})")
     iterations[dataset] = int(curves["iteration"].max())
+    # Does the curve settle or swing (the training pages say why it matters: Table 1 reads iteration T)?
+    swing = results.alternation(curves, ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"])
+    swing = swing.groupby(["label", "metric"], sort=False).agg(
+        turns=("turns", "sum"), possible=("possible", "sum"), odd_mean=("odd_mean", "mean"),
+        even_mean=("even_mean", "mean"), before_last=("before_last", "mean"), last=("last", "mean"))
+    turns[dataset] = {f"{label} {metric}": f"{int(r.turns)}/{int(r.possible)}" for (label, metric), r in swing.iterrows()}
+    display(plots.html_table(swing.reset_index(), caption=f"{dataset}: turns of each curve (of T − 1 chances), "
+                             "the mean over odd and even iterations, and the last two values (sprec_lib.results.alternation)"))
 book.record("curve_iterations", iterations)
+book.record("turns", turns)
 
 # %% [markdown]
 # ## How popular the negatives are (section 4.2)

@@ -444,6 +444,45 @@ def stability(rows: pd.DataFrame, label: str = "sprec", base: str = "sft",
     return pd.DataFrame(out, columns=["dataset", "profile", "metric", "effect", "seed_spread", "run_noise", "seeds"])
 
 
+def endpoint_stability(rows: pd.DataFrame, rule: NoiseRule = RULE, label: str = "sprec", base: str = "sft",
+                       metrics: Iterable[str] = ("HR@5", "DivRatio@1", "ORRatio@1")) -> pd.DataFrame:
+    """:func:`stability` of ``label − base`` at the run's last iteration T and again at T − 1.
+
+    SPRec's per-iteration curves can swing from one iteration to the next
+    (:func:`sprec_lib.results.alternation`), so Table 1's value, read at T, may hang on whether T is
+    odd or even. Each ``label`` row is read again from its run folder at iteration T − 1 (its
+    ``itN`` evaluation) and paired with the same ``base`` as at T. Columns: dataset, profile,
+    metric, ``effect`` and ``seed_spread`` at T, ``effect_before`` and ``seed_spread_before`` at
+    T − 1, ``run_noise``, ``seeds``, ``iterations`` (T); empty where no run has two iterations."""
+    from .evaluation import flat_metrics
+    from .runs import open_run
+
+    columns = ["dataset", "profile", "metric", "effect", "seed_spread", "effect_before", "seed_spread_before",
+               "run_noise", "seeds", "iterations"]
+    if not len(rows) or "run" not in rows:
+        return pd.DataFrame(columns=columns)
+    before, last = rows.copy(), {}
+    for i, r in rows[rows["label"] == label].iterrows():
+        run = open_run(r["run"])
+        its = sorted(int(k[2:]) for k in (run.labels if run else []) if k.startswith("it") and k[2:].isdigit())
+        if len(its) < 2:
+            before = before.drop(index=i)
+            continue
+        for metric, value in flat_metrics(run.metrics_of(f"it{its[-2]}")).items():
+            if metric in before.columns:
+                before.loc[i, metric] = value
+        last[(r["dataset"], r["profile"])] = its[-1]
+    if not last:
+        return pd.DataFrame(columns=columns)
+    at_t = stability(rows, label, base, metrics, rule)
+    at_before = stability(before, label, base, metrics, rule)
+    keys = ["dataset", "profile", "metric"]
+    out = at_t.merge(at_before[keys + ["effect", "seed_spread"]].rename(
+        columns={"effect": "effect_before", "seed_spread": "seed_spread_before"}), on=keys)
+    out["iterations"] = [last.get((d, p)) for d, p in zip(out["dataset"], out["profile"])]
+    return out[out["iterations"].notna()][columns].reset_index(drop=True)
+
+
 def seeds_evidence(diffs: pd.Series) -> dict:
     """The seeds rule on paired differences (one per seed, ``NoiseRule.min_seeds`` or more): clear
     when every seed has the same sign and the mean exceeds the seeds' std; ``evidence`` +1 up, −1

@@ -450,14 +450,22 @@ def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
     """One panel per metric (:func:`sprec_lib.claims.stability`): per dataset, the effect
     (``label − base``, mean over seeds) as a bar, the seeds' spread of the difference as a black
     error bar (±1 std; 2+ seeds), and the one-run noise (±sqrt(2) x the measured run std) as a grey
-    band around zero; "n=" names the seeds. An effect inside the grey band could be one run's noise."""
+    band around zero; "n=" names the seeds. An effect inside the grey band could be one run's noise.
+    With the columns of :func:`sprec_lib.claims.endpoint_stability` (``effect_before``), each dataset
+    has two bars: the effect at the last iteration T (filled) and at T − 1 (hatched)."""
     metrics = list(dict.fromkeys(stable["metric"]))
+    both = "effect_before" in stable.columns
     fig, axes = _panels(max(1, len(metrics)), width=4.4)
     for ax, metric in zip(axes, metrics):
         part = stable[stable["metric"] == metric].reset_index(drop=True)
         x = np.arange(len(part))
-        ax.bar(x, part["effect"], color="#4c72b0", width=0.6)
-        ax.errorbar(x, part["effect"], yerr=part["seed_spread"].fillna(0), fmt="none", ecolor="black", capsize=4)
+        bars = [("effect", "seed_spread", x - 0.2 if both else x, dict(color="#4c72b0", label="at T"))]
+        if both:
+            bars.append(("effect_before", "seed_spread_before", x + 0.2,
+                         dict(color="white", edgecolor="#4c72b0", hatch="//", label="at T − 1")))
+        for effect, spread, at, style in bars:
+            ax.bar(at, part[effect], width=0.38 if both else 0.6, **style)
+            ax.errorbar(at, part[effect], yerr=part[spread].fillna(0), fmt="none", ecolor="black", capsize=4)
         for i, r in part.iterrows():
             if not np.isnan(r["run_noise"]):
                 ax.fill_between([i - 0.4, i + 0.4], -r["run_noise"], r["run_noise"], color="grey", alpha=0.3, lw=0)
@@ -467,6 +475,8 @@ def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
         ax.set_xticks(x, part["dataset"], rotation=30)
         ax.set_ylabel(f"Δ {METRIC_LABELS.get(metric, metric)}")
         ax.grid(True, axis="y", alpha=0.3)
+    if both and len(metrics):
+        axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -219,6 +219,39 @@ def iteration_curves(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
 
 
+def alternation(curves: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """How often each run's per-iteration curve turns, per (label, seed, metric) of :func:`curves`.
+
+    The steps are the changes from one iteration to the next, from iteration 0 (the SFT model) to
+    T; a *turn* is two consecutive steps of opposite sign (a zero step turns nothing), so a curve
+    that goes up and down in turn turns T − 1 times, a monotone one never. The theorem chapter's
+    Result 3 predicts such period-2 swings for the exact self-play iteration at β = 0.1; a run's
+    last iteration then lands on one phase of the swing, which the mean over odd and over even
+    iterations (both ≥ 1; ``odd_mean``, ``even_mean``) and the last two values show. Columns:
+    label, seed, metric, iterations (T), turns, possible (T − 1), odd_mean, even_mean, before_last
+    (the value at T − 1), last (at T)."""
+    rows = []
+    for (label, seed), run in curves.groupby(["label", "seed"], sort=False):
+        run = run.sort_values("iteration")
+        for metric in metrics:
+            if metric not in run.columns:
+                continue
+            points = run[["iteration", metric]].dropna()
+            values, iterations = points[metric].tolist(), points["iteration"].tolist()
+            steps = [b - a for a, b in zip(values, values[1:])]
+            turns = sum(1 for a, b in zip(steps, steps[1:]) if a * b < 0)
+            odd = [v for i, v in zip(iterations, values) if i >= 1 and i % 2 == 1]
+            even = [v for i, v in zip(iterations, values) if i >= 2 and i % 2 == 0]
+            rows.append({"label": label, "seed": seed, "metric": metric, "iterations": int(max(iterations, default=0)),
+                         "turns": turns, "possible": max(len(steps) - 1, 0),
+                         "odd_mean": sum(odd) / len(odd) if odd else float("nan"),
+                         "even_mean": sum(even) / len(even) if even else float("nan"),
+                         "before_last": values[-2] if len(values) > 1 else float("nan"),
+                         "last": values[-1] if values else float("nan")})
+    return pd.DataFrame(rows, columns=["label", "seed", "metric", "iterations", "turns", "possible", "odd_mean",
+                                       "even_mean", "before_last", "last"])
+
+
 def paired_differences(rows: pd.DataFrame, base: str = "sft", columns: list[str] = TABLE_COLUMNS,
                        by: str = "label") -> pd.DataFrame:
     """Per (label, metric): the difference label − ``base`` on the same dataset, profile and seed.

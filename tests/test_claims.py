@@ -675,6 +675,36 @@ def test_stability_effect_spread_and_noise_by_hand():
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 1
 
 
+def test_endpoint_stability_reads_the_iteration_before_the_last_by_hand(tmp_path):
+    """Two seeds of SPRec (T = 2) whose DivRatio@1 swings: SFT 0.10, it1 0.40 / 0.30, it2 0.12 / 0.14.
+    At T: differences 0.02, 0.04 -> mean 0.03, std 0.014142; at T - 1: 0.30, 0.20 -> 0.25, 0.070711."""
+    from sprec_lib.results import finished_runs, run_rows
+
+    def run(method, seed, values, final):
+        r = Run(tmp_path / f"{method}-{seed}", run_config("tiny", dataset="/x/Steam", method=method, seed=seed))
+        for label, v in values.items():
+            write_json({"valid_ratio": 1.0, "stage": final if label == list(values)[-1] else label,
+                        "@1": {"DivRatio": v}, "@5": {"HR": 0.01}}, r.metrics_path(label))
+        write_json({"method": method, "final_stage": final}, r.folder / "FINISHED")
+
+    for seed, (it1, it2) in enumerate([(0.40, 0.12), (0.30, 0.14)]):
+        run("sft", seed, {"sft": 0.10}, "sft")
+        run("sprec", seed, {"sft": 0.10, "it1": it1, "it2": it2}, "it2-dpo")
+    rows = run_rows(finished_runs(tmp_path))
+    rule = NoiseRule(run_std={"DivRatio@1": 0.01})
+    e = claims.endpoint_stability(rows, rule, metrics=["DivRatio@1"])
+    assert len(e) == 1
+    r = e.iloc[0]
+    assert (r["dataset"], r["seeds"], r["iterations"]) == ("Steam", 2, 2)
+    assert r["effect"] == pytest.approx(0.03) and r["seed_spread"] == pytest.approx(0.0141421356)
+    assert r["effect_before"] == pytest.approx(0.25) and r["seed_spread_before"] == pytest.approx(0.0707106781)
+    assert r["run_noise"] == pytest.approx(0.01 * 2 ** 0.5)
+    fig = plots.plot_stability(e)  # two bars for the one dataset: at T and at T - 1
+    assert [round(p.get_height(), 6) for p in fig.axes[0].patches] == [0.03, 0.25]
+    # Runs of one iteration have no T - 1: nothing to show.
+    assert claims.endpoint_stability(rows[rows["label"] == "sft"], rule).empty
+
+
 # -- several profiles beside each other (the pretrained-LLM chapter) ------------------------------
 
 

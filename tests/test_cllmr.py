@@ -19,7 +19,7 @@ from sprec_lib.cllmr.lightgcn import LightGCN, normalized_adjacency, sample_nega
 from sprec_lib.cllmr.metrics import effective_rank, evaluate_scores, head_items, popularity_stats, topk_items
 from sprec_lib.cllmr.rlmrec import alignment_loss, infonce
 from sprec_lib.cllmr.run import CllmrRun, label_of
-from sprec_lib.cllmr.side_info import ProfileStore, generate_profiles, item_text, user_vectors
+from sprec_lib.cllmr.side_info import ProfileStore, generate_profiles, item_text, random_vectors, side_vectors, user_vectors
 from sprec_lib.cllmr.sse import SSE, gaussian_kl, sign_noise, spectral_condition
 from sprec_lib.config import ConfigError
 
@@ -429,6 +429,22 @@ def test_side_texts_are_fingerprinted_and_counted_per_version(monkeypatch):
     assert row == f"{want}: 2, unrecorded: 1"  # title-genres texts are not generated: no note on regeneration
 
 
+def test_random_side_vectors_are_unit_fixed_and_carry_no_text():
+    """The control's side vectors: one unit vector per item, MiniLM's width, the same draw for every
+    run, and no text read or generated (titles and genres are ignored but for their count)."""
+    cfg = cllmr_config(["side.profiles=random"], system="cllmr")
+    v, fingerprint = side_vectors(["a", "b", "c"], [[], [], []], cfg.side)
+    assert v.shape == (3, 384) and v.dtype == np.float32 and fingerprint == "random-2023"
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(v, random_vectors(3)) and not np.array_equal(v[0], v[1])
+    # No structure to find: random directions in 384 dimensions are nearly orthogonal (|cos| ~ 1/sqrt(384)).
+    many = random_vectors(200)
+    cos = many @ many.T - np.eye(200)
+    assert np.abs(cos).max() < 0.3 and abs(cos.mean()) < 0.01
+    with pytest.raises(ConfigError):
+        cllmr_config(["side.profiles=nonsense"], system="cllmr")
+
+
 def test_user_vectors_are_means_of_training_items():
     item_vecs = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [5.0, 5.0]], dtype=np.float32)
     np.testing.assert_allclose(user_vectors(_toy_matrix(), item_vecs), [[0.5, 1.0], [1.5, 2.5], [5.0, 5.0]])
@@ -576,6 +592,30 @@ def test_one_seed_sweep_points_are_held_against_the_training_noise():
     one = table[table["seed"] == 0]
     assert training_noise(one, "Recall@20", RULE) is None
     assert set(verdicts(one)[lambda c: c["claim"].str.startswith(("noise", "rank"))]["verdict"]) == {"too few seeds"}
+
+
+def test_the_random_side_control_is_held_against_the_training_noise_by_hand():
+    """cllmr's seed 0: Recall@20 0.30, NDCG@20 0.15; sigma 0.01 for both metrics (the std of the
+    3-seed cllmr and cllmr-mlp runs), so one seed is held against 1.95996 * sqrt(2) * 0.01 = 0.0277."""
+    import pandas as pd
+
+    from sprec_lib.cllmr.report import CONTROL_CLAIM, book_specs, control_verdicts
+
+    def with_control(recall, ndcg):
+        row = {"label": "cllmr-random-side", "seed": 0, "Recall@20": recall, "NDCG@20": ndcg}
+        return pd.concat([_table(), pd.DataFrame([row])], ignore_index=True)
+
+    # Recall@20 +0.01 (within 0.0277), NDCG@20 +0.05 (clear): the gain is not clearly the side information's.
+    c = control_verdicts(with_control(0.29, 0.10)).set_index("metric")
+    assert list(c["outcome"]) == ["within noise", "holds"] and set(c["verdict"]) == {"inconclusive (within noise)"}
+    assert c.loc["NDCG@20", "difference"] == pytest.approx(0.05) and c.loc["NDCG@20", "noise"] == pytest.approx(0.0277181, rel=1e-5)
+    assert set(control_verdicts(with_control(0.25, 0.10))["verdict"]) == {"reproduced"}
+    assert set(control_verdicts(with_control(0.35, 0.15))["verdict"]) == {"not reproduced"}  # random does better
+    assert set(control_verdicts(_table())["verdict"]) == {"pending"} and set(control_verdicts(_table())["claim"]) == {CONTROL_CLAIM}
+    # The control runs at the first seed only, after the sweeps.
+    specs = book_specs("ml-1m", [1, 2], sweeps=False, controls=True)
+    assert [(s.label, s.seed) for s in specs[-1:]] == [("cllmr-random-side", 1)] and len(specs) == 9
+    assert specs[-1].config().side.profiles == "random"
 
 
 def test_relative_gains_against_the_better_baseline():

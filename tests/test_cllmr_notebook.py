@@ -27,14 +27,16 @@ def test_quick_mode_trains_reads_and_reports_its_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs, results = tmp_path / "runs", tmp_path / "results"
     v = execute(tmp_path, quick=True, sweeps=False, runs_root=str(runs), results_root=str(results))
-    specs = report.book_specs("ml-100k", [0], sweeps=False, settings=TITLE_GENRES)
-    assert v["runs_asked"] == v["runs_finished"] == len(specs) == 4 and v["missing_commands"] == []
+    specs = report.book_specs("ml-100k", [0], sweeps=False, settings=TITLE_GENRES, controls=True)
+    assert v["runs_asked"] == v["runs_finished"] == len(specs) == 5 and v["missing_commands"] == []
     assert not results.exists()  # quick runs are plumbing: never exported as results
     m = {s.label: CllmrRun(s.folder(runs)).metrics() for s in specs}
-    assert set(m) == {"backbone", "rlmrec-con", "cllmr", "cllmr-mlp"}
+    assert set(m) == {"backbone", "rlmrec-con", "cllmr", "cllmr-mlp", "cllmr-random-side"}
+    assert m["cllmr-random-side"]["side_texts_sha256"] == "random-2023"  # no text behind the control's vectors
+    assert v["control_verdict"] == "too few seeds"  # no 3-seed CLLMR to measure the noise with
     # The table reads each run's test metrics; cllmr-nocf is the same CLLMR model's factual score.
     means = v["main_means"]
-    for label in m:
+    for label in set(m) - {"cllmr-random-side"}:  # the control is not in the main table
         assert means[label]["Recall@20"] == m[label]["test"]["Recall@20"], label
     assert means["cllmr-nocf"]["NDCG@20"] == m["cllmr"]["scores"]["factual"]["test"]["NDCG@20"]
     assert m["cllmr"]["headline"] == "counterfactual" and m["cllmr"]["scores"]["counterfactual"]["test"] == m["cllmr"]["test"]
@@ -47,7 +49,7 @@ def test_quick_mode_trains_reads_and_reports_its_runs(tmp_path, monkeypatch):
     assert set(v["verdicts"].values()) == {"too few seeds"}
     assert v["setup"]["side information"].startswith("MiniLM (all-MiniLM-L6-v2) of 'title. Genres") and "quick" not in v["setup"]["data"]
     # ... whatever the copy asks for (the notebook's default, profiles="llm", would be hours of generation)
-    assert {CllmrRun(s.folder(runs)).cfg.side.profiles for s in specs} == {"title-genres"}
+    assert {CllmrRun(s.folder(runs)).cfg.side.profiles for s in specs[:4]} == {"title-genres"}  # specs[4]: the control
 
 
 def _fake_run(root, spec: report.Spec, test: dict, factual: dict | None = None, effective_rank: float | None = None):
@@ -82,11 +84,13 @@ def test_reading_mode_judges_three_seeds_by_the_noise_rule_and_lists_the_missing
 
     # The ML-100K copy's parameters; otherwise the defaults: 3 seeds, sweeps, no training.
     v = execute(tmp_path, dataset="ml-100k", profiles="title-genres", results_root=str(results), runs_root=str(runs))
-    assert v["runs_finished"] == 12 and v["runs_asked"] == 12 + 15
+    assert v["runs_finished"] == 12 and v["runs_asked"] == 12 + 15 + 1  # + the random-side control at seed 0
     assert not runs.exists()  # nothing trained
-    sweep_specs = [s for s in report.book_specs("ml-100k", [0, 1, 2], settings=TITLE_GENRES) if s.variant]
+    sweep_specs = [s for s in report.book_specs("ml-100k", [0, 1, 2], settings=TITLE_GENRES, controls=True) if s.variant]
     assert v["missing_commands"] == [s.command(runs) for s in sweep_specs]
-    assert all("--set side.profiles=title-genres sse." in c for c in v["missing_commands"])
+    assert all("--set side.profiles=title-genres sse." in c for c in v["missing_commands"][:-1])
+    assert "--set side.profiles=title-genres side.profiles=random --variant random-side" in v["missing_commands"][-1]
+    assert v["control_verdict"] == "pending"
     assert v["verdicts"] == {
         "CLLMR beats the backbone and RLMRec-Con on Recall@20 and NDCG@20": "reproduced",
         "SSE keeps a higher effective rank than the MLP projector": "inconclusive (within noise)",

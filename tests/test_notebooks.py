@@ -110,6 +110,9 @@ def test_training_notebook(tmp_path, monkeypatch, synthetic_folder):
     assert list(v["table_means"]) == table1 and in_unit_range(v["table_means"])
     assert len(v["differences_vs_sft"]) == (len(table1) - 1) * 9
     assert v["iterations"] == 2 and v["genres"] == 4
+    # One SPRec run of T = 2: one chance per metric for its curve to turn (results.alternation).
+    assert set(v["turns"]) == {"DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"}
+    assert all(t in ("0/1", "1/1") for t in v["turns"].values()), v["turns"]
     # The paper's MovieLens beside every method it has a row for (not our plain DPO), 8 metrics each.
     assert v["paper_beside_rows"] == 8 * sum(methods.get(m).paper is not None for m in methods.table1())
     assert set(v["negatives_head_share"]) == {"positive", "self"} and in_unit_range({"": v["negatives_head_share"]})
@@ -153,6 +156,9 @@ def test_results_and_scorecard_notebooks(tmp_path, monkeypatch, synthetic_folder
         passes = v["paper_passes"][claim.id]
         assert passes == "not checkable" or set(passes.split(", ")) >= set(claim.datasets), claim.id
     assert set(v["agreement_counts"]) == set()  # synthetic is none of the paper's datasets
+    # SPRec - SFT at T and at T - 1 (the quick run has T = 2), for the three metrics of the stability figure.
+    assert set(v["endpoint_effects"]) == {"synthetic HR@5", "synthetic DivRatio@1", "synthetic ORRatio@1"}
+    assert all(len(pair) == 2 and all(-1 <= x <= 1 for x in pair) for pair in v["endpoint_effects"].values())
     s = execute("00_scorecard", tmp_path, datasets=["synthetic"], sweeps={"synthetic": [0]}, quick=True)
     assert s["scorecard_shape"] == [len(claims.ALL_CLAIMS), 1]  # a cell for every claim, "not claimed here" too
     cells = s["scorecard"]["synthetic"]

@@ -120,6 +120,10 @@ def test_reading_mode_tabulates_judges_and_lists_the_missing(root, tmp_path):
     assert v["table"]["MovieLens"]["dpo"]["DivRatio@1"] == {"small": 0.12, "tiny": None, "paper": None}
     assert v["table"]["Goodreads"]["sprec-rn"]["MGU@1"]["small"] is None
     assert v["curve_iterations"] == {"MovieLens": 2}
+    # SPRec's hand-made curves are monotone (HR@5 0.030, 0.029, 0.028; ORRatio@1 0.30, 0.20, 0.12;
+    # DivRatio@1 0.20, 0.30, 0.40): none turns at its one chance.
+    assert {k: v["turns"]["MovieLens"][k] for k in ("sprec HR@5", "sprec ORRatio@1", "sprec DivRatio@1")} == \
+        {"sprec HR@5": "0/1", "sprec ORRatio@1": "0/1", "sprec DivRatio@1": "0/1"}
     assert v["negatives_head_share"] == {"small": {"MovieLens": {"positive": 0.41, "self": 0.8}}}
     # The verdicts, by the single-seed bounds (no per-row data, no seed spread among these runs):
     # e.g. (a1)'s ORRatio@1 part, +0.15 against z x sqrt(0.45 x 0.55 / 1000 + 0.30 x 0.70 / 1000).

@@ -8,7 +8,7 @@ import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.experiments import RunSpec
-from sprec_lib.results import (finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
+from sprec_lib.results import (alternation, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
                                negatives_popularity, paired_differences, run_rows, summary_table, sweep_rows, table_means)
 from sprec_lib.runs import Run, write_json
 
@@ -43,6 +43,22 @@ def test_iteration_curves(tmp_path):
     run = fake_run(tmp_path, "sprec", 0, 0.5, "it2-dpo", ["sft", "it1", "it2"])
     curves = iteration_curves(run)
     assert list(curves["iteration"]) == [0, 1, 2] and list(curves["HR@5"]) == pytest.approx([0.5, 1.5, 2.5])
+
+
+def test_alternation_counts_turns_and_the_phases_by_hand():
+    # seed 0 swings: 0, 1, 0.5, 2, 1, 3 -> steps +1, -0.5, +1.5, -1, +2: 4 turns of 4;
+    # odd iterations 1, 3, 5: (1 + 2 + 3) / 3 = 2; even 2, 4: (0.5 + 1) / 2 = 0.75.
+    # seed 1 rises, with one flat step: 0, 1, 1, 2 -> steps +1, 0, +1: no turn (a zero step turns nothing).
+    curves = pd.DataFrame({"label": ["sprec"] * 10, "seed": [0] * 6 + [1] * 4,
+                           "iteration": [0, 1, 2, 3, 4, 5, 0, 1, 2, 3],
+                           "DivRatio@1": [0, 1, 0.5, 2, 1, 3, 0, 1, 1, 2]})
+    t = alternation(curves, ["DivRatio@1", "absent"]).set_index("seed")
+    assert list(t["metric"]) == ["DivRatio@1", "DivRatio@1"]
+    assert (t.loc[0, "iterations"], t.loc[0, "turns"], t.loc[0, "possible"]) == (5, 4, 4)
+    assert t.loc[0, "odd_mean"] == pytest.approx(2.0) and t.loc[0, "even_mean"] == pytest.approx(0.75)
+    assert (t.loc[0, "before_last"], t.loc[0, "last"]) == (1, 3)
+    assert (t.loc[1, "iterations"], t.loc[1, "turns"], t.loc[1, "possible"]) == (3, 0, 2)
+    assert t.loc[1, "odd_mean"] == pytest.approx(1.5) and t.loc[1, "even_mean"] == pytest.approx(1.0)
 
 
 def rows_frame(values):

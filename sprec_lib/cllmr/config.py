@@ -44,8 +44,9 @@ class DataConfig:
 class SideConfig:
     """Item text profiles and their embeddings (:mod:`sprec_lib.cllmr.side_info`)."""
 
-    profiles: Literal["llm", "title-genres"] = _f(
-        "llm", "paper/RLMRec: LLM-generated profiles (ours: SmolLM2-135M-Instruct); 'title-genres': MiniLM of title and genres, no generation")
+    profiles: Literal["llm", "title-genres", "random"] = _f(
+        "llm", "paper/RLMRec: LLM-generated profiles (ours: SmolLM2-135M-Instruct); 'title-genres': MiniLM of title and genres, "
+        "no generation; 'random' (ours, a control): a random unit vector per item, no information")
     max_new_tokens: int = _f(64, "ours: a profile of at most 64 new tokens (RLMRec asks for <= 200 words)")
     batch_size: int = _f(8, "ours: prompts generated together (left-padded, greedy)")
     user_profiles: Literal["mean-items"] = _f("mean-items", "ours: a user's profile vector is the mean of its training items' vectors")

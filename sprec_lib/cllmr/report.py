@@ -29,6 +29,10 @@ from .run import CllmrRun, label_of
 PAPER_GAINS = {"Recall@10": 6.26, "NDCG@10": 12.80}  # % over the best baseline, the paper's headline ("up to")
 METRICS = ("Recall@10", "NDCG@10", "Recall@20", "NDCG@20")
 SWEEPS = {"noise": ("sse.noise", (0.001, 0.01, 0.1, 0.5), 0.01), "rank": ("sse.rank", (16, 32, 64), 32)}
+# Ours, not the paper's: CLLMR with side vectors that carry no information (a random unit vector per
+# item). Its gain over the backbone that survives them is not the LLM's: it is the rest of CLLMR's
+# machinery (for SSE, the interaction matrix's truncated SVD as its prior). One seed, as the sweeps.
+CONTROLS = {"random-side": ("side.profiles=random",)}
 
 
 RESULTS_ROOT = "results/cllmr"  # exported runs, committed: what the chapter reads on a fresh clone
@@ -66,9 +70,10 @@ class Spec:
                 f"--out {self.folder(root)}")
 
 
-def book_specs(dataset: str, seeds, sweeps: bool = True, settings=()) -> list[Spec]:
+def book_specs(dataset: str, seeds, sweeps: bool = True, settings=(), controls: bool = False) -> list[Spec]:
     """The chapter's runs, the cheap ones first: the three systems and the SSE->MLP ablation per
-    seed, then (``sweeps``) CLLMR at each other noise and rank."""
+    seed, then (``sweeps``) CLLMR at each other noise and rank, then (``controls``) the
+    :data:`CONTROLS` at the first seed."""
     settings = tuple(settings)
     specs = [Spec(dataset, system, s, settings=settings) for s in seeds for system in ("backbone", "rlmrec-con", "cllmr")]
     specs += [Spec(dataset, "cllmr", s, ("sse.encoder=mlp",), settings=settings) for s in seeds]
@@ -76,6 +81,9 @@ def book_specs(dataset: str, seeds, sweeps: bool = True, settings=()) -> list[Sp
         for name, (key, values, default) in SWEEPS.items():
             specs += [Spec(dataset, "cllmr", s, (f"{key}={v}",), f"{name}{v}", settings) for s in seeds for v in values
                       if v != default]
+    if controls:
+        specs += [Spec(dataset, "cllmr", s, assignments, name, settings) for name, assignments in CONTROLS.items()
+                  for s in list(seeds)[:1]]
     return specs
 
 
@@ -119,7 +127,7 @@ def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
     vectors loaded once for all the runs of one :func:`obtain` call (in ``shared``): loading the
     data and the sentence encoder cost more than a quick run trains."""
     from .data import load_implicit
-    from .side_info import embed, item_texts, texts_fingerprint
+    from .side_info import side_vectors
     from .train import prepare
 
     if cfg.data not in shared:
@@ -128,8 +136,7 @@ def _inputs(cfg: CllmrConfig, shared: dict, cache_dir):
     if cfg.uses_side_info:
         key = (cfg.data, cfg.side)
         if key not in shared:
-            texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=False)
-            shared[key] = embed(texts, cache_dir=cache_dir), texts_fingerprint(texts)
+            shared[key] = side_vectors(data.titles, data.genres, cfg.side, cache_dir, progress=False)
         vectors, fingerprint = shared[key]
     return prepare(cfg, data=data, item_vectors=vectors, cache_dir=cache_dir, progress=False, side_texts_sha256=fingerprint)
 
@@ -272,21 +279,48 @@ def sweep_verdicts(table: pd.DataFrame, rule, metric: str = "Recall@20") -> list
     sigma = training_noise(table, metric, rule)
     for name, (_, values, default) in SWEEPS.items():
         claim = f"{name} {default} is the best of {', '.join(map(str, values))} ({metric})"
-        best = table[table["label"] == "cllmr"]
         for v in values:
-            if v == default:
-                continue
-            other = table[table["label"] == f"cllmr-{name}{v}"]
-            both = pd.concat([best.assign(label="best"), other.assign(label="other")])
-            d = _difference(both, "best", "other", metric, rule) if len(other) and len(best) else {"seeds": 0, "evidence": None}
-            if d["evidence"] is None and d["seeds"] > 0 and sigma is not None:
-                half = rule.z * math.sqrt(2 / d["seeds"]) * sigma
-                d["noise"] = half  # the half-width the difference is held against
-                d["evidence"] = int(np.sign(d["difference"])) if abs(d["difference"]) > half else 0
-            outcome = ("missing" if d["seeds"] == 0 else "too few seeds" if d["evidence"] is None else
-                       "holds" if d["evidence"] > 0 else "contrary" if d["evidence"] < 0 else "within noise")
-            out.append({"claim": claim, "part": f"{name} {default} > {name} {v}", "metric": metric, **d, "outcome": outcome})
+            if v != default:
+                out.append({"claim": claim, "part": f"{name} {default} > {name} {v}", "metric": metric,
+                            **_held_against_noise(table, "cllmr", f"cllmr-{name}{v}", metric, rule, sigma)})
     return out
+
+
+def _held_against_noise(table: pd.DataFrame, label: str, base: str, metric: str, rule, sigma: float | None) -> dict:
+    """``label − base`` on ``metric``, paired by seed: the seeds rule with enough seeds, else the mean
+    difference over the n seeds against ``z * sqrt(2 / n) * sigma`` (``noise``: that half-width);
+    with its ``outcome``."""
+    a, b = table[table["label"] == label], table[table["label"] == base]
+    d = _difference(table, label, base, metric, rule) if len(a) and len(b) else {"seeds": 0, "evidence": None}
+    if d["evidence"] is None and d["seeds"] > 0 and sigma is not None:
+        half = rule.z * math.sqrt(2 / d["seeds"]) * sigma
+        d["noise"] = half  # the half-width the difference is held against
+        d["evidence"] = int(np.sign(d["difference"])) if abs(d["difference"]) > half else 0
+    outcome = ("missing" if d["seeds"] == 0 else "too few seeds" if d["evidence"] is None else
+               "holds" if d["evidence"] > 0 else "contrary" if d["evidence"] < 0 else "within noise")
+    return {**d, "outcome": outcome}
+
+
+CONTROL_CLAIM = "CLLMR's gain needs its side information: random side vectors lose it (ours)"
+CONTROL_LABELS = ["backbone", "cllmr-mlp", "cllmr", "cllmr-random-side"]
+
+
+def control_verdicts(table: pd.DataFrame, rule=None, metrics=("Recall@20", "NDCG@20")) -> pd.DataFrame:
+    """The control of :data:`CONTROLS`: CLLMR with the LLM's side vectors against CLLMR with random
+    ones (and, for scale, the random ones against the backbone), each part held against one run's
+    training noise as a sweep point is (one seed); the claim's verdict as :func:`verdicts` gives it.
+    *Reproduced* would say the side information carries CLLMR's gain; *not reproduced* that random
+    vectors do as well or better."""
+    from ..claims import RULE
+
+    rule = rule or RULE
+    out = []
+    for metric in metrics:
+        sigma = training_noise(table, metric, rule) if len(table) else None
+        out.append({"claim": CONTROL_CLAIM, "part": "cllmr > cllmr-random-side", "metric": metric,
+                    **_held_against_noise(table, "cllmr", "cllmr-random-side", metric, rule, sigma)})
+    frame = pd.DataFrame(out)
+    return frame.drop(columns="evidence").assign(verdict=_verdict(frame["outcome"]))
 
 
 def sweep_table(table: pd.DataFrame, metric: str = "Recall@20") -> dict[str, pd.DataFrame]:
@@ -338,8 +372,9 @@ def setup_table(cfg: CllmrConfig, data: dict | None = None, side_texts: dict[str
     """What this chapter's runs are, beside what CLLMR's paper reports (its summary in
     ``shared/papers``; RLMRec where the paper builds on it): the page states its own sizes, and
     (``side_texts``, from :func:`side_texts_used`) which versions of the side texts its runs used."""
-    profiles = ("MiniLM (all-MiniLM-L6-v2) of 'title. Genres: ...', no generation" if cfg.side.profiles == "title-genres"
-                else f"SmolLM2-135M-Instruct profiles from title and genres (<= {cfg.side.max_new_tokens} tokens), MiniLM-embedded")
+    profiles = {"title-genres": "MiniLM (all-MiniLM-L6-v2) of 'title. Genres: ...', no generation",
+                "random": "a random unit vector per item (a control: no information)"}.get(
+        cfg.side.profiles, f"SmolLM2-135M-Instruct profiles from title and genres (<= {cfg.side.max_new_tokens} tokens), MiniLM-embedded")
     size = (f"{data['users']:,} users, {data['items']:,} items, {data['train']:,}/{data['valid']:,}/{data['test']:,} "
             "train/valid/test positives" if data else "")
     b, t, s = cfg.backbone, cfg.train, cfg.sse

@@ -182,6 +182,29 @@ def item_texts(titles: Sequence[str], genres: Sequence[Sequence[str]], cfg: Side
     return generate_profiles(titles, genres, store, generate, cfg.batch_size, progress=progress)
 
 
+RANDOM_SEED = 2023  # the "random" side vectors' seed: one draw for every run, whatever its seed
+
+
+def random_vectors(n_items: int, dim: int = 384, seed: int = RANDOM_SEED) -> np.ndarray:
+    """``profiles="random"``: side vectors that carry no information about the items, each a unit
+    vector drawn at random (MiniLM's shape and norm). Ours, not the paper's: a control that asks how
+    much of a side-information method's gain comes from the side information itself and how much
+    from the rest of it (for CLLMR's SSE: the interaction matrix's truncated SVD, its prior)."""
+    v = np.random.default_rng(seed).standard_normal((n_items, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def side_vectors(titles: Sequence[str], genres: Sequence[Sequence[str]], cfg: SideConfig, cache_dir=None,
+                 progress: bool = True) -> tuple[np.ndarray, str]:
+    """The items' side vectors under ``cfg.profiles`` and the fingerprint a run records: MiniLM of
+    the side texts (:func:`item_texts`, :func:`texts_fingerprint`), or :func:`random_vectors`
+    (fingerprint ``random-<seed>``)."""
+    if cfg.profiles == "random":
+        return random_vectors(len(titles)), f"random-{RANDOM_SEED}"
+    texts = item_texts(titles, genres, cfg, cache_dir, progress=progress)
+    return embed(texts, cache_dir=cache_dir), texts_fingerprint(texts)
+
+
 def user_vectors(train: sp.csr_matrix, item_vectors: np.ndarray) -> np.ndarray:
     """Each user's vector: the mean of its training items' vectors (zeros for a user with none)."""
     counts = np.asarray(train.sum(axis=1)).ravel()

@@ -61,16 +61,14 @@ def prepare(cfg: CllmrConfig, data: ImplicitData | None = None, item_vectors: np
             cache_dir=None, progress: bool = True, side_texts_sha256: str | None = None) -> Inputs:
     """Load the data (unless given), the item vectors (unless given; generating missing LLM profiles)
     and the spectral conditions, as ``cfg.system`` needs."""
-    from .side_info import embed, item_texts, texts_fingerprint, user_vectors
+    from .side_info import side_vectors, user_vectors
     from .sse import spectral_condition
 
     data = data if data is not None else load_implicit(cfg.data, cache_dir)
     inputs = Inputs(data, normalized_adjacency(data.train), side_texts_sha256=side_texts_sha256)  # given with item_vectors
     if cfg.uses_side_info:
         if item_vectors is None:
-            texts = item_texts(data.titles, data.genres, cfg.side, cache_dir, progress=progress)
-            item_vectors = embed(texts, cache_dir=cache_dir)
-            inputs.side_texts_sha256 = texts_fingerprint(texts)
+            item_vectors, inputs.side_texts_sha256 = side_vectors(data.titles, data.genres, cfg.side, cache_dir, progress)
         inputs.item_side = np.asarray(item_vectors, dtype=np.float32)
         inputs.user_side = user_vectors(data.train, inputs.item_side)
     if cfg.system == "cllmr" and cfg.sse.encoder == "sse":
