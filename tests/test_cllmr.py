@@ -302,6 +302,29 @@ def test_lightgcn_propagation_against_dense():
     np.testing.assert_allclose(torch.cat([users, items]).detach().numpy(), expected, atol=1e-5)
 
 
+def test_lightgcn_equals_torch_geometrics_lightgcn_times_the_layer_count():
+    """The issue asks for torch_geometric's LightGCN; ours writes its propagation with torch.sparse
+    (module docstring). Same weights, a random bipartite graph with an isolated item: PyG's
+    ``get_embedding`` weights the L + 1 layers by 1 / (L + 1) (LightGCN's paper), RLMRec and we sum
+    them, so ours is (L + 1) times PyG's, node for node."""
+    pyg = pytest.importorskip("torch_geometric.nn.models", reason="torch_geometric is a test dependency (pyproject)")
+    rng = np.random.default_rng(3)
+    r = sp.csr_matrix((rng.random((6, 9)) < 0.35).astype(np.float32))
+    r[:, 8] = 0  # an item nobody has: a zero row in both
+    r.eliminate_zeros()
+    torch.manual_seed(0)
+    layers = 3
+    ours = LightGCN(6, 9, normalized_adjacency(r), BackboneConfig(embedding_size=4, layers=layers, keep_rate=1.0))
+    users, items = ours()
+    u, i = r.nonzero()
+    edges = torch.tensor(np.stack([np.concatenate([u, i + 6]), np.concatenate([i + 6, u])]), dtype=torch.long)
+    theirs = pyg.LightGCN(num_nodes=15, embedding_dim=4, num_layers=layers)
+    with torch.no_grad():
+        theirs.embedding.weight.copy_(torch.cat([ours.user_embeds, ours.item_embeds]))
+    expected = (layers + 1) * theirs.get_embedding(edges)
+    torch.testing.assert_close(torch.cat([users, items]), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_spmm_gradient_matches_dense_with_dropped_edges():
     graph = normalized_adjacency(_toy_matrix())
     a, a_t = graph.matrices(0.6, torch.Generator().manual_seed(4))
@@ -554,6 +577,7 @@ def test_verdicts_follow_the_noise_rule_on_a_hand_made_table():
     part = checks[(checks["part"] == "cllmr > rlmrec-con") & (checks["metric"] == "Recall@20")].iloc[0]
     assert part["difference"] == pytest.approx(0.06) and part["spread"] == pytest.approx(0.01)
     assert mean_std(_table(), ["Recall@20"]).loc["cllmr", "Recall@20"] == "0.3100 ± 0.0100"
+    assert mean_std(_table(), ["effective_rank"]).loc["backbone", "effective_rank"] == "—"  # no side representations
     one_seed = verdicts(_table()[_table()["seed"] == 0]).groupby("claim", sort=False)["verdict"].first()
     assert one_seed.iloc[0] == "too few seeds"
 

@@ -12,9 +12,12 @@ Followed from RLMRec's ``encoder/models/general_cf/lightgcn.py`` and its data ha
   training interaction with), summed and divided by the batch, plus ``reg_weight`` times the squared
   L2 norm of every parameter of the model (RLMRec's ``reg_params``).
 
-Issue 19 asks for ``torch_geometric.nn.models.LightGCN``; torch_geometric is not installed here, and
-the propagation is the three lines of :meth:`LightGCN.propagate`, so this module writes them with
-``torch.sparse.mm`` on CSR matrices instead (the tests check them against a dense computation).
+Issue 19 asks for ``torch_geometric.nn.models.LightGCN``. The propagation is the three lines of
+:meth:`LightGCN.propagate`, written here with ``torch.sparse.mm`` on CSR matrices, so that the runs
+need no graph library and RLMRec's edge dropout (drop without rescaling) stays as it is. The tests
+check it against a dense computation and against torch_geometric's LightGCN (a test dependency):
+the same embeddings to float rounding, times L + 1, since torch_geometric averages the layers
+where RLMRec sums them.
 
 Everything random takes a generator: edge dropout a ``torch.Generator``, negatives and batch order a
 ``numpy.random.Generator``; the trainer seeds both per epoch from the run's seed.

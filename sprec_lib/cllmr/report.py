@@ -166,8 +166,12 @@ def _flat(metrics: dict) -> dict:
 
 
 def mean_std(table: pd.DataFrame, columns=METRICS, by: str = "label") -> pd.DataFrame:
-    """``mean ± std`` over seeds per ``by`` (std with ddof 1; a single seed shows its value alone)."""
+    """``mean ± std`` over seeds per ``by`` (std with ddof 1; a single seed shows its value alone;
+    "—" where a label has no value, e.g. the backbone's side-representation rank)."""
     def fmt(x: pd.Series) -> str:
+        x = x.dropna()
+        if x.empty:
+            return "—"
         return f"{x.mean():.4f}" + (f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else "")
     return table.groupby(by, sort=False)[list(columns)].agg(fmt)
 
