@@ -126,6 +126,36 @@ def test_unchanged_notebooks_are_skipped(built, capsys):
     assert metadata["papermill"]["input_path"] == "notebooks/01_theorem.ipynb"
 
 
+def test_a_page_whose_reads_a_later_page_changed_is_run_again(tmp_path, monkeypatch, capsys):
+    """Page ``a`` hashes ``results/x``; page ``b``, run after it, writes into ``results/x`` (as the
+    CLLMR chapter's ML-100K copy exports runs its ML-1M copy reads). One call must leave both current:
+    ``a`` runs twice, ``b`` once, and the second call runs nothing."""
+    import jupytext
+
+    from sprec_lib.book.runner import NotebookSpec, run_notebooks
+
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "results" / "x").mkdir(parents=True)
+    sources = {"a": "import pathlib\nprint(len(list(pathlib.Path('results/x').iterdir())))\n",
+               "b": "import pathlib\npathlib.Path('results/x/new.txt').write_text('exported')\n"}
+    for name, code in sources.items():
+        script = tmp_path / "notebooks" / f"{name}.py"
+        script.write_text("# %%\n" + code, encoding="utf-8")
+        nb = jupytext.read(str(script))
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        jupytext.write(nb, str(script.with_suffix(".ipynb")))
+    specs = [NotebookSpec("a", reads=("results/x",)), NotebookSpec("b")]
+    book_dir = tmp_path / "book"
+    run_notebooks(notebooks=specs, book=book_dir, quick=True, log_output=False)
+    out = capsys.readouterr().out
+    assert out.count("running a.ipynb") == 1 and out.count("running b.ipynb") == 1
+    assert out.count("again (a page after it changed what it reads): a.ipynb") == 1 and "again" not in out.replace(
+        "again (a page after it changed what it reads): a.ipynb", "")
+    run_notebooks(notebooks=specs, book=book_dir, quick=True, log_output=False)
+    assert capsys.readouterr().out.count("up to date") == 2
+
+
 def test_changed_dataset_files_change_the_hash(built):
     jobs = _jobs(book.NOTEBOOKS, built["book"] / "executed", [str(built["data"])], "tiny", [0], quick=True)
     theorem, datasets = (next(j for j in jobs if j.spec.name == n) for n in ("01_theorem", "02_datasets"))

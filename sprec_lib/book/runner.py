@@ -286,23 +286,33 @@ def run_notebooks(
             stale = job.output.is_file() and _stored_hash(job.output) != _content_hash(job)
             print(f"skip {job.spec.name} on {job.dataset}: no folder {job.data}{_folder_hint(job.dataset)}"
                   + (f"\nwarning: {job.output.name} is stale and was not run" if stale else ""))
-    done = []
-    for job in tqdm(jobs, desc="notebooks", unit="nb"):
-        data = _data_hash(job)  # once: the folder does not change while the book runs
-        digest = _content_hash(job, data)
-        rel = job.output.relative_to(out_dir.parent) if out_dir.parent in job.output.parents else job.output
-        if not force and _stored_hash(job.output) == digest:
-            tqdm.write(f"up to date: {rel}")
-            done.append(job.output)
-            continue
-        tqdm.write(f"running {job.source.name} -> {rel} with {job.parameters}")
+    def shown(job: Job) -> Path:  # the copy's path as the user reads it: from the book folder's parent
+        return job.output.relative_to(out_dir.parent) if out_dir.parent in job.output.parents else job.output
+
+    def execute(job: Job, data: str | None, why: str = "running") -> None:
+        tqdm.write(f"{why} {job.source.name} -> {shown(job)} with {job.parameters}")
         with _kernel_warning_filter():
             pm.execute_notebook(
                 str(job.source), str(job.output), parameters=job.parameters, cwd=str(repo_root()),
                 kernel_name="python3", progress_bar=True, log_output=log_output,
             )
         _stamp(job.output, _content_hash(job, data), job, data)  # after the run: it may have exported results
+
+    done, data_hashes = [], {}
+    for job in tqdm(jobs, desc="notebooks", unit="nb"):
+        data = data_hashes[job.output] = _data_hash(job)  # once: the folder does not change while the book runs
+        if not force and _stored_hash(job.output) == _content_hash(job, data):
+            tqdm.write(f"up to date: {shown(job)}")
+        else:
+            execute(job, data)
         done.append(job.output)
+    # A page can export finished runs into a folder that a page before it hashed (the CLLMR chapter's
+    # ML-100K copy exports into results/cllmr, which its ML-1M copy reads): run those once more, so
+    # that the call leaves no page stale. A second pass exports nothing new (the runs are out).
+    for job in jobs:
+        data = data_hashes[job.output]
+        if _stored_hash(job.output) != _content_hash(job, data):
+            execute(job, data, why="again (a page after it changed what it reads):")
     if untracked := untracked_results():
         print(f"warning: the pages were hashed with result files git does not track ({len(untracked)}: "
               f"{', '.join(untracked[:3])}{', ...' if len(untracked) > 3 else ''}); commit them with book/executed/, "
