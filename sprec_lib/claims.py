@@ -454,7 +454,7 @@ def endpoint_stability(rows: pd.DataFrame, rule: NoiseRule = RULE, label: str = 
     ``itN`` evaluation) and paired with the same ``base`` as at T. Columns: dataset, profile,
     metric, ``effect`` and ``seed_spread`` at T, ``effect_before`` and ``seed_spread_before`` at
     T − 1, ``run_noise``, ``seeds``, ``iterations`` (T); empty where no run has two iterations."""
-    from .evaluation import flat_metrics
+    from .results import iteration_curves
     from .runs import open_run
 
     columns = ["dataset", "profile", "metric", "effect", "seed_spread", "effect_before", "seed_spread_before",
@@ -464,14 +464,15 @@ def endpoint_stability(rows: pd.DataFrame, rule: NoiseRule = RULE, label: str = 
     before, last = rows.copy(), {}
     for i, r in rows[rows["label"] == label].iterrows():
         run = open_run(r["run"])
-        its = sorted(int(k[2:]) for k in (run.labels if run else []) if k.startswith("it") and k[2:].isdigit())
-        if len(its) < 2:
+        curve = iteration_curves(run) if run else pd.DataFrame(columns=["iteration"])
+        curve = curve[curve["iteration"] >= 1]  # iteration 0 is the SFT model
+        if len(curve) < 2:
             before = before.drop(index=i)
             continue
-        for metric, value in flat_metrics(run.metrics_of(f"it{its[-2]}")).items():
-            if metric in before.columns:
-                before.loc[i, metric] = value
-        last[(r["dataset"], r["profile"])] = its[-1]
+        previous = curve.iloc[-2]  # sorted by iteration: T - 1
+        shared = [c for c in curve.columns if c in before.columns and c != "iteration"]
+        before.loc[i, shared] = previous[shared].values
+        last[(r["dataset"], r["profile"])] = int(curve["iteration"].iloc[-1])
     if not last:
         return pd.DataFrame(columns=columns)
     at_t = stability(rows, label, base, metrics, rule)
