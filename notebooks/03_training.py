@@ -153,9 +153,7 @@ if sprec_runs:
 # %% tags=["hide-input"]
 if sprec_runs:
     swing = results.alternation(curves, ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"])
-    swing_table = swing.groupby("metric", sort=False).agg(
-        runs=("seed", "size"), turns=("turns", "sum"), possible=("possible", "sum"), odd_mean=("odd_mean", "mean"),
-        even_mean=("even_mean", "mean"), before_last=("before_last", "mean"), last=("last", "mean"))
+    swing_table = results.alternation_summary(swing, by=["metric"])
     book.record("turns", {m: f"{int(r.turns)}/{int(r.possible)}" for m, r in swing_table.iterrows()})
     display(swing_table.round(4))
 

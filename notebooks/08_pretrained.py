@@ -147,9 +147,7 @@ for dataset in data:
     iterations[dataset] = int(curves["iteration"].max())
     # Does the curve settle or swing (the training pages say why it matters: Table 1 reads iteration T)?
     swing = results.alternation(curves, ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"])
-    swing = swing.groupby(["label", "metric"], sort=False).agg(
-        turns=("turns", "sum"), possible=("possible", "sum"), odd_mean=("odd_mean", "mean"),
-        even_mean=("even_mean", "mean"), before_last=("before_last", "mean"), last=("last", "mean"))
+    swing = results.alternation_summary(swing, by=["label", "metric"])
     turns[dataset] = {f"{label} {metric}": f"{int(r.turns)}/{int(r.possible)}" for (label, metric), r in swing.iterrows()}
     display(plots.html_table(swing.reset_index(), caption=f"{dataset}: turns of each curve (of T − 1 chances), "
                              "the mean over odd and even iterations, and the last two values (sprec_lib.results.alternation)"))

@@ -107,7 +107,9 @@ def cmd_results(args) -> None:
                 print(f"  {row.verdict} ({row.seeds} seed{'s' if row.seeds != 1 else ''}): {row.claim}")
 
 
-def cmd_runs_missing(args) -> None:
+def _missing_specs(args) -> list:
+    """The runs the book reads and does not find, in the order to run them (``runs missing`` and
+    ``runs plan`` share the selection)."""
     from .experiments import book_specs, is_done
     from .paths import DATASETS, dataset_folder, portable_path
 
@@ -119,13 +121,33 @@ def cmd_runs_missing(args) -> None:
     folders = [portable_path(dataset_folder(n)) for n in names if dataset_folder(n).is_dir()]
     specs = (pretrained.specs(folders, args.profile, seeds) if small
              else book_specs(folders, seeds, args.profile, _sweeps(args.sweeps) if args.sweeps else None))
-    todo = [s for s in specs if not is_done(s)]
+    return [s for s in specs if not is_done(s)]
+
+
+def _lane_line(command: str, folder: str) -> str:
+    """A queue line: the run, then its export into results/runs once it finishes (to commit it
+    before the machine goes away)."""
+    return f"{command} && sprec results {shlex.quote(folder)} --gather > /dev/null"
+
+
+def _run_selection(parser) -> None:
+    """The arguments that choose the runs of ``runs missing`` and ``runs plan``."""
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="default: 0 1 2; for the small profile, the seeds of its chapter (08_pretrained: 0)")
+    parser.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
+                        help="the datasets of the negative-sample sweeps, with their seeds (default: MovieLens:0,1,2 ml-1m:0)")
+    _profile(parser)
+
+
+def cmd_runs_missing(args) -> None:
+    todo = _missing_specs(args)
     if args.format == "commands":
         for spec in todo:
             print(spec.command())
-    elif args.format == "lane":  # for sprec lane run: each run exported into results/runs once it finishes
+    elif args.format == "lane":  # for sprec lane run
         for spec in todo:
-            print(f"{spec.command()} && sprec results {shlex.quote(spec.folder('runs').as_posix())} --gather > /dev/null")
+            print(_lane_line(spec.command(), spec.folder("runs").as_posix()))
     elif args.format == "json":
         import json
 
@@ -137,6 +159,32 @@ def cmd_runs_missing(args) -> None:
 
         print(slurm_array(grid(todo), parallel=args.parallel))
     print(f"{len(todo)} runs missing", file=sys.stderr)
+
+
+def cmd_runs_plan(args) -> None:
+    from .experiments import grid, pack_lanes
+    from .lanes import _running_pid
+
+    todo = _missing_specs(args)
+    names = [f"{args.out}-{chr(ord('A') + i)}.txt" for i in range(args.lanes)]
+    busy = [n for n in names if _running_pid(Path(n)) is not None]
+    if busy:
+        raise SystemExit(f"a lane runs {', '.join(busy)}: `sprec lane stop` it first, or plan into another --out")
+    packed = pack_lanes(grid(todo), args.lanes, args.hours, args.slowdown)
+    for name, lane in zip(names, packed["lanes"]):
+        Path(name).parent.mkdir(parents=True, exist_ok=True)
+        Path(name).write_text("".join(_lane_line(r["command"], r["folder"]) + "\n"
+                                      for r in lane), encoding="utf-8")
+        print(f"{name}: {len(lane)} run(s), about {lane[-1]['end_s'] / 3600 if lane else 0:.1f} h")
+        for r in lane:
+            print(f"  {r['start_s'] / 60:5.0f} -> {r['end_s'] / 60:5.0f} min  {r['label']}")
+    print(f"{len(packed['deferred'])} of {len(todo)} missing runs do not fit in {args.hours:g} h x {args.lanes} lane(s) "
+          f"(estimates x {args.slowdown:g}); the first of them: "
+          + ("; ".join(f"{r['dataset']} {r['label']} seed {r['seed']}" for r in packed["deferred"][:3]) or "none"))
+    if packed["unknown"]:
+        print(f"{len(packed['unknown'])} run(s) left out for want of an estimate (no benchmark figures for a stage "
+              "of theirs): " + ", ".join(sorted({r["label"] for r in packed["unknown"]})), file=sys.stderr)
+    print("start each lane with `nohup sprec lane run QUEUE > QUEUE.out 2>&1 &`", file=sys.stderr)
 
 
 def cmd_runs_cost(args) -> None:
@@ -226,7 +274,7 @@ def print_plan(p: dict) -> None:
           f"{p['device']}, {p['threads']} thread(s)" + (f"; resumes {p['folder']}" if p["resumes"] else ""))
     table = pd.DataFrame(p["stages"])
     table["estimate"] = [_duration(s) if s is not None and st == "to run" else "" for s, st in zip(table["estimate_s"], table["status"])]
-    _show(table.drop(columns="estimate_s").set_index("stage").astype(object).fillna(""))
+    _show(table.drop(columns=["estimate_s", "shared"]).set_index("stage").astype(object).fillna(""))
     left = sum(s["estimate_s"] or 0 for s in p["stages"] if s["status"] == "to run")
     unknown = any(s["estimate_s"] is None and s["status"] == "to run" for s in p["stages"])
     print(f"estimated time: {_duration(left)}" + (" (some stages have no estimate)" if unknown else "") +
@@ -480,16 +528,20 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="the runs the book reads: which are missing, what they cost").add_subparsers(dest="runs_command", required=True)
     miss = runs.add_parser("missing", help="print the `sprec train` command of every run the book reads and does not find "
                                            "(one per line: pipe to `xargs -P 2 -I{} sh -c {}` to run two at a time)")
-    miss.add_argument("--datasets", nargs="+", default=None, metavar="NAME", help="default: every dataset there is")
-    miss.add_argument("--seeds", nargs="+", type=int, default=None,
-                      help="default: 0 1 2; for the small profile, the seeds of its chapter (08_pretrained: 0)")
-    miss.add_argument("--sweeps", nargs="+", default=None, metavar="NAME[:SEEDS]",
-                      help="the datasets of the negative-sample sweeps, with their seeds (default: MovieLens:0,1,2 ml-1m:0)")
-    _profile(miss)
+    _run_selection(miss)
     miss.add_argument("--format", default="commands", choices=["commands", "lane", "slurm", "json"],
                       help="commands: one per line; lane: the same, each followed by its export (a queue for `sprec lane run`); slurm: a job-array script (one task per run); json: records for any scheduler")
     miss.add_argument("--parallel", type=int, default=None, help="slurm: at most this many array tasks at once")
     miss.set_defaults(func=cmd_runs_missing)
+    pln = runs.add_parser("plan", help="the missing runs dealt to lanes that finish within a time (for a machine that "
+                                       "goes away with its run folders: a run cut off half-way is lost)")
+    pln.add_argument("--lanes", type=int, default=2, help="queues to fill, one thread each (default: 2, for 2 cores)")
+    pln.add_argument("--hours", type=float, required=True, help="the time each lane has")
+    pln.add_argument("--slowdown", type=float, default=1.5,
+                     help="the dry-run estimates x this (default 1.5: two lanes on two cores, measured 2026-12-04)")
+    pln.add_argument("--out", default="logs/queue", help="queue files OUT-A.txt, OUT-B.txt, ... (default: logs/queue)")
+    _run_selection(pln)
+    pln.set_defaults(func=cmd_runs_plan)
     cost = runs.add_parser("cost", help="lane-hours per dataset and method, from the run logs (lower bounds: "
                                         "killed processes' last minutes and cache-reused stages are not counted)")
     cost.add_argument("--results", default="results/runs", help="a folder of run folders (default: results/runs)")

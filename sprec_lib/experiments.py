@@ -42,7 +42,7 @@ from .runs import CONFIG, Run, RunSpec, open_run, reuse_or_make
 
 __all__ = ["RunSpec", "table1_methods", "ABLATIONS", "ABLATION_LABELS", "NEGATIVE_STUDY", "ratio_variants",
            "n_negative_variants", "sweep", "specs", "matches", "obtain", "obtain_all", "book_specs", "is_done", "grid",
-           "slurm_array", "gather", "SCHEDULER_RESOURCES"]
+           "slurm_array", "pack_lanes", "gather", "SCHEDULER_RESOURCES"]
 
 
 def table1_methods() -> tuple[str, ...]:
@@ -229,16 +229,79 @@ def grid(specs: list[RunSpec], runs_root: str = RUNS, estimate: bool = True) -> 
     key = lru_cache(maxsize=None)(lambda data_dir: dataset_hash(resolve(data_dir)))
     out = []
     for spec in specs:
-        seconds = None
+        seconds, stages = None, []
         if estimate:
-            stages = plan(spec.config(), None, ds=read(spec.data_dir), data_key=key(spec.data_dir))["stages"]
+            folder = spec.folder(runs_root)
+            stages = plan(spec.config(), folder if (folder / CONFIG).exists() else None,
+                          ds=read(spec.data_dir), data_key=key(spec.data_dir))["stages"]
+            stages = [{k: s[k] for k in ("stage", "estimate_s", "status", "shared")} for s in stages]
             known = [s["estimate_s"] for s in stages if s["estimate_s"] is not None]
             seconds = sum(known) if known else None
         out.append({"dataset": spec.dataset, "data_dir": spec.data_dir, "method": spec.method, "variant": spec.variant,
                     "label": spec.label, "seed": spec.seed, "profile": spec.profile, "overrides": list(spec.overrides),
                     "folder": spec.folder(runs_root).as_posix(), "command": spec.command(runs_root),
-                    "estimate_s": seconds})
+                    "estimate_s": seconds, "stages": stages})
     return out
+
+
+# -- the grid to lanes that must finish in time (``sprec runs plan``) --------------------------------
+
+def pack_lanes(records: list[dict], lanes: int, hours: float, slowdown: float = 1.0) -> dict:
+    """Deal the runs of ``records`` (:func:`grid`, in the order to run them) to ``lanes`` queues so
+    that each lane's runs finish within ``hours``: for a machine that goes away, with its run
+    folders and stage cache, when the session ends (a run killed half-way is then lost, and so is
+    the lane-time it took).
+
+    Each run's time is its stages' dry-run estimates x ``slowdown`` (the estimates are for one lane
+    alone; two lanes on two cores run slower, and other machines are slower still). A shared stage
+    (``stage["shared"]``: the pretraining of a dataset, the SFT of a seed) costs nothing when the
+    cache has it, is paid by the first run that needs it, and is free for every later run of any
+    lane, which, when it starts before the stage is done, waits for it (as ``sprec train`` does, on
+    the stage's lock). Runs are taken in order; each goes to the lane where it would finish first,
+    and a run that fits nowhere is deferred, so that a later, shorter one may still fill the time
+    left. A run with a stage to train that has no estimate (no benchmark figures for its kind) is
+    not placed: it goes to ``unknown``.
+
+    Returns ``{"lanes": [[{"command", "folder", "label", "start_s", "end_s"}, ...], ...], "deferred":
+    [records], "unknown": [records]}`` (times in seconds from the start)."""
+    if lanes < 1:
+        raise ValueError(f"lanes must be at least 1 (got {lanes})")
+    if hours <= 0 or slowdown <= 0:
+        raise ValueError(f"hours and slowdown must be positive (got {hours}, {slowdown})")
+    budget = hours * 3600
+    clocks = [0.0] * lanes
+    ready: dict[str, float] = {}  # shared stage -> when it will be done
+    placed: list[list[dict]] = [[] for _ in range(lanes)]
+    deferred, unknown = [], []
+
+    def finish(record: dict, start: float) -> tuple[float, dict[str, float]]:
+        t, paid = start, {}
+        for stage in record["stages"]:
+            if stage["status"] != "to run":
+                continue
+            key = stage["shared"]
+            if key is not None and key in ready:
+                t = max(t, ready[key])  # another run trains it: wait on its lock, then reuse it
+                continue
+            t += stage["estimate_s"] * slowdown
+            if key is not None:
+                paid[key] = t
+        return t, paid
+
+    for record in records:
+        if any(s["estimate_s"] is None and s["status"] == "to run" for s in record["stages"]):
+            unknown.append(record)
+            continue
+        options = [(*finish(record, clocks[i]), i) for i in range(lanes)]  # (end, paid, lane)
+        end, paid, lane = min(options, key=lambda o: (o[0], o[2]))
+        if end > budget:
+            deferred.append(record)
+            continue
+        placed[lane].append({"command": record["command"], "folder": record["folder"], "label": f"{record['dataset']} {record['label']} seed {record['seed']}",
+                             "start_s": clocks[lane], "end_s": end})
+        clocks[lane] = end
+        ready.update(paid)
+    return {"lanes": placed, "deferred": deferred, "unknown": unknown}
 
 
 def slurm_array(records: list[dict], job_name: str = "sprec-book", parallel: int | None = None) -> str:

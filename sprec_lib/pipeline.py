@@ -531,7 +531,8 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
          data_key: str | None = None) -> dict:
     """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
     steps, tokens and an estimate of its time (from ``benchmarks/results``), which shared stages it
-    would reuse from the cache, which are already done in ``folder``, the device and threads."""
+    would reuse from the cache (``shared``: the cache entry of a stage that runs share, None for a
+    run's own stage), which are already done in ``folder``, the device and threads."""
     import torch
 
     from . import methods
@@ -561,14 +562,14 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         steps = _steps(rows, stage) if stage is not None else None
         seconds, tokens = _estimate(s.kind, rows, steps, stage, bench, dtype)
         status = "to run"
+        cached = shared_stage_path(cfg, s.name, data_key, cache_dir)  # None: the run's own stage
         if existing is not None and (existing.done(s.name) or s.kind == "eval" and existing.has_metrics(s.name[5:])):
             status = "done in the run folder"
-        else:
-            cached = shared_stage_path(cfg, s.name, data_key, cache_dir)
-            if cached is not None and stage_finished(cached):
-                status = "reused from the cache"
+        elif cached is not None and stage_finished(cached):
+            status = "reused from the cache"
         stages.append({"stage": s.name, "kind": s.kind, "rows": rows, "steps": steps, "tokens": tokens,
-                       "estimate_s": seconds, "status": status, "note": s.note})
+                       "estimate_s": seconds, "status": status, "note": s.note,
+                       "shared": None if cached is None else cached.name})
     base = run_config(cfg.profile, dataset=cfg.dataset, method=cfg.method, seed=cfg.seed)
     diff = {k: (a, b) for k, (a, b) in _flat_diff(to_dict(base), to_dict(cfg)).items()}
     threads = cfg.model.torch_threads or torch.get_num_threads()

@@ -252,6 +252,16 @@ def alternation(curves: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                                        "even_mean", "before_last", "last"])
 
 
+def alternation_summary(swing: pd.DataFrame, by: list[str] = ("metric",)) -> pd.DataFrame:
+    """:func:`alternation`'s rows pooled over runs, per ``by`` (the training pages: per metric; the
+    pretrained-LLM page: per label and metric): ``runs``, ``turns`` and ``possible`` summed (so
+    ``turns/possible`` is the share of chances the curves took), the phase means and the last two
+    values averaged over the runs."""
+    return swing.groupby(list(by), sort=False).agg(
+        runs=("seed", "size"), turns=("turns", "sum"), possible=("possible", "sum"), odd_mean=("odd_mean", "mean"),
+        even_mean=("even_mean", "mean"), before_last=("before_last", "mean"), last=("last", "mean"))
+
+
 def paired_differences(rows: pd.DataFrame, base: str = "sft", columns: list[str] = TABLE_COLUMNS,
                        by: str = "label") -> pd.DataFrame:
     """Per (label, metric): the difference label − ``base`` on the same dataset, profile and seed.

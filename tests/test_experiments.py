@@ -200,3 +200,84 @@ def test_gather_exports_runs_from_wherever_they_were_written(tmp_path, monkeypat
     exported = experiments.gather(tmp_path / "scratch")
     assert exported == [tmp_path / "results" / "runs" / "ml-1m-tiny" / "sprec-nosft-seed2"]
     assert Run(exported[0]).label == "sprec-nosft" and Run(exported[0]).final_stage == "sft"
+
+
+def _record(label, *stages, dataset="d1", seed=0):
+    """A grid record with hand-made stages: (estimate_s, shared key or None, status)."""
+    return {"dataset": dataset, "label": label, "seed": seed, "command": f"sprec train {label}", "folder": f"runs/{label}",
+            "stages": [{"stage": f"s{i}", "estimate_s": est, "shared": key, "status": status}
+                       for i, (est, key, status) in enumerate(stages)]}
+
+
+def test_lanes_are_packed_to_finish_in_time_sharing_stages():
+    """Worked by hand: two lanes, 100 s each. A shared stage is paid once, by the first run that
+    needs it; a later run on the other lane waits for it; cached stages are free; a run that fits
+    nowhere is deferred and a shorter one after it still fills a lane; no estimate, no place."""
+    todo, cached = "to run", "reused from the cache"
+    records = [
+        _record("r1", (30, "p1", todo), (10, "s1", todo), (5, None, todo)),          # lane A 0 -> 45
+        _record("r2", (30, "p1", todo), (10, "s2", todo), (20, None, todo)),         # A: 45 -> 75; B: waits for p1 to 30, -> 60
+        _record("r3", (50, "p2", cached), (40, None, todo), dataset="d2"),         # A: 45 -> 85; B: 60 -> 100
+        _record("r4", (30, "p1", todo), (10, "s1", todo), (30, None, todo)),         # A: 85 -> 115 (late); B: 60 -> 90
+        _record("r5", (50, None, todo)),                                             # A: 135, B: 140: deferred
+        _record("r6", (10, None, todo), (99, None, "done in the run folder")),       # A: 85 -> 95
+        _record("r7", (None, None, todo)),                                           # no estimate
+    ]
+    packed = experiments.pack_lanes(records, lanes=2, hours=100 / 3600)
+    spans = [[(r["label"].split()[1], r["start_s"], r["end_s"]) for r in lane] for lane in packed["lanes"]]
+    assert spans == [[("r1", 0, 45), ("r3", 45, 85), ("r6", 85, 95)], [("r2", 0, 60), ("r4", 60, 90)]]
+    assert [r["label"] for r in packed["deferred"]] == ["r5"] and [r["label"] for r in packed["unknown"]] == ["r7"]
+    assert packed["lanes"][0][0]["folder"] == "runs/r1"
+    # slowdown scales every estimate: r1 alone takes 90 s, and r2 (shared p1 done at 60) ends at 120 on lane B.
+    slow = experiments.pack_lanes(records[:2], lanes=2, hours=1, slowdown=2)
+    assert [[(r["start_s"], r["end_s"]) for r in lane] for lane in slow["lanes"]] == [[(0, 90)], [(0, 120)]]
+    # One lane: everything in order, as long as the time lasts.
+    one = experiments.pack_lanes(records, lanes=1, hours=1)
+    assert [r["label"].split()[1] for r in one["lanes"][0]] == ["r1", "r2", "r3", "r4", "r5", "r6"]
+    assert one["lanes"][0][-1]["end_s"] == 45 + 30 + 40 + 30 + 50 + 10
+    for bad in ({"lanes": 0, "hours": 1}, {"lanes": 1, "hours": 0}, {"lanes": 1, "hours": 1, "slowdown": -1}):
+        try:
+            experiments.pack_lanes(records, **bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"pack_lanes accepted {bad}")
+
+
+def test_runs_plan_writes_queues_that_fit(tmp_path, monkeypatch, capsys):
+    """`sprec runs plan`: the missing runs of a synthetic folder dealt to two queue files, each line
+    a run and its export, every run at most once, nothing placed past the time given."""
+    import shutil
+    from pathlib import Path
+
+    from sprec_lib.cli import main
+    from sprec_lib.data.sprec_format import write_sprec_folder
+    from sprec_lib.data.synthetic import make_synthetic
+
+    bench = Path(experiments.__file__).resolve().parents[1] / "benchmarks" / "results" / "sprec_iteration-tiny.json"
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    shutil.copy(bench, tmp_path / "benchmarks" / "results")
+    monkeypatch.setenv("SPREC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    write_sprec_folder(make_synthetic(n_items=30, sizes=(40, 10, 10), seed=2), tmp_path / "synth")
+    args = ["runs", "plan", "--datasets", str(tmp_path / "synth"), "--seeds", "0", "--sweeps", str(tmp_path / "synth") + ":0",
+            "--out", str(tmp_path / "q")]
+    assert main([*args, "--hours", "100"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for name in ("q-A.txt", "q-B.txt") for line in (tmp_path / name).read_text().splitlines()]
+    missing = experiments.book_specs(["synth"], seeds=(0,), sweeps={"synth": (0,)})  # the CLI's portable path
+    placed = [line.split(" && ")[0] for line in lines]
+    assert len(placed) == len(set(placed)) and set(placed) <= {s.command() for s in missing}
+    assert {"sft-seed0", "sdpo-seed0", "sprec-seed0"} <= {p.split(" --out ")[1].split()[0].split("/")[-1] for p in placed}
+    for line in lines:
+        folder = line.split(" --out ")[1].split()[0]
+        assert line.endswith(f" && sprec results {folder} --gather > /dev/null")
+    assert "q-A.txt" in out and "do not fit" in out
+    # No time, no runs: the queues are written empty and every run is deferred.
+    assert main([*args, "--hours", "0.0001"]) == 0
+    assert (tmp_path / "q-A.txt").read_text() == (tmp_path / "q-B.txt").read_text() == ""
+    import re
+
+    again = capsys.readouterr()
+    deferred, asked = map(int, re.search(r"(\d+) of (\d+) missing runs do not fit", again.out).groups())
+    unknown = re.search(r"(\d+) run\(s\) left out for want of an estimate", again.err)
+    assert asked == len(missing) and deferred + (int(unknown[1]) if unknown else 0) == asked

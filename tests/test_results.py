@@ -8,7 +8,7 @@ import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.experiments import RunSpec
-from sprec_lib.results import (alternation, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
+from sprec_lib.results import (alternation, alternation_summary, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
                                negatives_popularity, paired_differences, run_rows, summary_table, sweep_rows, table_means)
 from sprec_lib.runs import Run, write_json
 
@@ -59,6 +59,11 @@ def test_alternation_counts_turns_and_the_phases_by_hand():
     assert (t.loc[0, "before_last"], t.loc[0, "last"]) == (1, 3)
     assert (t.loc[1, "iterations"], t.loc[1, "turns"], t.loc[1, "possible"]) == (3, 0, 2)
     assert t.loc[1, "odd_mean"] == pytest.approx(1.5) and t.loc[1, "even_mean"] == pytest.approx(1.0)
+    # Pooled over the two runs: 4 + 0 turns of 4 + 2 chances; the phase means and last values averaged.
+    pooled = alternation_summary(alternation(curves, ["DivRatio@1"])).loc["DivRatio@1"]
+    assert (pooled["runs"], pooled["turns"], pooled["possible"]) == (2, 4, 6)
+    assert pooled["odd_mean"] == pytest.approx((2.0 + 1.5) / 2) and pooled["even_mean"] == pytest.approx((0.75 + 1.0) / 2)
+    assert (pooled["before_last"], pooled["last"]) == (pytest.approx((1 + 1) / 2), pytest.approx((3 + 2) / 2))
 
 
 def rows_frame(values):
