@@ -158,6 +158,33 @@ if sprec_runs:
     display(swing_table.round(4))
 
 # %% [markdown]
+# ### Which step makes the swing? (ours)
+#
+# Each iteration has two steps: SFT on the positives, then DPO against the negatives. The public
+# script evaluates the model after both; the book's curves show the model that ends each iteration.
+# Runs made with `sprec.eval_sft_steps=true` keep both evaluations (it changes no trained weight).
+# For them, the curve step by step (iteration t − 0.5: the model after iteration t's SFT step), and
+# what each step changed, the mean over those runs (`sprec_lib.results.step_curves`,
+# `step_changes`). If the SFT steps undo the last DPO step while the DPO steps push by turns harder
+# and softer, the swing is in the DPO step, and the negatives' popularity is the lead to follow; if
+# the DPO steps push alike and the SFT steps pull back by turns, it is the SFT step's.
+
+# %% tags=["hide-input"]
+steps = results.step_curves(sprec_runs) if sprec_runs else results.step_curves([])
+if len(steps):
+    step_metrics = ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"]
+    fig = plots.plot_iteration_curves(steps, step_metrics, title="SPRec step by step (t − 0.5: after iteration t's SFT step)")
+    changes = results.step_changes(steps, step_metrics)
+    by_step = changes.groupby(["metric", "iteration"], sort=False)[["sft_step", "dpo_step"]].mean()
+    book.record("step_changes", {f"{m} it{t}": {k: round(float(v), 4) for k, v in r.items()} for (m, t), r in by_step.iterrows()})
+    display(Markdown(f"{steps.groupby(['label', 'seed']).ngroups} run(s) with SFT-step evaluations "
+                     f"({', '.join(f'seed {s}' for s in sorted(steps['seed'].unique()))})."))
+    display(by_step.unstack("metric").swaplevel(0, 1, axis=1)[step_metrics].round(4))  # per metric: its two steps
+else:
+    book.record("step_changes", {})
+    display(Markdown("No SPRec run on this page was evaluated after its SFT steps (`--set sprec.eval_sft_steps=true`): pending."))
+
+# %% [markdown]
 # ## What the self-play negatives are (section 4.2)
 #
 # SPRec's claim rests on one mechanism: the model's own recommendations, used as negatives, are

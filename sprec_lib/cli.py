@@ -538,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--lanes", type=int, default=2, help="queues to fill, one thread each (default: 2, for 2 cores)")
     pln.add_argument("--hours", type=float, required=True, help="the time each lane has")
     pln.add_argument("--slowdown", type=float, default=1.5,
-                     help="the dry-run estimates x this (default 1.5: two lanes on two cores, measured 2026-12-04)")
+                     help="the dry-run estimates x this (default 1.5: the upper quartile of actual / estimate over the "
+                          "committed runs' stages, two lanes on 2 cores: 1.34 on AVX512, 1.54 on AVX2; "
+                          "benchmarks/estimate_accuracy.py)")
     pln.add_argument("--out", default="logs/queue", help="queue files OUT-A.txt, OUT-B.txt, ... (default: logs/queue)")
     _run_selection(pln)
     pln.set_defaults(func=cmd_runs_plan)

@@ -225,12 +225,17 @@ def to_dict(cfg) -> dict:
 # preference stages after a whole DPO run gave identical metrics both ways
 # (results/investigations/README.md).
 SPEED_SWITCHES = ("fast_head", "head_kernel", "shared_prompt", "token_metrics")
+# Settings that add measurements and change no trained weight (SPRecConfig.eval_sft_steps): like the
+# speed switches, a run made with or without them answers the same spec and resumes under either.
+MEASURE_SWITCHES = ("eval_sft_steps",)
+NEUTRAL_SWITCHES = SPEED_SWITCHES + MEASURE_SWITCHES
 
 
-def without_speed_switches(section):
-    """``section`` (a :func:`to_dict` output, or any part of one) with the speed switches left out."""
+def without_neutral_switches(section):
+    """``section`` (a :func:`to_dict` output, or any part of one) without the speed switches and
+    the measure-only settings (:data:`NEUTRAL_SWITCHES`)."""
     if isinstance(section, dict):
-        return {k: without_speed_switches(v) for k, v in section.items() if k not in SPEED_SWITCHES}
+        return {k: without_neutral_switches(v) for k, v in section.items() if k not in NEUTRAL_SWITCHES}
     return section
 
 
@@ -410,6 +415,11 @@ class SPRecConfig:
     n_negatives: int = 1
     decoding: Literal["free", "constrained"] = "free"
     negative_max_new_tokens: int = 32
+    # Evaluate each iteration's SFT-step model too (metrics label it<t>-sft), as the public script
+    # does (shell/SPRec.sh runs eval_single_file.sh after the SFT step and after the DPO step). Off
+    # by default (one evaluation more per iteration); it changes no trained weight, so runs with and
+    # without it are the same run (MEASURE_SWITCHES). The curves of Fig. 4 stay the DPO models'.
+    eval_sft_steps: bool = False
 
     def __post_init__(self):
         _check_types(self)

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from . import methods
-from .config import SPEED_SWITCHES, RunConfig, to_dict, without_speed_switches
+from .config import RunConfig, to_dict, without_neutral_switches
 from .paths import RESULTS, RUNS, resolve
 from .runs import CONFIG, Run, RunSpec, open_run, reuse_or_make
 
@@ -113,8 +113,8 @@ def specs(data_dir: str, methods=None, seeds=(0,), profile: str = "tiny",
 def _comparable(cfg: RunConfig) -> dict:
     """The config fields the method reads (the registry's sections: e.g. SPRec's settings in an SFT
     run cannot change its results and do not make it stale), the dataset by folder name, the
-    thread count and the stages' speed switches (:data:`SPEED_SWITCHES`) left out."""
-    c = {k: without_speed_switches(v) for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
+    thread count, the stages' speed switches and the measure-only settings (:data:`~sprec_lib.config.NEUTRAL_SWITCHES`) left out."""
+    c = {k: without_neutral_switches(v) for k, v in to_dict(cfg).items() if k in methods.sections(cfg.method)}
     c["dataset"] = Path(c["dataset"]).name
     if "model" in c:  # an LLM method (SASRec reads no model section)
         c["model"] = {k: v for k, v in c["model"].items() if k != "torch_threads"}

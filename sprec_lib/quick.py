@@ -28,6 +28,7 @@ QUICK_RUN: list[str] = [
     "pretrain.max_steps=4", "sft.max_steps=40", "sft.lr=5e-3", "sft.loss_on=completion",
     "dpo.max_steps=3", "sdpo.max_steps=2", "sdpo.n_negatives=2",
     "sprec.iterations=2", "sprec.train_rows=8", "sprec.valid_rows=4", "sprec.sft.max_steps=2", "sprec.dpo.max_steps=3",
+    "sprec.eval_sft_steps=true",  # so that the training page's step-by-step section runs in quick mode too
     "train_rows=32", "eval.rows=12", "eval.batch_size=8", "eval.max_new_tokens=12",
     # the baselines (sprec_lib/methods): a few epochs or steps each, fewer beams
     "sasrec.epochs=5", "sasrec.patience=5", "dmpo.stage.max_steps=2", "dmpo.stage.n_negatives=2",

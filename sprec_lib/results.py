@@ -219,6 +219,52 @@ def iteration_curves(run: Run) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
 
 
+def step_curves(runs: list[Run]) -> pd.DataFrame:
+    """SPRec's metrics step by step, for the runs evaluated after each SFT step too
+    (``sprec.eval_sft_steps``; the others are left out): ``iteration`` 0 is the SFT model, t − 0.5
+    the model after iteration t's SFT step, t the model that ends iteration t (after its DPO step).
+    Columns: label, seed, iteration, step (``start``, ``sft step``, ``end``) and the metrics."""
+    rows = []
+    for run in runs:
+        metrics = run.metrics()
+        if not any(re.fullmatch(r"it\d+-sft", label) for label in metrics):
+            continue
+        for label, m in metrics.items():
+            end, sft = re.fullmatch(r"it(\d+)", label), re.fullmatch(r"it(\d+)-sft", label)
+            if label == "sft":
+                at, step = 0.0, "start"
+            elif end:
+                at, step = float(end[1]), "end"
+            elif sft:
+                at, step = int(sft[1]) - 0.5, "sft step"
+            else:
+                continue
+            rows.append({"label": run.label, "seed": run.cfg.seed, "iteration": at, "step": step, **flat_metrics(m)})
+    if not rows:
+        return pd.DataFrame(columns=["label", "seed", "iteration", "step"])
+    return pd.DataFrame(rows).sort_values(["label", "seed", "iteration"]).reset_index(drop=True)
+
+
+def step_changes(steps: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """What each step of each iteration did, from :func:`step_curves`: per (label, seed, iteration
+    t, metric), ``sft_step`` = the value after t's SFT step − the value that ended t − 1, and
+    ``dpo_step`` = the value that ends t − the value after its SFT step. Which step makes the swing
+    of :func:`alternation`: an SFT step that undoes the last DPO step, or DPO steps that push by
+    turns harder and softer."""
+    rows = []
+    for (label, seed), run in steps.groupby(["label", "seed"], sort=False):
+        at = run.set_index("iteration")
+        for t in sorted(i for i in at.index if float(i).is_integer() and i >= 1):
+            if t - 0.5 not in at.index or t - 1 not in at.index:
+                continue
+            for metric in metrics:
+                if metric in at.columns:
+                    before, mid, after = at.loc[t - 1, metric], at.loc[t - 0.5, metric], at.loc[t, metric]
+                    rows.append({"label": label, "seed": seed, "iteration": int(t), "metric": metric,
+                                 "sft_step": mid - before, "dpo_step": after - mid})
+    return pd.DataFrame(rows, columns=["label", "seed", "iteration", "metric", "sft_step", "dpo_step"])
+
+
 def alternation(curves: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """How often each run's per-iteration curve turns, per (label, seed, metric) of :func:`curves`.
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import sha256_file
-from .config import RunConfig, from_dict, run_config, to_dict, without_speed_switches
+from .config import RunConfig, from_dict, run_config, to_dict, without_neutral_switches
 from .distributed import is_main
 
 # Minutes of training between two trainer checkpoints inside a stage (sprec_lib.trainers._train).
@@ -292,15 +292,16 @@ class Run:
         """Open (or create) a run folder. A new run needs ``cfg`` (and its ``variant``: the name of
         the overrides that make it, e.g. ``nosft``); an existing one keeps its own, and refuses a
         different ``cfg`` (start a new folder, or delete this one, to change it). A ``cfg`` that differs
-        only in the stages' speed switches (:data:`~sprec_lib.config.SPEED_SWITCHES`) is not
-        different: the run goes on with the switches it was started with."""
+        only in the stages' speed switches or measure-only settings
+        (:data:`~sprec_lib.config.NEUTRAL_SWITCHES`) is not different: the run goes on with the
+        settings it was started with."""
         self.folder = Path(folder)
         path = self.folder / CONFIG
         if path.exists():
             saved_doc = read_json(path)
             saved = from_dict(RunConfig, saved_doc["config"])
-            # A config that differs only in the speed switches resumes the run as it was started.
-            if cfg is not None and without_speed_switches(to_dict(cfg)) != without_speed_switches(to_dict(saved)):
+            # A config that differs only in the neutral switches resumes the run as it was started.
+            if cfg is not None and without_neutral_switches(to_dict(cfg)) != without_neutral_switches(to_dict(saved)):
                 raise RunConfigMismatch(config_mismatch(path, to_dict(saved), to_dict(cfg)))
             self.cfg, self._spec = saved, saved_doc.get("spec")
         else:

@@ -113,6 +113,10 @@ def test_training_notebook(tmp_path, monkeypatch, synthetic_folder):
     # One SPRec run of T = 2: one chance per metric for its curve to turn (results.alternation).
     assert set(v["turns"]) == {"DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"}
     assert all(t in ("0/1", "1/1") for t in v["turns"].values()), v["turns"]
+    # Quick runs evaluate after each SFT step too: what each step of the 2 iterations changed, 4 metrics.
+    assert sorted(v["step_changes"]) == sorted(f"{m} it{t}" for m in ("DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio")
+                                               for t in (1, 2))
+    assert all(set(c) == {"sft_step", "dpo_step"} and all(-1 <= x <= 1 for x in c.values()) for c in v["step_changes"].values())
     # The paper's MovieLens beside every method it has a row for (not our plain DPO), 8 metrics each.
     assert v["paper_beside_rows"] == 8 * sum(methods.get(m).paper is not None for m in methods.table1())
     assert set(v["negatives_head_share"]) == {"positive", "self"} and in_unit_range({"": v["negatives_head_share"]})

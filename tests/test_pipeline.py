@@ -14,7 +14,7 @@ from sprec_lib.pipeline import train
 from sprec_lib.runs import Run, RunConfigMismatch
 
 # A micro model that learns the output format in 40 SFT steps (so self-play has real negatives).
-MICRO = QUICK_RUN + ["model.torch_threads=1"]  # the library's quick-mode sizes
+MICRO = QUICK_RUN + ["model.torch_threads=1", "sprec.eval_sft_steps=false"]  # the library's quick-mode sizes
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,28 @@ def test_sprec_run_folder_and_metrics(dataset, tmp_path):
     train(config(dataset), tmp_path / "run", cache_dir=tmp_path / "cache")
     after = {p: p.stat().st_mtime for p in run.folder.rglob("*") if p.is_file() and p.name not in ("log.txt", ".lock")}
     assert all(before[p] == t for p, t in after.items())
+
+
+def test_sft_step_evaluations_add_metrics_and_change_nothing_else(dataset, tmp_path):
+    """sprec.eval_sft_steps (the public script's evaluation after each SFT step): the SFT-step
+    models' metrics come on top, labelled it<t>-sft, and every other metric is what the same run
+    without them gives (a measurement, not a change: the evaluation sits between two stages that
+    start from saved weights). Runs with and without it are one spec (experiments.matches), and a
+    run folder made without it resumes when asked with it, keeping its own setting."""
+    from sprec_lib import experiments
+    from sprec_lib.pipeline import plan
+
+    plain = train(config(dataset), tmp_path / "plain", cache_dir=tmp_path / "cache").metrics()
+    asked = config(dataset, extra=["sprec.eval_sft_steps=true"])
+    steps = [s["stage"] for s in plan(asked, ds=None)["stages"]]
+    assert steps.index("eval it1-sft") == steps.index("it1-sft") + 1 and "eval it2-sft" in steps
+    both = train(asked, tmp_path / "both", cache_dir=tmp_path / "cache").metrics()
+    assert list(both) == ["sft", "it1-sft", "it1", "it2-sft", "it2"]
+    assert {k: both[k] for k in plain} == plain
+    assert both["it1-sft"]["stage"] == "it1-sft" and 0 <= both["it1-sft"]["valid_ratio"] <= 1
+    spec = experiments.RunSpec(str(dataset), "sprec", seed=3, overrides=tuple(MICRO))
+    assert experiments.matches(Run(tmp_path / "both"), spec) and experiments.matches(Run(tmp_path / "plain"), spec)
+    assert Run(tmp_path / "plain", asked).cfg.sprec.eval_sft_steps is False
 
 
 @pytest.mark.parametrize("checkpoint_minutes", [None, 0])

@@ -8,7 +8,7 @@ import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.experiments import RunSpec
-from sprec_lib.results import (alternation, alternation_summary, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
+from sprec_lib.results import (alternation, alternation_summary, step_changes, step_curves, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
                                negatives_popularity, paired_differences, run_rows, summary_table, sweep_rows, table_means)
 from sprec_lib.runs import Run, write_json
 
@@ -64,6 +64,30 @@ def test_alternation_counts_turns_and_the_phases_by_hand():
     assert (pooled["runs"], pooled["turns"], pooled["possible"]) == (2, 4, 6)
     assert pooled["odd_mean"] == pytest.approx((2.0 + 1.5) / 2) and pooled["even_mean"] == pytest.approx((0.75 + 1.0) / 2)
     assert (pooled["before_last"], pooled["last"]) == (pytest.approx((1 + 1) / 2), pytest.approx((3 + 2) / 2))
+
+
+def test_step_curves_and_what_each_step_did_by_hand(tmp_path):
+    """A run evaluated after each SFT step: DivRatio@1 0.1 (SFT), 0.12 after it1's SFT step, 0.3 at
+    it1's end, 0.15 after it2's SFT step, 0.2 at it2's end. So it1: SFT step +0.02, DPO step +0.18;
+    it2: SFT step −0.15, DPO step +0.05. A run without SFT-step evaluations is left out."""
+    def metrics(div):
+        return {"valid_ratio": 1.0, "rows": 10, "@1": {"DivRatio": div}}
+
+    run = Run(tmp_path / "sprec-seed1", run_config("tiny", dataset="/x/syn", method="sprec", seed=1))
+    for label, stage, div in [("sft", "sft", 0.1), ("it1-sft", "it1-sft", 0.12), ("it1", "it1-dpo", 0.3),
+                              ("it2-sft", "it2-sft", 0.15), ("it2", "it2-dpo", 0.2), ("it2-dpo-constrained-5", "it2-dpo", 0.9)]:
+        run.record_metrics(label, {**metrics(div), "stage": stage})
+    plain = Run(tmp_path / "sprec-seed2", run_config("tiny", dataset="/x/syn", method="sprec", seed=2))
+    plain.record_metrics("sft", {**metrics(0.1), "stage": "sft"})
+    plain.record_metrics("it1", {**metrics(0.2), "stage": "it1-dpo"})
+    curves = step_curves([run, plain])
+    assert list(curves["iteration"]) == [0, 0.5, 1, 1.5, 2] and set(curves["seed"]) == {1}
+    assert list(curves["step"]) == ["start", "sft step", "end", "sft step", "end"]
+    changes = step_changes(curves, ["DivRatio@1", "absent"]).set_index("iteration")
+    assert list(changes["metric"]) == ["DivRatio@1"] * 2
+    assert changes.loc[1, "sft_step"] == pytest.approx(0.02) and changes.loc[1, "dpo_step"] == pytest.approx(0.18)
+    assert changes.loc[2, "sft_step"] == pytest.approx(-0.15) and changes.loc[2, "dpo_step"] == pytest.approx(0.05)
+    assert step_curves([plain]).empty and step_changes(step_curves([plain]), ["DivRatio@1"]).empty
 
 
 def rows_frame(values):

@@ -10,7 +10,8 @@ From the SFT model, each of ``sprec.iterations`` iterations:
 3. an SFT step on the positives (``it<t>-sft``; the validation rows give its eval loss);
 4. a DPO step on (prompt, positive, self-play negative) whose reference is a frozen copy of this
    iteration's SFT model (``it<t>-dpo``);
-5. evaluates the iteration's model (metrics label ``it<t>``; ``sft`` is iteration 0).
+5. evaluates the iteration's model (metrics label ``it<t>``; ``sft`` is iteration 0); with
+   ``sprec.eval_sft_steps``, the SFT step's model too (``it<t>-sft``), as the public script does.
 
 Ablations (Table 2) and the section-5.4 studies are settings of the ``sprec`` section, named as
 variants in :mod:`sprec_lib.experiments`: ``sft_step=false`` (SPRec-noSFT), ``dpo_step=false``
@@ -57,6 +58,8 @@ def run(p) -> str:
                 m, t, positives, cfg.sft, out, seed, eval_rows=valid_rows, checkpoint_minutes=p.checkpoint_minutes,
                 dtype=p.dtype))
             prev = f"it{it}-sft"
+            if cfg.eval_sft_steps and cfg.dpo_step:  # the public script's evaluation after the SFT step
+                p.evaluate(prev)
         if cfg.dpo_step:
             p.stage(f"it{it}-dpo", prev, _dpo_step(p, pairs, it))
             prev = f"it{it}-dpo"
@@ -89,6 +92,8 @@ def plan(cfg) -> list:
                              f"{s.n_negatives} {source} negative(s), {s.decoding} decoding"))
         if s.sft_step:
             out.append(StagePlan(f"it{it}-sft", "sft", "sprec.sft", rows))
+            if s.eval_sft_steps and s.dpo_step:  # without a DPO step, the iteration's own evaluation is it
+                out.append(StagePlan(f"eval it{it}-sft", "eval", None, cfg.eval.rows))
         if s.dpo_step:
             out.append(StagePlan(f"it{it}-dpo", "dpo" if s.n_negatives == 1 else "sdpo", "sprec.dpo", rows))
         out.append(StagePlan(f"eval it{it}", "eval", None, cfg.eval.rows))
