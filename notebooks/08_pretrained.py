@@ -105,6 +105,26 @@ if missing:
         + "\n".join(spec.command() for spec in missing) + "\n```"))
 
 # %% [markdown]
+# What the missing runs cost by the dry run (`sprec_lib.experiments.grid` and `lane_hours`: one
+# lane, one thread, the benchmark's machine; a stage that runs share, such as the SFT of a dataset
+# and seed, counted once). On a CPU they take hours each, the SFT stage of `small` alone more than
+# the 3-hour sessions of the machines this book is built on, which do not keep their run folders
+# from one session to the next: these runs need a machine that keeps its disk, or a GPU.
+
+# %% tags=["hide-input"]
+if missing and not quick:
+    grid = experiments.grid(missing)
+    cost = experiments.lane_hours(grid)
+    book.record("missing_lane_hours", {k: round(v, 2) if isinstance(v, float) else v for k, v in cost.items()})
+    display(plots.html_table(pd.DataFrame(
+        [{"run": f"{r['dataset']} {r['label']} seed {r['seed']}", "profile": r["profile"],
+          "hours, alone": None if r["estimate_s"] is None else round(r["estimate_s"] / 3600, 2),
+          "of which shared stages": round(sum(s["estimate_s"] or 0 for s in r["stages"] if s["shared"]) / 3600, 2)}
+         for r in grid]),
+        caption=f"{cost['runs']} missing runs: {cost['hours']:.1f} lane-hours together "
+                f"({cost['shared_hours']:.1f} of them shared stages, trained once)"))
+
+# %% [markdown]
 # ## Table 1: the pretrained model beside the model trained from scratch and the paper
 #
 # The final metrics of each method on the test split (SPRec's: its last iteration), the mean over

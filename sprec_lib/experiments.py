@@ -42,7 +42,7 @@ from .runs import CONFIG, Run, RunSpec, open_run, reuse_or_make
 
 __all__ = ["RunSpec", "table1_methods", "ABLATIONS", "ABLATION_LABELS", "NEGATIVE_STUDY", "ratio_variants",
            "n_negative_variants", "sweep", "specs", "matches", "obtain", "obtain_all", "book_specs", "is_done", "grid",
-           "slurm_array", "pack_lanes", "gather", "SCHEDULER_RESOURCES"]
+           "slurm_array", "lane_hours", "pack_lanes", "gather", "SCHEDULER_RESOURCES"]
 
 
 def table1_methods() -> tuple[str, ...]:
@@ -242,6 +242,26 @@ def grid(specs: list[RunSpec], runs_root: str = RUNS, estimate: bool = True) -> 
                     "folder": spec.folder(runs_root).as_posix(), "command": spec.command(runs_root),
                     "estimate_s": seconds, "stages": stages})
     return out
+
+
+def lane_hours(records: list[dict]) -> dict:
+    """What the runs of ``records`` (:func:`grid`) cost together by the dry run, on one lane:
+    ``hours`` (every stage still to run, a shared stage counted once however many runs need it),
+    ``shared_hours`` (the shared stages' part), ``runs``, and ``unknown`` (runs with a stage to
+    run that has no estimate, left out of the sums)."""
+    own, shared, unknown = 0.0, {}, 0
+    for record in records:
+        todo = [s for s in record["stages"] if s["status"] == "to run"]
+        if any(s["estimate_s"] is None for s in todo):
+            unknown += 1
+            continue
+        for stage in todo:
+            if stage["shared"] is None:
+                own += stage["estimate_s"]
+            else:
+                shared[stage["shared"]] = stage["estimate_s"]
+    return {"runs": len(records), "hours": (own + sum(shared.values())) / 3600,
+            "shared_hours": sum(shared.values()) / 3600, "unknown": unknown}
 
 
 # -- the grid to lanes that must finish in time (``sprec runs plan``) --------------------------------

@@ -2,6 +2,8 @@
 
 import shlex
 
+import pytest
+
 from sprec_lib import experiments
 from sprec_lib.cli import build_parser
 from sprec_lib.experiments import RunSpec, obtain
@@ -235,6 +237,12 @@ def test_lanes_are_packed_to_finish_in_time_sharing_stages():
     one = experiments.pack_lanes(records, lanes=1, hours=1)
     assert [r["label"].split()[1] for r in one["lanes"][0]] == ["r1", "r2", "r3", "r4", "r5", "r6"]
     assert one["lanes"][0][-1]["end_s"] == 45 + 30 + 40 + 30 + 50 + 10
+    # Together on one lane: every stage to run once, shared ones once (p1 30 + s1 10 + s2 10), the
+    # cached p2 and the finished stage free, r7 (no estimate) left out.
+    cost = experiments.lane_hours(records)
+    own = 5 + 20 + 40 + 30 + 50 + 10
+    assert cost["hours"] == pytest.approx((own + 50) / 3600) and cost["shared_hours"] == pytest.approx(50 / 3600)
+    assert (cost["runs"], cost["unknown"]) == (7, 1)
     for bad in ({"lanes": 0, "hours": 1}, {"lanes": 1, "hours": 0}, {"lanes": 1, "hours": 1, "slowdown": -1}):
         try:
             experiments.pack_lanes(records, **bad)
