@@ -163,11 +163,11 @@ def cmd_runs_missing(args) -> None:
 
 def cmd_runs_plan(args) -> None:
     from .experiments import grid, pack_lanes
-    from .lanes import _running_pid
+    from .lanes import running_pid
 
     todo = _missing_specs(args)
     names = [f"{args.out}-{chr(ord('A') + i)}.txt" for i in range(args.lanes)]
-    busy = [n for n in names if _running_pid(Path(n)) is not None]
+    busy = [n for n in names if running_pid(Path(n)) is not None]
     if busy:
         raise SystemExit(f"a lane runs {', '.join(busy)}: `sprec lane stop` it first, or plan into another --out")
     packed = pack_lanes(grid(todo), args.lanes, args.hours, args.slowdown)

@@ -317,7 +317,8 @@ def pack_lanes(records: list[dict], lanes: int, hours: float, slowdown: float = 
         if end > budget:
             deferred.append(record)
             continue
-        placed[lane].append({"command": record["command"], "folder": record["folder"], "label": f"{record['dataset']} {record['label']} seed {record['seed']}",
+        label = f"{record['dataset']} {record['label']} seed {record['seed']}"
+        placed[lane].append({"command": record["command"], "folder": record["folder"], "label": label,
                              "start_s": clocks[lane], "end_s": end})
         clocks[lane] = end
         ready.update(paid)

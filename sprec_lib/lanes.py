@@ -77,7 +77,7 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
     finished. See the module docstring."""
     queue = Path(queue)
     pending(queue)  # a missing queue file is an error before anything is written
-    if (other := _running_pid(queue)) is not None:  # two lanes on one queue would run its head twice
+    if (other := running_pid(queue)) is not None:  # two lanes on one queue would run its head twice
         raise RuntimeError(f"{queue}: a lane already runs it (pid {other}); `sprec lane stop {queue}` first")
     log, done, failed = (queue.with_name(queue.name + s) for s in (".log", ".done", ".failed"))
     env = {**os.environ, **{v: str(threads) for v in THREAD_VARIABLES}}
@@ -125,7 +125,7 @@ def run_lane(queue: str | Path, threads: int = 1, poll_s: float = 5.0) -> int:
     return finished
 
 
-def _running_pid(queue: Path) -> int | None:
+def running_pid(queue: Path) -> int | None:
     """The pid of the lane that runs ``queue``, if its pid file names a live process that is this
     lane (a killed lane leaves its pid file, and after a restart another process may have its pid)."""
     try:
@@ -148,7 +148,7 @@ def lane_status(queue: str | Path) -> dict:
     frame), how many commands wait, and how many are done or failed."""
     queue = Path(queue)
     log = queue.with_name(queue.name + ".log")
-    running = _running_pid(queue) is not None
+    running = running_pid(queue) is not None
     command = started = last = None
     if log.exists():
         text = log.read_text(encoding="utf-8", errors="replace")
