@@ -105,6 +105,7 @@ def test_reading_mode_tabulates_judges_and_lists_the_missing(root, tmp_path):
     v = book.recorded(out)
     assert v["runs_asked"] == {"small": 10, "tiny": 10} and v["runs_found"] == {"small": 3, "tiny": 1}
     assert not (tmp_path / "runs").exists()  # nothing trained
+    assert v["missing_lane_hours"] is None  # the fake dataset folders cannot be read: no estimate, and no crash
     # Every missing run with the command that makes it: small's S-DPO and SPRec-RN on MovieLens and
     # all of Goodreads, tiny's all but SFT.
     data = root["data"]
