@@ -170,7 +170,7 @@ if sprec_runs:
 # the DPO steps push alike and the SFT steps pull back by turns, it is the SFT step's.
 
 # %% tags=["hide-input"]
-steps = results.step_curves(sprec_runs) if sprec_runs else results.step_curves([])
+steps = results.step_curves(sprec_runs)  # empty without such runs
 if len(steps):
     step_metrics = ["DivRatio@1", "ORRatio@1", "HR@5", "valid_ratio"]
     fig = plots.plot_iteration_curves(steps, step_metrics, title="SPRec step by step (t − 0.5: after iteration t's SFT step)")
