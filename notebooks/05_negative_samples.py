@@ -34,7 +34,8 @@
 # claim as a trend (`claims.SWEEP_CLAIMS`, `claims.check_trends`): the least-squares slope of a
 # metric against the setting, times the sweep's range, must be clear of the noise in the claimed
 # direction (with one seed: beyond the band of two single evaluations; with three or more: the
-# same sign in every seed and a mean beyond the seeds' spread), else the verdict is "inconclusive".
+# same sign in every seed, a mean beyond the seeds' spread, and beyond the band of the test rows,
+# which the seeds share), else the verdict is "inconclusive".
 
 # %% tags=["parameters"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root

@@ -40,8 +40,11 @@
 #   of random negatives and the number of self-play negatives.
 #
 # **The noise rule.** A direction counts only when it stands clear of the noise. With three seeds
-# or more, every seed's paired difference (method − base, same seed) must have the claimed sign
-# and their mean must exceed the seeds' standard deviation. With fewer seeds, each seed's
+# or more, every seed's paired difference (method − base, same seed) must have the claimed sign,
+# their mean must exceed the seeds' standard deviation, and a 95% interval of that mean over the
+# test rows must exclude zero: the seeds share their test rows, so their spread shows the training
+# noise but not the rows' sampling noise (a paired bootstrap of the seeds' mean, every seed
+# resampled on the same rows; the column `rule` says `seeds+bootstrap`). With fewer seeds, each seed's
 # difference needs a 95% interval that excludes zero: a paired bootstrap over the test rows when
 # both runs' per-row predictions are at hand, else a bound on the standard error computed from the
 # two values. Either interval is widened by the training noise of one run, estimated here from
@@ -149,8 +152,9 @@ display(Markdown("\n".join(lines)))
 # ## Table 1: the parts, dataset by dataset
 #
 # Every part of claims (a1), (a2), (a3), (b) and (b2): the mean paired difference, its interval (`low`, `high`:
-# mean ± the seeds' spread with three seeds, else the widest 95% interval over the seeds), which
-# rule made it (`seeds`, `bootstrap` or `bound`) and the outcome.
+# with three seeds, the wider of mean ± the seeds' spread and the rows' 95% interval of the mean;
+# else the widest 95% interval over the seeds), which rule made it (`seeds+bootstrap`,
+# `seeds+bound`, `bootstrap` or `bound`) and the outcome.
 
 # %% tags=["hide-input"]
 PART_COLUMNS = ["dataset", "id", "method", "metric", "expected", "difference", "low", "high", "seeds", "rule",

@@ -183,7 +183,9 @@ display(Markdown("\n".join(report.verdict_lines(control_checks))))
 # x sigma, sigma the seeds' standard deviation of Recall@20 pooled over the three-seed CLLMR and
 # CLLMR-MLP runs (`report.sweep_verdicts`; the book's one-seed rule, ours: the paper gives none).
 # Without runs a claim is *pending*. The differences are paired by seed (the same split, the same
-# seed's initialisation).
+# seed's initialisation). Unlike the SPRec pages' rule, this one does not add the test users'
+# sampling noise to the seeds' spread: the CLLMR runs keep no per-user results to resample, and the
+# seeds share the test users, so a small difference can read firmer here than the test set allows.
 
 # %% tags=["hide-input"]
 checks = report.verdicts(table if len(table) else pd.DataFrame(columns=["label", "seed"]), sweeps=sweeps)

@@ -17,7 +17,11 @@ datasets, its metrics) and its ``note`` says why.
 only when the difference (method − base, same dataset, profile and seed) is clear of the noise:
 
 * with :attr:`NoiseRule.min_seeds` (3) seeds or more: the difference has the claimed sign in every
-  seed and its mean is larger than the seeds' standard deviation;
+  seed, its mean is larger than the seeds' standard deviation, and a 95% interval of that mean over
+  the test rows excludes 0. The seeds share their test rows, so their spread shows the training
+  noise and not the rows' sampling noise, which averaging seeds does not remove; the rows' interval
+  is a paired bootstrap of the seeds' mean (:func:`mean_paired_bootstrap`, every seed resampled on
+  the same rows) when every run's per-row data are there, else the bound below at the means;
 * with fewer seeds: in every seed, a 95% interval of the difference excludes 0. The interval is a
   paired bootstrap over the test rows (:func:`paired_bootstrap`) when the two runs' per-row data
   are there (:func:`load_row_data`); otherwise the observed difference ± z times a bound on its
@@ -44,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 
@@ -367,23 +371,39 @@ def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE
 
     A resample repeats some rows and drops others, which lowers DivRatio in both runs alike; the
     difference is what is read."""
-    n = len(a["target"])
+    return mean_paired_bootstrap(metric, [(a, b)], rule)
+
+
+def mean_paired_bootstrap(metric: str, pairs: Iterable[tuple[Mapping, Mapping]],
+                          rule: NoiseRule = RULE) -> tuple[float, float]:
+    """:func:`paired_bootstrap` of the mean over seeds of ``metric(a) − metric(b)``: ``pairs`` holds
+    one ``(a, b)`` per seed, all on the same test rows, and every resample draws the same rows for
+    all of them. The seeds share their test rows, so averaging seeds shrinks the training noise but
+    not the rows' sampling noise; this interval is the latter, for the seeds rule
+    (:func:`_evidence`). With one pair it is :func:`paired_bootstrap`'s interval."""
+    pairs = list(pairs)
+    n = len(pairs[0][0]["target"])
     # An export knows a row's target only where the run hit it (-1 elsewhere): rows agree when both
     # runs know the target and it is the same, or when one of them does not know it.
     known = (-1, None)
-    if len(b["target"]) != n or any(x != y for x, y in zip(a["target"], b["target"]) if x not in known and y not in known):
-        raise ValueError(f"{metric}: the two runs were not evaluated on the same test rows")
-    fa, fb = _statistic(metric, a), _statistic(metric, b)
+    target = [None] * n  # each row's target, where some run knows it
+    for run in (run for pair in pairs for run in pair):
+        if len(run["target"]) != n:
+            raise ValueError(f"{metric}: the runs were not evaluated on the same test rows ({len(run['target'])} rows, not {n})")
+        for i, t in enumerate(run["target"]):
+            if t not in known:
+                if target[i] not in known and target[i] != t:
+                    raise ValueError(f"{metric}: the runs were not evaluated on the same test rows (row {i})")
+                target[i] = t
+    stats = [(_statistic(metric, a), _statistic(metric, b)) for a, b in pairs]
     rng = np.random.default_rng(rule.rng_seed)
     diffs = []
     for start in range(0, rule.n_resamples, BOOTSTRAP_CHUNK):
         w = rng.multinomial(n, np.full(n, 1 / n), size=min(BOOTSTRAP_CHUNK, rule.n_resamples - start)).astype(float)
-        diffs.append(fa(w) - fb(w))
+        diffs.append(sum(fa(w) - fb(w) for fa, fb in stats) / len(stats))
     tail = (1 - rule.level) / 2
     low, high = np.quantile(np.concatenate(diffs), [tail, 1 - tail])
     return float(low), float(high)
-
-
 
 
 def load_row_data(run_folder, label: str | None = None) -> dict | None:
@@ -495,16 +515,45 @@ def seeds_evidence(diffs: pd.Series) -> dict:
                 rule="seeds", evidence=int(np.sign(mean)) if clear else 0)
 
 
-def _evidence(diffs: pd.Series, intervals: list[tuple[float, float, str]], rule: NoiseRule) -> dict:
-    """Whether differences (one per seed) are clear of the noise: +1 up, −1 down, 0 within it."""
+def _evidence(diffs: pd.Series, intervals: list[tuple[float, float, str]], rule: NoiseRule,
+              rows_interval: tuple[float, float, str] | None = None) -> dict:
+    """Whether differences (one per seed) are clear of the noise: +1 up, −1 down, 0 within it.
+
+    With ``rule.min_seeds`` seeds or more, the seeds rule (:func:`seeds_evidence`) and, when
+    ``rows_interval`` is given (:func:`_rows_interval`: the test rows' sampling noise of the seeds'
+    mean, which the seeds' spread cannot see, as the seeds share their test rows), that interval
+    too: ``low``, ``high`` are the wider of mean ± spread and it, and the difference is clear only
+    when every seed has its sign and 0 is outside both. With fewer seeds: clear when the widest of
+    the per-seed ``intervals`` excludes 0."""
     mean, n = float(diffs.mean()), len(diffs)
     spread = float(diffs.std(ddof=1)) if n > 1 else math.nan
     if n >= rule.min_seeds:
-        return seeds_evidence(diffs)
+        ev = seeds_evidence(diffs)
+        if rows_interval is not None:
+            low, high = min(ev["low"], rows_interval[0]), max(ev["high"], rows_interval[1])
+            ev.update(low=low, high=high, rule=f"seeds+{rows_interval[2]}",
+                      evidence=ev["evidence"] if low > 0 or high < 0 else 0)
+        return ev
     low, high = min(i[0] for i in intervals), max(i[1] for i in intervals)
     how = "bootstrap" if all(i[2] == "bootstrap" for i in intervals) else "bound"
     return dict(difference=mean, spread=spread, seeds=n, low=low, high=high, rule=how,
                 evidence=1 if low > 0 else -1 if high < 0 else 0)
+
+
+def _rows_interval(metric: str, values, bases, rows: int, data_pairs, rule: NoiseRule) -> tuple[float, float, str]:
+    """The test rows' ``rule.level`` interval of the seeds' mean difference ``mean(values − bases)``
+    (one value, base and ``(data_a, data_b)`` per seed): :func:`mean_paired_bootstrap` when every
+    seed's two runs have per-row data, else the single-evaluation bound (:func:`difference_band`)
+    at the means. Not widened by ``rule.run_std``: the seeds' spread is the training noise here."""
+    values, bases = np.asarray(values, dtype=float), np.asarray(bases, dtype=float)
+    diff = float((values - bases).mean())
+    data_pairs = list(data_pairs)
+    if _split(metric)[0] in ("HR", "NDCG", "DivRatio", "ORRatio") and data_pairs and all(
+            a is not None and b is not None for a, b in data_pairs):
+        low, high = mean_paired_bootstrap(metric, data_pairs, rule)
+        return low, high, "bootstrap"
+    band = difference_band(metric, float(values.mean()), float(bases.mean()), rows, replace(rule, run_std={}))
+    return diff - band, diff + band, "bound"
 
 
 def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b, rule: NoiseRule):
@@ -517,6 +566,20 @@ def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b,
         return low - widen, high + widen, "bootstrap"
     band = difference_band(metric, value, base, rows, rule)
     return value - base - band, value - base + band, "bound"
+
+
+def _pairs_evidence(metric: str, pairs: pd.DataFrame, data: Callable, rule: NoiseRule) -> dict:
+    """:func:`_evidence` on seed-paired runs (``pairs``: ``value``, ``base``, ``rows``, ``run``,
+    ``base_run`` per seed, as :func:`_pairs` gives them; ``data``: a run's per-row data or None):
+    each seed's interval with fewer than ``rule.min_seeds`` seeds, the rows' interval of the seeds'
+    mean from then on."""
+    runs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
+    if len(pairs) >= rule.min_seeds:
+        rows = int(pairs["rows"].min())
+        return _evidence(pairs["value"] - pairs["base"], [], rule,
+                         _rows_interval(metric, pairs["value"], pairs["base"], rows, runs, rule))
+    intervals = [_interval(metric, p.value, p.base, int(p.rows), *r, rule) for p, r in zip(pairs.itertuples(), runs)]
+    return _evidence(pairs["value"] - pairs["base"], intervals, rule)
 
 
 def _cached(row_data: Callable) -> Callable:
@@ -672,10 +735,7 @@ def check_claims(rows: pd.DataFrame, claims=None, rule: NoiseRule = RULE,
                            collapsed=collapsed, quorum=claim.quorum, paired="")
                 pairs = _pairs(group, part.label, claim.base, part.metric, rule, pairing)
                 if len(pairs):
-                    intervals = [] if len(pairs) >= rule.min_seeds else [
-                        _interval(part.metric, p.value, p.base, int(p.rows), data(p.run), data(p.base_run), rule)
-                        for p in pairs.itertuples()]
-                    ev = _evidence(pairs["value"] - pairs["base"], intervals, rule)
+                    ev = _pairs_evidence(part.metric, pairs, data, rule)
                     row.update({k: v for k, v in ev.items() if k != "evidence"},
                                outcome=_outcome(part.direction, ev["evidence"]),
                                paired="own start" if (pairs["paired"] == "own start").any() else "seed")
@@ -689,7 +749,10 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
 
     The least-squares slope of each metric against the setting, per seed that has every value of
     ``values`` (none complete: pending); ``difference`` is the fitted change over the sweep (slope x
-    its range). With ``rule.min_seeds`` seeds or more, the seeds rule applies to the changes. With
+    its range). With ``rule.min_seeds`` seeds or more, the seeds rule applies to the changes, with the
+    rows' bound (:func:`difference_band` at the seeds' mean level, without the training noise) around
+    their mean: the sweep's runs share their test rows, and a sweep point is a mean of iterations
+    whose per-row data are not kept. With
     fewer, a seed's change counts only when it exceeds the noise of a difference between two single
     evaluations at the sweep's mean level (:func:`difference_band`, the same value at both ends): a
     trend fitted on one seed has no spread of its own to weigh it against."""
@@ -709,7 +772,7 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
                        difference=math.nan, spread=math.nan, seeds=len(complete), low=math.nan, high=math.nan,
                        rule="", outcome=MISSING, collapsed=False, quorum=claim.quorum, paired="")
             if complete and all(part.metric in p for p in complete):
-                changes, intervals = [], []
+                changes, intervals, levels, sizes = [], [], [], []
                 for p in complete:
                     change = span * float(np.polyfit(p[setting].astype(float), p[part.metric].astype(float), 1)[0])
                     level = float(p[part.metric].mean())
@@ -717,7 +780,14 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
                     band = difference_band(part.metric, level, level, n, rule)
                     changes.append(change)
                     intervals.append((change - band, change + band, "bound"))
-                ev = _evidence(pd.Series(changes), intervals, rule)
+                    levels.append(level)
+                    sizes.append(n)
+                rows_interval = None
+                if len(changes) >= rule.min_seeds:  # the seeds share their test rows: the rows' bound once
+                    level, mean = float(np.mean(levels)), float(np.mean(changes))
+                    band = difference_band(part.metric, level, level, min(sizes), replace(rule, run_std={}))
+                    rows_interval = (mean - band, mean + band, "bound")
+                ev = _evidence(pd.Series(changes), intervals, rule, rows_interval)
                 row.update({k: v for k, v in ev.items() if k != "evidence"},
                            outcome=_outcome(part.direction, ev["evidence"]))
             out.append(row)
@@ -907,7 +977,7 @@ def direction_agreement(rows: pd.DataFrame, paper: pd.DataFrame | None = None, b
     BIGRec / SFT: the sign of (method − ``base``) in the paper (``paper_sign``) and in ours
     (``ours_sign``, of the mean paired difference), whether they ``agree``, and whether ours is
     ``clear`` of the noise (:func:`check_claims`'s rule: with 1 seed and no per-row data the bound
-    decides; MGU has none, so it is never clear on fewer than 3 seeds)."""
+    decides; MGU has none, so it is never clear)."""
     values = _paper_values(paper_numbers() if paper is None else paper)
     data = _cached(row_data)
     out = []
@@ -920,10 +990,7 @@ def direction_agreement(rows: pd.DataFrame, paper: pd.DataFrame | None = None, b
                 pairs = _pairs(group, label, base, metric, rule, pairing) if label != base else pd.DataFrame()
                 if math.isnan(paper_diff) or pairs.empty:
                     continue
-                intervals = [] if len(pairs) >= rule.min_seeds else [
-                    _interval(metric, p.value, p.base, int(p.rows), data(p.run), data(p.base_run), rule)
-                    for p in pairs.itertuples()]
-                ev = _evidence(pairs["value"] - pairs["base"], intervals, rule)
+                ev = _pairs_evidence(metric, pairs, data, rule)
                 out.append(dict(dataset=dataset, profile=profile, method=label, metric=metric, paper_diff=paper_diff,
                                 ours_diff=ev["difference"], seeds=ev["seeds"], paper_sign=int(np.sign(paper_diff)),
                                 ours_sign=int(np.sign(ev["difference"])), clear=ev["evidence"] != 0))
@@ -1401,10 +1468,10 @@ def profile_difference(rows: pd.DataFrame, label: str, metric: str, profile: str
             continue
         value, base = a.loc[seeds, metric].astype(float), b.loc[seeds, metric].astype(float)
         n = (a.loc[seeds, "rows"].fillna(rule.default_rows) if "rows" in a else pd.Series(rule.default_rows, index=seeds))
-        intervals = [] if len(seeds) >= rule.min_seeds else [
-            _interval(metric, value[s], base[s], int(n[s]), data(a.at[s, "run"] if "run" in a else None),
-                      data(b.at[s, "run"] if "run" in b else None), rule) for s in seeds]
-        ev = _evidence(value - base, intervals, rule)
+        pairs = pd.DataFrame({"value": value, "base": base, "rows": n,
+                              "run": a.loc[seeds, "run"] if "run" in a else None,
+                              "base_run": b.loc[seeds, "run"] if "run" in b else None})
+        ev = _pairs_evidence(metric, pairs, data, rule)
         out.append({"dataset": dataset, "profile": profile, "base profile": base_profile, "method": label,
                     "metric": metric, "value": float(value.mean()), "base": float(base.mean()), **ev})
     return pd.DataFrame(out, columns=columns)

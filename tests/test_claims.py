@@ -197,6 +197,53 @@ def test_paired_bootstrap_on_hits():
         claims.paired_bootstrap("HR@1", hit_a, {"target": [9, -1, -1], "topk": [[9, 1], [2, 3], [4, 6]]})
 
 
+def test_mean_paired_bootstrap_shares_the_rows_across_seeds():
+    base, method = row_data(set(range(16))), row_data(set(range(10, 23)))
+    single = claims.paired_bootstrap("HR@5", method, base)
+    # One pair is paired_bootstrap; three copies of it average to itself on every resample.
+    assert claims.mean_paired_bootstrap("HR@5", [(method, base)]) == single
+    assert claims.mean_paired_bootstrap("HR@5", [(method, base)] * 3) == pytest.approx(single, abs=1e-12)
+    with pytest.raises(ValueError, match="same test rows"):
+        claims.mean_paired_bootstrap("HR@5", [(method, base), (row_data(set(), n=10), base)])
+
+
+def hr_seeds(lost_gained, base_hits=40):
+    """Three seeds of SFT (rows 0..base_hits-1 hit) and SPRec: per seed, SPRec loses rows 0..lost-1
+    and gains rows 500..500+gained-1; rows frame, per-row data."""
+    values, data = {}, {}
+    for seed, (lost, gained) in enumerate(lost_gained):
+        sprec = set(range(lost, base_hits)) | set(range(500, 500 + gained))
+        values[("sft", seed)] = {"HR@5": base_hits / 1000, "DivRatio@1": 0.1, "ORRatio@1": 0.5}
+        values[("sprec", seed)] = {"HR@5": len(sprec) / 1000, "DivRatio@1": 0.3, "ORRatio@1": 0.2}
+        data[f"sft-{seed}"], data[f"sprec-{seed}"] = row_data(set(range(base_hits))), row_data(sprec)
+    return rows_frame(values, dataset="Goodreads"), data
+
+
+def test_three_seeds_also_need_the_rows_clear():
+    # The blind spot of a seeds-only rule (MovieLens, 2026-12-04): SPRec - SFT HR@5 -0.004, -0.007,
+    # -0.002. Every seed lost rows 0-9 and gained 6, 3, 8 of rows 500-507: per row, the mean over
+    # seeds is -1 (rows 0-9), +1 (500-502), 2/3 (503-505), 1/3 (506-507), 0 elsewhere; mean
+    # -0.004333, its SE over 1,000 rows sqrt((14.556 / 1000 - 0.004333^2) / 1000) = 0.003813, so the
+    # rows' interval is about -0.0043 +- 0.0075: it holds 0. The seeds rule alone is clear (every
+    # seed down, the mean 0.0043 past the seeds' std 0.0025): "without losing HR@5" would fail.
+    rows, data = hr_seeds([(10, 6), (10, 3), (10, 8)])
+    part = check_claims(rows, [claim("b")], row_data=data.get).set_index("metric").loc["HR@5"]
+    assert part["difference"] == pytest.approx(-0.004333, abs=1e-6) and part["spread"] == pytest.approx(0.0025166, abs=1e-6)
+    assert part["rule"] == "seeds+bootstrap" and part["outcome"] == "holds"  # "not down": not refuted
+    se = math.sqrt((14.5556 / 1000 - 0.004333 ** 2) / 1000)
+    assert part["low"] == pytest.approx(-0.004333 - Z * se, abs=0.0015)
+    assert part["high"] == pytest.approx(-0.004333 + Z * se, abs=0.0015)
+    assert claims.seeds_evidence(rows[rows.label == "sprec"].set_index("seed")["HR@5"]
+                                 - rows[rows.label == "sft"].set_index("seed")["HR@5"])["evidence"] == -1
+    # Losing 28, 30 and 32 of the 40 hits (nothing gained): -0.030, clear of the rows too
+    # (per row -1 on rows 0-27, -2/3 on 28-29, -1/3 on 30-31: SE about 0.0053).
+    rows, data = hr_seeds([(28, 0), (30, 0), (32, 0)])
+    part = check_claims(rows, [claim("b")], row_data=data.get).set_index("metric").loc["HR@5"]
+    assert part["outcome"] == "contrary" and part["high"] < 0
+    se = math.sqrt(((28 + 2 * 4 / 9 + 2 / 9) / 1000 - 0.03 ** 2) / 1000)
+    assert part["high"] == pytest.approx(-0.03 + Z * se, abs=0.0015)
+
+
 def test_minus_0003_hr_on_1000_rows_with_one_seed_is_inconclusive():
     rows = rows_frame({("sprec", 0): {"HR@5": 0.016}, ("sprec-nosft", 0): {"HR@5": 0.013}}, dataset="MovieLens")
     # Without per-row data: the bound, -0.003 +- 0.0105.
@@ -229,7 +276,11 @@ def test_three_seeds_reproduced_not_reproduced_inconclusive():
     clear = ablation_rows([(0.21, 0.30), (0.20, 0.32), (0.19, 0.34)])
     checks = check_claims(clear, [claim("d")]).set_index("metric")
     assert checks.loc["DivRatio@1", "difference"] == pytest.approx(-0.10)
-    assert checks.loc["DivRatio@1", "spread"] == pytest.approx(0.01) and checks.loc["DivRatio@1", "rule"] == "seeds"
+    assert checks.loc["DivRatio@1", "spread"] == pytest.approx(0.01)
+    # No per-row data: the rows' noise of the mean is the bound at the means (0.2 vs 0.3), not
+    # widened by the training noise: -0.10 +- 1.96 sqrt(.2 / 1000 + .3 / 1000) = +-0.0438, wider than +-0.01.
+    assert checks.loc["DivRatio@1", "rule"] == "seeds+bound"
+    assert checks.loc["DivRatio@1", "high"] == pytest.approx(-0.10 + Z * math.sqrt(0.5 / 1000))
     assert one_verdict(clear, "d") == (REPRODUCED, 3)
     # The opposite, as clearly: not reproduced.
     assert one_verdict(ablation_rows([(0.39, 0.1), (0.40, 0.08), (0.41, 0.06)]), "d") == (NOT_REPRODUCED, 3)
@@ -343,13 +394,25 @@ def test_trend_with_one_seed_respects_noise():
 
 
 def test_trend_with_three_seeds_and_pending():
-    points = {}
-    for seed, change in enumerate([-0.10, -0.12, -0.14]):
-        for r in (0.0, 1.0):
-            points[(seed, r)] = (0.3 + change * r, 0.2 - change * r, 0.03 + change * r / 10)
-    checks = check_trends(sweep_frame(points), "random_ratio", [0.0, 1.0]).set_index("metric")
-    assert (checks["rule"] == "seeds").all() and checks.loc["DivRatio@1", "spread"] == pytest.approx(0.02)
+    def points(hr_base, hr_scale):
+        out = {}
+        for seed, change in enumerate([-0.10, -0.12, -0.14]):
+            for r in (0.0, 1.0):
+                out[(seed, r)] = (0.3 + change * r, 0.2 - change * r, hr_base + change * r * hr_scale)
+        return out
+
+    checks = check_trends(sweep_frame(points(0.1, 0.5)), "random_ratio", [0.0, 1.0]).set_index("metric")
+    assert (checks["rule"] == "seeds+bound").all() and checks.loc["DivRatio@1", "spread"] == pytest.approx(0.02)
+    # HR@5 -0.05, -0.06, -0.07 at a mean level of 0.07: the rows' bound 1.96 sqrt(2 x .07 x .93 / 1000) = 0.0224
+    assert checks.loc["HR@5", "low"] == pytest.approx(-0.06 - Z * math.sqrt(2 * 0.07 * 0.93 / 1000))
     assert verdicts(checks.reset_index()).tolist() == [REPRODUCED]
+    # HR@5 -0.010, -0.012, -0.014: every seed down and the mean 0.012 past the seeds' std 0.002, but
+    # the seeds share the 1,000 test rows, whose bound at 0.024 is 1.96 sqrt(2 x .024 x .976 / 1000)
+    # = 0.0134: within the noise.
+    checks = check_trends(sweep_frame(points(0.03, 0.1)), "random_ratio", [0.0, 1.0]).set_index("metric")
+    assert checks.loc["HR@5", "outcome"] == "within noise" and checks.loc["HR@5", "high"] > 0
+    assert checks.loc["HR@5", "high"] == pytest.approx(-0.012 + Z * math.sqrt(2 * 0.024 * 0.976 / 1000))
+    assert verdicts(checks.reset_index()).tolist() == [INCONCLUSIVE]
     partial = sweep_frame({(0, 0.0): (0.3, 0.2, 0.01), (1, 1.0): (0.2, 0.3, 0.01)})
     assert verdicts(trend_checks(partial, "random_ratio", [0.0, 1.0])).tolist() == [PENDING]
     assert verdicts(trend_checks(pd.DataFrame(), "n_negatives", [1, 2])).tolist() == [PENDING]
