@@ -263,11 +263,14 @@ if len(evidence.ablations):
 # SPRec − SFT, dataset by dataset: the effect (the bar; the mean over seeds), the spread of the
 # seeds' differences (black, ±1 std, where there are 2 seeds or more) and the noise of one run's
 # training alone (the grey band: ±√2 × the seed spread the book measures on its groups of two seeds
-# or more, pooled over methods). An
+# or more, pooled over methods) and, in orange, the test rows' 95% interval of the effect: the
+# seeds share their 1,000 test rows, so their spread cannot show how much another draw of test
+# rows would move the effect (a paired bootstrap of the seeds' mean where every run kept its
+# per-row predictions, else the bound; the noise rule asks the effect to clear both). An
 # effect inside the grey band is within what re-training one seed can do; "n=" is the number of seeds.
 
 # %% tags=["hide-input"]
-stable = claims.stability(evidence.table1, "sprec", "sft", rule=rule)
+stable = claims.stability(evidence.table1, "sprec", "sft", rule=rule, row_data=claims.load_row_data)
 if len(stable):
     fig = plots.plot_stability(stable, title="SPRec − SFT: effect, seed spread, one-run noise")
     book.record("stability_seeds", {f"{r.dataset} {r.metric}": int(r.seeds) for r in stable.itertuples()})

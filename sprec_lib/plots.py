@@ -451,6 +451,8 @@ def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
     (``label − base``, mean over seeds) as a bar, the seeds' spread of the difference as a black
     error bar (±1 std; 2+ seeds), and the one-run noise (±sqrt(2) x the measured run std) as a grey
     band around zero; "n=" names the seeds. An effect inside the grey band could be one run's noise.
+    With ``rows_low`` / ``rows_high`` (``stability(..., row_data=...)``), an orange bar beside the
+    black one: the test rows' 95% interval of the effect, which the seeds' spread does not show.
     With the columns of :func:`sprec_lib.claims.endpoint_stability` (``effect_before``), each dataset
     has two bars: the effect at the last iteration T (filled) and at T − 1 (hatched)."""
     metrics = list(dict.fromkeys(stable["metric"]))
@@ -459,13 +461,19 @@ def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
     for ax, metric in zip(axes, metrics):
         part = stable[stable["metric"] == metric].reset_index(drop=True)
         x = np.arange(len(part))
-        bars = [("effect", "seed_spread", x - 0.2 if both else x, dict(color="#4c72b0", label="at T"))]
+        bars = [("effect", "seed_spread", x - 0.2 if both else x, dict(color="#4c72b0", label="at T" if both else None))]
         if both:
             bars.append(("effect_before", "seed_spread_before", x + 0.2,
                          dict(color="white", edgecolor="#4c72b0", hatch="//", label="at T − 1")))
         for effect, spread, at, style in bars:
             ax.bar(at, part[effect], width=0.38 if both else 0.6, **style)
-            ax.errorbar(at, part[effect], yerr=part[spread].fillna(0), fmt="none", ecolor="black", capsize=4)
+            ax.errorbar(at, part[effect], yerr=part[spread].fillna(0), fmt="none", ecolor="black", capsize=4,
+                        label="seeds' spread (±1 std)" if effect == "effect" else None)
+        if "rows_low" in part:
+            at = (x - 0.2 if both else x) + 0.12
+            yerr = np.clip([part["effect"] - part["rows_low"], part["rows_high"] - part["effect"]], 0, None)
+            ax.errorbar(at, part["effect"], yerr=yerr, fmt="none", ecolor="#dd8452", capsize=3,
+                        label="test rows' 95% interval")
         for i, r in part.iterrows():
             if not np.isnan(r["run_noise"]):
                 ax.fill_between([i - 0.4, i + 0.4], -r["run_noise"], r["run_noise"], color="grey", alpha=0.3, lw=0)
@@ -475,7 +483,7 @@ def plot_stability(stable: pd.DataFrame, title: str = "") -> Figure:
         ax.set_xticks(x, part["dataset"], rotation=30)
         ax.set_ylabel(f"Δ {METRIC_LABELS.get(metric, metric)}")
         ax.grid(True, axis="y", alpha=0.3)
-    if both and len(metrics):
+    if (both or "rows_low" in stable) and len(metrics):
         axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)

@@ -170,6 +170,26 @@ def test_changed_dataset_files_change_the_hash(built):
     assert before[0] == after[0] and before[1] != after[1]  # the theorem's copy does not read data
 
 
+def test_library_code_is_in_the_hash_and_its_prose_is_not(tmp_path):
+    from sprec_lib.book.runner import library_fingerprint
+
+    module = tmp_path / "lib" / "m.py"
+    module.parent.mkdir()
+
+    def fingerprint(text):
+        module.write_text(text)
+        return library_fingerprint(tmp_path / "lib")
+
+    base = fingerprint('"""A module."""\n\ndef f(x):\n    """Twice x."""\n    return 2 * x\n')
+    # docstrings, comments and layout: the same code
+    assert fingerprint('"""Another text."""\n# a comment\ndef f(x):\n    """Two x."""\n\n    return 2*x  # why\n') == base
+    assert fingerprint('def f(x):\n    return 2 * x\n') == base
+    # what it computes: another fingerprint
+    assert fingerprint('def f(x):\n    return 3 * x\n') != base
+    (tmp_path / "lib" / "n.py").write_text("y = 1\n")  # a new module too
+    assert fingerprint('def f(x):\n    return 2 * x\n') != base  # n.py is part of it now
+
+
 def test_a_dataset_page_is_checked_without_its_folder(built, capsys):
     """A dataset's copy records the folder's hash, so whether it is up to date can be told where
     the folder is missing (a fresh clone; data/ml-1m not prepared): by that record. A run skips such

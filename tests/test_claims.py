@@ -207,6 +207,19 @@ def test_mean_paired_bootstrap_shares_the_rows_across_seeds():
         claims.mean_paired_bootstrap("HR@5", [(method, base), (row_data(set(), n=10), base)])
 
 
+def test_bootstrap_interval_sits_at_the_observed_divratio():
+    # Base: every row's top-1 is item 10000 (DivRatio@1 0.001); method: every row its own item (1.0).
+    # Observed difference 0.999. A resample of 1,000 rows with replacement holds about 632 distinct
+    # rows, so the resampled difference sits near 0.631, with a std of about
+    # sqrt(1000 e^-1 (1 - 2 e^-1)) / 1000 = 0.00986 (distinct draws). The interval: 0.999 +- 1.96 x 0.00986.
+    method = row_data(set(range(1000)))
+    base = row_data(set(), top1=[10000] * 1000)
+    low, high = claims.paired_bootstrap("DivRatio@1", method, base)
+    assert low < 0.999 < high
+    assert high - low == pytest.approx(2 * Z * 0.00986, abs=0.006)
+    assert (low + high) / 2 == pytest.approx(0.999, abs=0.004)
+
+
 def hr_seeds(lost_gained, base_hits=40):
     """Three seeds of SFT (rows 0..base_hits-1 hit) and SPRec: per seed, SPRec loses rows 0..lost-1
     and gains rows 500..500+gained-1; rows frame, per-row data."""
@@ -736,6 +749,14 @@ def test_stability_effect_spread_and_noise_by_hand():
     assert one["seeds"] == 1 and np.isnan(one["seed_spread"]) and one["effect"] == pytest.approx(0.2)
     fig = plots.plot_stability(s)
     assert len(fig.axes) == 1 and len(fig.axes[0].patches) == 1
+    # The test rows' interval of the effect, without per-row data: the bound at the means (SPRec
+    # 0.30, SFT 0.116667), not widened by the training noise: z sqrt(.30 / 1000 + .116667 / 1000).
+    r = claims.stability(rows, metrics=["DivRatio@1"], rule=rule, row_data=lambda *a: None).iloc[0]
+    band = Z * math.sqrt((0.30 + 0.35 / 3) / 1000)
+    assert r["rows_rule"] == "bound" and r["rows_low"] == pytest.approx(0.55 / 3 - band)
+    assert r["rows_high"] == pytest.approx(0.55 / 3 + band)
+    fig = plots.plot_stability(claims.stability(rows, metrics=["DivRatio@1"], rule=rule, row_data=lambda *a: None))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["seeds' spread (±1 std)", "test rows' 95% interval"]
 
 
 def test_endpoint_stability_reads_the_iteration_before_the_last_by_hand(tmp_path):

@@ -4,8 +4,9 @@
 into ``book/executed/NAME[-DATASET].ipynb``, with the working directory at the repository root.
 A copy is skipped when it was made from the same notebook with the same parameters (and, for a
 dataset's copy, the same files in the dataset folder): a hash of them is kept in the copy's
-metadata (``metadata.sprec_book``); ``force=True`` runs it anyway. The library is not hashed:
-after changing ``sprec_lib``, run with ``--force``.
+metadata (``metadata.sprec_book``); ``force=True`` runs it anyway. The library's code is in the
+hash too (:func:`library_fingerprint`: its syntax trees without docstrings, so that a change to
+what ``sprec_lib`` computes makes every page stale, and a change to its prose or comments does not).
 
 A dataset's copy also keeps the dataset folder's own hash (``data_hash``), so that whether it is up
 to date can be told where the folder is not (:func:`stale_pages`: a fresh clone, or a checkout that
@@ -172,10 +173,39 @@ def _data_hash(job: Job) -> str | None:
     return _stored_meta(job.output).get("data_hash") or "missing"
 
 
+_LIBRARY_FINGERPRINT: dict[str, str] = {}
+
+
+def library_fingerprint(root: str | os.PathLike | None = None) -> str:
+    """sha256 of ``sprec_lib``'s code: each module's syntax tree with its docstrings taken out,
+    written back as source (``ast.unparse``: comments and layout gone, and a text that does not
+    depend on the Python version's ``ast`` node fields), by relative path. Comments, docstrings and
+    formatting do not change it; any change to what the code does (and a few that do not, such as
+    renaming a local) does. Kept per process, keyed by the files' raw contents (parsing is the slow part)."""
+    import ast
+
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    sources = {path: path.read_bytes() for path in sorted(root.rglob("*.py"))}
+    key = hashlib.sha256(b"".join(str(p).encode() + b"\0" + text + b"\0" for p, text in sources.items())).hexdigest()
+    if key in _LIBRARY_FINGERPRINT:
+        return _LIBRARY_FINGERPRINT[key]
+    h = hashlib.sha256()
+    for path, text in sources.items():
+        tree = ast.parse(text.decode("utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + ast.unparse(tree).encode() + b"\0")
+    _LIBRARY_FINGERPRINT[key] = h.hexdigest()
+    return _LIBRARY_FINGERPRINT[key]
+
+
 def _content_hash(job: Job, data: str | None = None) -> str:
     """sha256 of the notebook's cells (type, source, tags), the parameters, the page title, the
-    dataset folder's fingerprint (``data``, else :func:`_data_hash`) and those of the result folders
-    the page reads."""
+    dataset folder's fingerprint (``data``, else :func:`_data_hash`), those of the result folders
+    the page reads, and the library's code (:func:`library_fingerprint`)."""
     import nbformat
 
     nb = nbformat.read(str(job.source), as_version=4)
@@ -184,7 +214,8 @@ def _content_hash(job: Job, data: str | None = None) -> str:
     runs = None
     if {"profile", "runs"} & set(job.spec.takes):  # the committed results, and the finished local runs not exported
         runs = [folder_hash(resolve(RESULTS)), local_only_runs()]
-    inputs = {"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data, "results": runs}
+    inputs = {"cells": cells, "parameters": job.parameters, "title": job.spec.title, "data": data, "results": runs,
+              "library": library_fingerprint()}
     if job.spec.reads:  # a key only where there is one: the other pages' hashes stay as committed
         inputs["reads"] = {folder: folder_hash(resolve(folder)) for folder in job.spec.reads}
     blob = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
