@@ -162,7 +162,8 @@ if sprec_runs:
 #
 # Each iteration has two steps: SFT on the positives, then DPO against the negatives. The public
 # script evaluates the model after both; the book's curves show the model that ends each iteration.
-# Runs made with `sprec.eval_sft_steps=true` keep both evaluations (it changes no trained weight).
+# Runs made with `sprec.eval_sft_steps=true` keep both evaluations (it changes no trained weight);
+# a finished run keeps its SFT-step models, so `sprec eval RUN --stage it<t>-sft` adds them later.
 # For them, the curve step by step (iteration t − 0.5: the model after iteration t's SFT step), and
 # what each step changed, the mean over those runs (`sprec_lib.results.step_curves`,
 # `step_changes`). If the SFT steps undo the last DPO step while the DPO steps push by turns harder

@@ -285,6 +285,20 @@ def config_mismatch(path: Path, saved: dict, asked: dict) -> str:
             "use a new run folder to change it")
 
 
+def neutral_changes(saved: dict, asked: dict, prefix: str = "") -> dict[str, tuple]:
+    """The settings (dotted keys) where ``asked`` differs from ``saved``, two config dicts that
+    :func:`~sprec_lib.config.without_neutral_switches` makes equal: the neutral switches a resumed
+    run does not take."""
+    out = {}
+    for key in dict.fromkeys([*saved, *asked]):
+        a, b = saved.get(key), asked.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(neutral_changes(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
 class Run:
     """A run folder: its config and spec, the stages it finished, what it evaluated, whether it ended."""
 
@@ -303,6 +317,14 @@ class Run:
             # A config that differs only in the neutral switches resumes the run as it was started.
             if cfg is not None and without_neutral_switches(to_dict(cfg)) != without_neutral_switches(to_dict(saved)):
                 raise RunConfigMismatch(config_mismatch(path, to_dict(saved), to_dict(cfg)))
+            if cfg is not None and is_main():
+                ignored = neutral_changes(to_dict(saved), to_dict(cfg))
+                if ignored:  # say so: a measure asked for (e.g. sprec.eval_sft_steps) will not be made
+                    import warnings
+
+                    warnings.warn(f"{self.folder}: the run resumes with the settings it was started with; asked "
+                                  + ", ".join(f"{k}={now!r} (the run has {was!r})" for k, (was, now) in ignored.items())
+                                  + ". Use a new run folder to have them.", stacklevel=2)
             self.cfg, self._spec = saved, saved_doc.get("spec")
         else:
             if cfg is None:

@@ -101,6 +101,21 @@ def test_a_run_describes_itself(tmp_path):
         Run(run.folder, run_config("tiny", dataset=cfg.dataset, method="sprec", seed=4))
 
 
+def test_a_resumed_run_says_which_asked_settings_it_does_not_take(tmp_path):
+    """A run resumes with its own measure-only and speed settings (NEUTRAL_SWITCHES) and says so,
+    naming each: a measurement asked for on the command line is otherwise silently not made."""
+    import warnings
+
+    cfg = run_config("tiny", dataset="/x/Steam", method="sprec", seed=0)
+    Run(tmp_path / "r", cfg)
+    asked = run_config("tiny", ["sprec.eval_sft_steps=true"], dataset="/x/Steam", method="sprec", seed=0)
+    with pytest.warns(UserWarning, match=r"sprec\.eval_sft_steps=True \(the run has False\)"):
+        assert Run(tmp_path / "r", asked).cfg.sprec.eval_sft_steps is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings: nothing to say
+        Run(tmp_path / "r", cfg)
+
+
 def test_only_runs_py_knows_the_layout():
     """No module but sprec_lib/runs.py names a run folder's marker or manifest files, or parses a
     run folder's name."""
