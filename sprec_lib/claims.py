@@ -361,6 +361,7 @@ def _statistic(metric: str, data: Mapping) -> Callable[[np.ndarray], np.ndarray]
 
 
 BOOTSTRAP_CHUNK = 250  # resamples drawn at a time (memory: chunk x rows x items)
+BOOTSTRAP_METRICS = ("HR", "NDCG", "DivRatio", "ORRatio")  # those _statistic computes from per-row data
 
 
 def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE) -> tuple[float, float]:
@@ -479,8 +480,7 @@ def stability(rows: pd.DataFrame, label: str = "sprec", base: str = "sft",
                    "seed_spread": float(diff.std(ddof=1)) if len(diff) > 1 else math.nan,
                    "run_noise": math.sqrt(2) * noise if noise is not None else math.nan, "seeds": len(diff)}
             if row_data is not None:
-                runs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
-                low, high, how = _rows_interval(metric, pairs["value"], pairs["base"], int(pairs["rows"].min()), runs, rule)
+                low, high, how = _rows_interval(metric, pairs, data, rule)
                 row.update(rows_low=low, rows_high=high, rows_rule=how)
             out.append(row)
     return pd.DataFrame(out, columns=columns)
@@ -562,19 +562,18 @@ def _evidence(diffs: pd.Series, intervals: list[tuple[float, float, str]], rule:
                 evidence=1 if low > 0 else -1 if high < 0 else 0)
 
 
-def _rows_interval(metric: str, values, bases, rows: int, data_pairs, rule: NoiseRule) -> tuple[float, float, str]:
-    """The test rows' ``rule.level`` interval of the seeds' mean difference ``mean(values − bases)``
-    (one value, base and ``(data_a, data_b)`` per seed): :func:`mean_paired_bootstrap` when every
-    seed's two runs have per-row data, else the single-evaluation bound (:func:`difference_band`)
-    at the means. Not widened by ``rule.run_std``: the seeds' spread is the training noise here."""
-    values, bases = np.asarray(values, dtype=float), np.asarray(bases, dtype=float)
-    diff = float((values - bases).mean())
-    data_pairs = list(data_pairs)
-    if _split(metric)[0] in ("HR", "NDCG", "DivRatio", "ORRatio") and data_pairs and all(
-            a is not None and b is not None for a, b in data_pairs):
+def _rows_interval(metric: str, pairs: pd.DataFrame, data: Callable, rule: NoiseRule) -> tuple[float, float, str]:
+    """The test rows' ``rule.level`` interval of the seeds' mean difference ``mean(value − base)``
+    over seed-paired runs (``pairs`` as :func:`_pairs` gives them; ``data``: a run's per-row data or
+    None): :func:`mean_paired_bootstrap` when every seed's two runs have per-row data, else the
+    single-evaluation bound (:func:`difference_band`) at the means. Not widened by
+    ``rule.run_std``: the seeds' spread is the training noise here."""
+    data_pairs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
+    if _split(metric)[0] in BOOTSTRAP_METRICS and all(a is not None and b is not None for a, b in data_pairs):
         low, high = mean_paired_bootstrap(metric, data_pairs, rule)
         return low, high, "bootstrap"
-    band = difference_band(metric, float(values.mean()), float(bases.mean()), rows, replace(rule, run_std={}))
+    diff, value, base = float((pairs["value"] - pairs["base"]).mean()), float(pairs["value"].mean()), float(pairs["base"].mean())
+    band = difference_band(metric, value, base, int(pairs["rows"].min()), replace(rule, run_std={}))
     return diff - band, diff + band, "bound"
 
 
@@ -582,7 +581,7 @@ def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b,
     """One seed's interval of ``value − base``: the paired bootstrap if both runs' per-row data are
     there, else the bound; widened by the training noise ``rule.run_std``."""
     name, _ = _split(metric)
-    if data_a is not None and data_b is not None and name in ("HR", "NDCG", "DivRatio", "ORRatio"):
+    if data_a is not None and data_b is not None and name in BOOTSTRAP_METRICS:
         low, high = paired_bootstrap(metric, data_a, data_b, rule)
         widen = rule.z * math.sqrt(2) * rule.run_std.get(metric, 0.0)
         return low - widen, high + widen, "bootstrap"
@@ -595,13 +594,12 @@ def _pairs_evidence(metric: str, pairs: pd.DataFrame, data: Callable, rule: Nois
     ``base_run`` per seed, as :func:`_pairs` gives them; ``data``: a run's per-row data or None):
     each seed's interval with fewer than ``rule.min_seeds`` seeds, the rows' interval of the seeds'
     mean from then on."""
-    runs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
+    diffs = pairs["value"] - pairs["base"]
     if len(pairs) >= rule.min_seeds:
-        rows = int(pairs["rows"].min())
-        return _evidence(pairs["value"] - pairs["base"], [], rule,
-                         _rows_interval(metric, pairs["value"], pairs["base"], rows, runs, rule))
-    intervals = [_interval(metric, p.value, p.base, int(p.rows), *r, rule) for p, r in zip(pairs.itertuples(), runs)]
-    return _evidence(pairs["value"] - pairs["base"], intervals, rule)
+        return _evidence(diffs, [], rule, _rows_interval(metric, pairs, data, rule))
+    intervals = [_interval(metric, p.value, p.base, int(p.rows), data(p.run), data(p.base_run), rule)
+                 for p in pairs.itertuples()]
+    return _evidence(diffs, intervals, rule)
 
 
 def _cached(row_data: Callable) -> Callable:

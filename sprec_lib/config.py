@@ -218,6 +218,18 @@ def _apply(cfg, changes: dict[tuple[str, ...], object], prefix: str = ""):
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
+
+def flat_diff(a: dict, b: dict, prefix: str = "") -> dict[str, tuple]:
+    """Where two config dicts (:func:`to_dict`) differ, by dotted key: ``{"sprec.iterations": (a's, b's)}``."""
+    out = {}
+    for key in dict.fromkeys([*a, *b]):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.update(flat_diff(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
+
 # The stages' speed switches (StageConfig): the same computation by another route, tested to the
 # same losses and gradients (tests/test_trainers.py). A run made with either setting answers a spec
 # with the other (experiments.matches), and a run folder resumes under a config that differs only in

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import distributed, models
 from .assets import cache_root
-from .config import SPEED_SWITCHES, RunConfig, StageConfig, to_dict
+from .config import SPEED_SWITCHES, RunConfig, StageConfig, flat_diff, to_dict
 from .data import Dataset
 from .data.sprec_format import read_sprec_folder
 from .evaluation import evaluate
@@ -396,7 +396,6 @@ def train(cfg: RunConfig, folder: str | Path, cache_dir=None, checkpoint_minutes
     return run
 
 
-
 def evaluate_run(folder: str | Path, stage: str | None = None, assignments: list[str] | None = None, cache_dir=None,
                  epoch: int | None = None) -> Run:
     """Evaluate a finished stage of a run (default: its final one), optionally with other eval
@@ -571,7 +570,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
                        "estimate_s": seconds, "status": status, "note": s.note,
                        "shared": None if cached is None else cached.name})
     base = run_config(cfg.profile, dataset=cfg.dataset, method=cfg.method, seed=cfg.seed)
-    diff = {k: (a, b) for k, (a, b) in _flat_diff(to_dict(base), to_dict(cfg)).items()}
+    diff = flat_diff(to_dict(base), to_dict(cfg))
     threads = cfg.model.torch_threads or torch.get_num_threads()
     return {"method": recipe.name, "title": recipe.title, "dataset": ds.name, "profile": cfg.profile, "seed": cfg.seed,
             "device": str(models.device()), "threads": threads, "stages": stages, "changed": diff,
@@ -596,11 +595,3 @@ def _other_cpu_warning(bench: dict | None) -> str | None:
             f"this one is {here}: expect other times (rerun benchmarks/sprec_iteration.py here for this machine's)")
 
 
-def _flat_diff(a: dict, b: dict, prefix: str = "") -> dict:
-    out = {}
-    for k in a:
-        if isinstance(a[k], dict):
-            out.update(_flat_diff(a[k], b[k], f"{prefix}{k}."))
-        elif a[k] != b[k]:
-            out[prefix + k] = (a[k], b[k])
-    return out

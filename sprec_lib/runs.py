@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import sha256_file
-from .config import RunConfig, from_dict, run_config, to_dict, without_neutral_switches
+from .config import RunConfig, flat_diff, from_dict, run_config, to_dict, without_neutral_switches
 from .distributed import is_main
 
 # Minutes of training between two trainer checkpoints inside a stage (sprec_lib.trainers._train).
@@ -285,20 +285,6 @@ def config_mismatch(path: Path, saved: dict, asked: dict) -> str:
             "use a new run folder to change it")
 
 
-def neutral_changes(saved: dict, asked: dict, prefix: str = "") -> dict[str, tuple]:
-    """The settings (dotted keys) where ``asked`` differs from ``saved``, two config dicts that
-    :func:`~sprec_lib.config.without_neutral_switches` makes equal: the neutral switches a resumed
-    run does not take."""
-    out = {}
-    for key in dict.fromkeys([*saved, *asked]):
-        a, b = saved.get(key), asked.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.update(neutral_changes(a, b, f"{prefix}{key}."))
-        elif a != b:
-            out[f"{prefix}{key}"] = (a, b)
-    return out
-
-
 class Run:
     """A run folder: its config and spec, the stages it finished, what it evaluated, whether it ended."""
 
@@ -318,7 +304,7 @@ class Run:
             if cfg is not None and without_neutral_switches(to_dict(cfg)) != without_neutral_switches(to_dict(saved)):
                 raise RunConfigMismatch(config_mismatch(path, to_dict(saved), to_dict(cfg)))
             if cfg is not None and is_main():
-                ignored = neutral_changes(to_dict(saved), to_dict(cfg))
+                ignored = flat_diff(to_dict(saved), to_dict(cfg))  # the neutral switches only, here
                 if ignored:  # say so: a measure asked for (e.g. sprec.eval_sft_steps) will not be made
                     import warnings
 
