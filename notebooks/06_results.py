@@ -66,8 +66,9 @@
 # means anything. A claim that something "barely moves" holds when the change is within the
 # noise: our runs can refute it, not prove it beyond their resolution.
 #
-# This page reads the committed runs under `results/runs` for every dataset that has any; it
-# needs no dataset folder and trains nothing.
+# This page reads the committed runs under `results/runs` for every dataset that has any, and
+# trains nothing. It reads a dataset folder only for the genres of MGU's row bootstrap
+# (`claims.genre_context`); without the folder, MGU differences are never clear.
 
 # %% tags=["parameters", "hide-input"]
 datasets: list = ["ml-1m", "MovieLens", "Goodreads", "CDs_and_Vinyl", "Steam"]  # names or folders

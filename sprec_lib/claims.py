@@ -26,6 +26,8 @@ only when the difference (method − base, same dataset, profile and seed) is cl
   paired bootstrap over the test rows (:func:`paired_bootstrap`) when the two runs' per-row data
   are there (:func:`load_row_data`); otherwise the observed difference ± z times a bound on its
   standard error from the two values alone (:func:`single_run_se`, :func:`difference_band`).
+  MGU has no such bound: its bootstrap (:func:`_mgu_statistic`) also needs the dataset's genres
+  (:func:`genre_context`), and without it an MGU difference is never clear.
 
 A part's outcome is ``holds``, ``contrary`` (clear, against the claim), ``within noise`` or
 ``missing``. A claim's verdict is one of :data:`VERDICTS`: **degenerate baseline** (the base model
@@ -231,7 +233,8 @@ _B2 = Claim(
     note="at @1 only: the paper's own numbers put SPRec first on both @1 metrics on every dataset, "
          "but not at @5 (on MovieLens and Steam four of the five baselines have a lower ORRatio@5 than "
          "SPRec), and several @1 gaps (e.g. Steam RW DivRatio@1 0.289 against 0.293) are within a "
-         "1,000-row bound; the best-MGU@1 half of the sentence is not tested (MGU has no noise bound; "
+         "1,000-row bound; the best-MGU@1 half of the sentence is not tested (MGU has no bound from its value "
+         "alone, only a row bootstrap, and most baseline runs kept no per-row data; "
          "on CDs the paper's DMPO has a lower MGU@1 than SPRec)")
 
 CLAIMS: dict[str, Claim] = {c.title: c for c in (_A1, _A2, _A3, _B, _B2)}
@@ -339,6 +342,8 @@ def _statistic(metric: str, data: Mapping) -> Callable[[np.ndarray], np.ndarray]
     name, k = _split(metric)
     targets, topk = list(data["target"]), [list(r)[:k] for r in data["topk"]]
     n = len(targets)
+    if name == "MGU":
+        return _mgu_statistic(k, topk, _genre_context(data))
     if name in ("HR", "NDCG"):  # per-row hits and gains, from ranking_metrics on each row alone
         per_row = np.array([ranking_metrics([r], [t], [[]], {}, [], k)[name] for r, t in zip(topk, targets)])
         return lambda w: w @ per_row / n
@@ -362,6 +367,102 @@ def _statistic(metric: str, data: Mapping) -> Callable[[np.ndarray], np.ndarray]
 
 BOOTSTRAP_CHUNK = 250  # resamples drawn at a time (memory: chunk x rows x items)
 BOOTSTRAP_METRICS = ("HR", "NDCG", "DivRatio", "ORRatio")  # those _statistic computes from per-row data
+GENRE_METRICS = ("MGU",)  # those it computes when the rows' genre context is there too (_genre_context)
+
+
+def genre_context(ds, split: str = "test", rows: int | None = None) -> dict | None:
+    """What MGU needs beside the top-K lists, for an evaluation of ``ds``'s ``split`` (its first
+    ``rows``, as :func:`sprec_lib.evaluation.eval_rows` takes them): the evaluated ``genres``, each
+    item's genre mass ``item_mass`` (item -> a vector over ``genres`` summing to 1, or to 0 for an
+    item with none of them), the rows' ``history_mass`` (rows x genres, the sum of their history
+    items' masses), which rows are ``valid`` (a catalogue target) and their ``targets``. None when the
+    dataset has no genres (MGU is not applicable there). Never committed: it is the dataset's."""
+    from .config import EvalConfig
+    from .evaluation import eval_rows
+
+    if not ds.genres:
+        return None
+    samples = eval_rows(ds, EvalConfig(split=split, rows=rows))
+    column = {g: j for j, g in enumerate(ds.genres)}
+    item_mass: dict[int, np.ndarray] = {}
+    for item, its in ds.item_genres().items():
+        mine = {g for g in its if g in column}
+        vector = np.zeros(len(column))
+        for g in mine:
+            vector[column[g]] = 1.0 / len(mine)
+        item_mass[item] = vector
+    history = np.zeros((len(samples), len(column)))
+    for i, s in enumerate(samples):
+        for item in s.history:
+            if item in item_mass:
+                history[i] += item_mass[item]
+    return {"genres": list(ds.genres), "item_mass": item_mass, "history_mass": history,
+            "valid": np.array([s.target is not None for s in samples], dtype=float),
+            "targets": [s.target for s in samples]}
+
+
+_DATASET_CONTEXTS: dict = {}
+
+
+def _dataset_genre_context(dataset: str, split: str, rows: int | None) -> dict | None:
+    """:func:`genre_context` of the dataset named ``dataset`` (:func:`sprec_lib.paths.dataset_folder`),
+    read once per process; None when its folder is not on this machine (the paper's folders are not
+    in the repository) or it has no genres."""
+    from .data.sprec_format import read_sprec_folder
+    from .paths import dataset_folder
+
+    key = (dataset, split, rows)
+    if key not in _DATASET_CONTEXTS:
+        folder = dataset_folder(dataset)
+        _DATASET_CONTEXTS[key] = genre_context(read_sprec_folder(folder), split, rows) if folder.is_dir() else None
+    return _DATASET_CONTEXTS[key]
+
+
+def _genre_context(data: Mapping) -> dict | None:
+    """The genre context of one run's per-row data: given (``data["genres"]``), or read from the
+    dataset its evaluation names (``data["eval"]``, as :func:`load_row_data` records it). Checked
+    against the rows: the same number, and every target the run knows is the dataset's."""
+    context = data.get("genres")
+    if context is None and data.get("eval") is not None:
+        context = _dataset_genre_context(**data["eval"])
+    if context is None:
+        return None
+    if len(context["targets"]) != len(data["target"]) or any(
+            t not in (-1, None) and t != u for t, u in zip(data["target"], context["targets"])):
+        where = data.get("eval", {}).get("dataset", "the given genre context")
+        raise ValueError(f"MGU: the run's {len(data['target'])} evaluation rows are not the first rows of "
+                         f"{where}'s split ({len(context['targets'])} rows there, or other targets): was the dataset changed?")
+    return context
+
+
+def has_row_statistic(metric: str, *data: Mapping | None) -> bool:
+    """Whether :func:`_statistic` can compute ``metric`` from each of ``data`` (per-row data, or
+    None): HR, NDCG, DivRatio, ORRatio always; MGU where the rows' genre context is there."""
+    name = _split(metric)[0]
+    if any(d is None for d in data):
+        return False
+    return name in BOOTSTRAP_METRICS or (name in GENRE_METRICS and all(_genre_context(d) is not None for d in data))
+
+
+def _mgu_statistic(k: int, topk: list[list[int]], context: dict | None) -> Callable[[np.ndarray], np.ndarray]:
+    """MGU@k (:mod:`sprec_lib.metrics`: the mean over genres of |GP − GH|, GP the genre shares of
+    the valid rows' top-K items, GH those of every row's history) as a function of row weights.
+    Both shares are resampled: a row drawn twice counts its recommendations and its history twice."""
+    if context is None:
+        raise ValueError(f"no per-row bootstrap for MGU@{k} without the rows' genre context (the dataset's genres)")
+    mass, genres = context["item_mass"], len(context["genres"])
+    recommended = np.zeros((len(topk), genres))
+    for i, (row, valid) in enumerate(zip(topk, context["valid"])):
+        if valid:
+            for item in row:
+                recommended[i] += mass.get(item, 0.0)
+    history = context["history_mass"]
+
+    def shares(totals):
+        norm = totals.sum(axis=1, keepdims=True)
+        return np.divide(totals, norm, out=np.zeros_like(totals), where=norm > 0)
+
+    return lambda w: np.abs(shares(w @ recommended) - shares(w @ history)).mean(axis=1)
 
 
 def paired_bootstrap(metric: str, a: Mapping, b: Mapping, rule: NoiseRule = RULE) -> tuple[float, float]:
@@ -415,7 +516,8 @@ def mean_paired_bootstrap(metric: str, pairs: Iterable[tuple[Mapping, Mapping]],
 
 
 def load_row_data(run_folder, label: str | None = None) -> dict | None:
-    """Per-row data of a run's final evaluation (or of its evaluation ``label``), ``{"target": [...], "topk": [[...], ...]}``: from an
+    """Per-row data of a run's final evaluation (or of its evaluation ``label``), ``{"target": [...], "topk": [[...], ...],
+    "eval": {"dataset", "split", "rows"}}`` (``eval``: which rows, for MGU's :func:`_genre_context`): from an
     export's ``rows/<label>.json`` (:func:`row_data_for_export`: the top-K item ids and the rank of
     the held-out item in them; the target itself is not committed, so a miss reads as target -1),
     else a local run's ``predictions/<label>.parquet``; None when neither is there (then the bounds
@@ -429,13 +531,18 @@ def load_row_data(run_folder, label: str | None = None) -> dict | None:
     path = run.folder / ROWS_DIR / f"{label}.json"
     if path.exists():
         data = read_json(path)
-        return {"target": [-1 if r is None else top[r] for r, top in zip(data["hit_rank"], data["topk"])],
+        rows = {"target": [-1 if r is None else top[r] for r, top in zip(data["hit_rank"], data["topk"])],
                 "topk": data["topk"]}
-    if run.predictions_path(label).exists():
+    elif run.predictions_path(label).exists():
         frame = pd.read_parquet(run.predictions_path(label), columns=["target", "topk"])
-        return {"target": [None if pd.isna(t) else int(t) for t in frame["target"]],
+        rows = {"target": [None if pd.isna(t) else int(t) for t in frame["target"]],
                 "topk": [[int(i) for i in r] for r in frame["topk"]]}
-    return None
+    else:
+        return None
+    # Which rows these are, for MGU's genre context (_genre_context reads it from the dataset).
+    metrics = run.metrics_of(label) if run.metrics_path(label).exists() else {}
+    rows["eval"] = {"dataset": run.dataset, "split": metrics.get("split", "test"), "rows": len(rows["target"])}
+    return rows
 
 
 def seed_spread(rows: pd.DataFrame, metrics: Iterable[str] = PAPER_METRICS) -> dict[str, float]:
@@ -569,7 +676,7 @@ def _rows_interval(metric: str, pairs: pd.DataFrame, data: Callable, rule: Noise
     single-evaluation bound (:func:`difference_band`) at the means. Not widened by
     ``rule.run_std``: the seeds' spread is the training noise here."""
     data_pairs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
-    if _split(metric)[0] in BOOTSTRAP_METRICS and all(a is not None and b is not None for a, b in data_pairs):
+    if all(has_row_statistic(metric, a, b) for a, b in data_pairs):
         low, high = mean_paired_bootstrap(metric, data_pairs, rule)
         return low, high, "bootstrap"
     diff, value, base = float((pairs["value"] - pairs["base"]).mean()), float(pairs["value"].mean()), float(pairs["base"].mean())
@@ -580,8 +687,7 @@ def _rows_interval(metric: str, pairs: pd.DataFrame, data: Callable, rule: Noise
 def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b, rule: NoiseRule):
     """One seed's interval of ``value − base``: the paired bootstrap if both runs' per-row data are
     there, else the bound; widened by the training noise ``rule.run_std``."""
-    name, _ = _split(metric)
-    if data_a is not None and data_b is not None and name in BOOTSTRAP_METRICS:
+    if has_row_statistic(metric, data_a, data_b):
         low, high = paired_bootstrap(metric, data_a, data_b, rule)
         widen = rule.z * math.sqrt(2) * rule.run_std.get(metric, 0.0)
         return low - widen, high + widen, "bootstrap"
@@ -997,7 +1103,7 @@ def direction_agreement(rows: pd.DataFrame, paper: pd.DataFrame | None = None, b
     BIGRec / SFT: the sign of (method − ``base``) in the paper (``paper_sign``) and in ours
     (``ours_sign``, of the mean paired difference), whether they ``agree``, and whether ours is
     ``clear`` of the noise (:func:`check_claims`'s rule: with 1 seed and no per-row data the bound
-    decides; MGU has none, so it is never clear)."""
+    decides; MGU has no bound, so it is clear only through the bootstrap: per-row data and the dataset's genres)."""
     values = _paper_values(paper_numbers() if paper is None else paper)
     data = _cached(row_data)
     out = []

@@ -175,6 +175,41 @@ def test_bootstrap_statistic_matches_ranking_metrics():
             assert got == pytest.approx(expected[name]), f"{name}@{k}"
 
 
+def test_mgu_statistic_matches_ranking_metrics_and_counts_a_drawn_row_twice():
+    from sprec_lib.data.synthetic import make_synthetic
+
+    ds = make_synthetic(n_items=40, sizes=(8, 4, 30), n_genres=4, seed=3)
+    rows, genres, item_genres = ds.test, ds.genres, ds.item_genres()
+    context = claims.genre_context(ds, "test")
+    rng = np.random.default_rng(0)
+    topk = [[int(i) for i in rng.choice(40, 5, replace=False)] for _ in rows]
+    targets = [s.target for s in rows]
+    targets[2] = None  # a row without a catalogue target: its recommendations leave GP, its history stays in GH
+    context["valid"][2], context["targets"][2] = 0.0, None
+    data = {"target": targets, "topk": topk, "genres": context}
+    histories = [list(s.history) for s in rows]
+    n = len(rows)
+    assert claims.has_row_statistic("MGU@1", data) and not claims.has_row_statistic("MGU@1", {"target": targets, "topk": topk})
+    for k in (1, 5):
+        stat = claims._statistic(f"MGU@{k}", data)
+        assert stat(np.ones((1, n)))[0] == pytest.approx(ranking_metrics(topk, targets, histories, item_genres, genres, k)["MGU"])
+        # A resample that draws row 0 three times, row 2 twice and leaves out rows 1 and 4 is the
+        # metric of that list of rows, written out (brute force).
+        w = np.ones(n)
+        w[0], w[2], w[1], w[4] = 3, 2, 0, 0
+        picked = [i for i in range(n) for _ in range(int(w[i]))]
+        expected = ranking_metrics([topk[i] for i in picked], [targets[i] for i in picked],
+                                   [histories[i] for i in picked], item_genres, genres, k)["MGU"]
+        assert stat(w[None, :])[0] == pytest.approx(expected)
+    # Rows that are not the dataset's: a clear error, not a quiet interval.
+    other = {**data, "target": [t + 1 if t is not None else None for t in targets]}
+    with pytest.raises(ValueError, match="not the first rows"):
+        claims.has_row_statistic("MGU@1", other)
+    # A dataset without genres: MGU is not applicable, and has no row statistic.
+    ds.genres.clear()
+    assert claims.genre_context(ds) is None
+
+
 def test_paired_bootstrap_on_hits():
     # HR@5 0.016 (rows 0-15) against 0.013 (rows 10-22): -0.003, 17 rows differ. The interval
     # contains 0: inconclusive, never "holds".
@@ -458,7 +493,8 @@ def test_load_row_data(tmp_path):
     assert exported == {"hit_rank": [1, None, None], "topk": [[1, 2], [3, 4], [5, 6]]}
     write_json(exported, run.folder / "rows" / "sft.json")
     data = claims.load_row_data(str(run.folder))
-    assert data == {"target": [2, -1, -1], "topk": [[1, 2], [3, 4], [5, 6]]}
+    assert data == {"target": [2, -1, -1], "topk": [[1, 2], [3, 4], [5, 6]],
+                    "eval": {"dataset": "ml-1m", "split": "test", "rows": 3}}  # which rows: for MGU's genres
     # The same metrics as from the true targets: a miss is a miss, whatever the item.
     for k in (1, 2):
         assert ranking_metrics(data["topk"], data["target"], [[]] * 3, {}, [], k)["HR"] == \
@@ -474,8 +510,9 @@ def test_an_export_keeps_the_row_data_of_its_final_and_its_sft_start(tmp_path):
     dmpo.save_predictions("sft", pd.DataFrame({"target": [2, 3], "topk": [[2, 1], [4, 5]]}))
     out = export_run(dmpo, tmp_path / "export")
     assert sorted(p.name for p in (out / "rows").iterdir()) == ["dmpo.json", "sft.json"]
-    assert claims.load_row_data(out, "sft") == {"target": [2, -1], "topk": [[2, 1], [4, 5]]}
-    assert claims.load_row_data(out) == {"target": [2, -1], "topk": [[1, 2], [3, 4]]}
+    rows = lambda *label: {k: v for k, v in claims.load_row_data(out, *label).items() if k != "eval"}  # noqa: E731
+    assert rows("sft") == {"target": [2, -1], "topk": [[2, 1], [4, 5]]}
+    assert rows() == {"target": [2, -1], "topk": [[1, 2], [3, 4]]}
 
 
 def test_a_method_meets_the_sft_model_it_started_from(tmp_path, monkeypatch):
