@@ -65,7 +65,7 @@ def registry_of_four(monkeypatch):
 
 def test_claims_are_data():
     ids = [c.id for c in ALL_CLAIMS.values()]
-    assert ids == ["a1", "a2", "a3", "b", "b2", "c", "d", "e", "f", "g"]
+    assert ids == ["a1", "a2", "a3", "b", "b2", "b3", "c", "d", "e", "f", "g"]
     for c in ALL_CLAIMS.values():
         assert c.title.startswith(f"({c.id}) ") and c.section.startswith("§") and c.test and c.datasets
         assert set(c.datasets) <= set(claims.PAPER_DATASETS)
@@ -390,7 +390,7 @@ def test_claims_apply_where_the_paper_makes_them():
     rows = rows_frame({("sprec", 0): ABLATION_BASE, ("sprec-rn", 0): ABLATION_BASE}, dataset="Steam")
     assert check_claims(rows, [claim("e")]).empty  # (e) is not claimed on Steam
     ml1m = rows.assign(dataset="ml-1m")  # held to MovieLens's statements
-    assert list(check_claims(ml1m, [claim("e")])["metric"]) == ["DivRatio@1", "ORRatio@1"]
+    assert list(check_claims(ml1m, [claim("e")])["metric"]) == ["DivRatio@1", "ORRatio@1", "MGU@1"]
 
 
 def test_run_std_widens_single_seed_intervals():
@@ -687,7 +687,7 @@ def test_scorecard_cells_and_pages():
                        ("sprec", 0): dict(zip(metrics, [0.02, 0.2, 0.15, 0.3, 0.3]))}, dataset="Steam")
     checks = check_claims(rows, CLAIMS)
     cells = claims.scorecard(checks, ["Steam"]).set_index("id")
-    assert list(cells.index) == ["a1", "a2", "a3", "b", "b2", "c", "d", "e", "f", "g"]  # every claim x dataset
+    assert list(cells.index) == ["a1", "a2", "a3", "b", "b2", "b3", "c", "d", "e", "f", "g"]  # every claim x dataset
     assert cells.loc["a1", "verdict"] == PENDING and cells.loc["a1", "seeds"] == 0  # no DPO run
     # SPRec: DivRatio +0.2, ORRatio -0.3 and -0.15 on 1,000 rows, HR@5 unchanged: clear of the bounds.
     assert cells.loc["b", "verdict"] == REPRODUCED and cells.loc["b", "seeds"] == 1
@@ -700,7 +700,7 @@ def test_scorecard_cells_and_pages():
     assert cells.loc["d", "verdict"] == claims.NOT_RUN and cells.loc["d", "page"] == "04_ablations-Steam.html"
     assert cells.loc["f", "page"] == "05_negative_samples-Steam.html"
     html = plots.scorecard_html(claims.scorecard(checks, ["Steam", "ml-1m"]))
-    assert html.count('class="sprec-verdict"') == 10 * 2 and 'id="sprec-scorecard"' in html
+    assert html.count('class="sprec-verdict"') == 11 * 2 and 'id="sprec-scorecard"' in html
     assert 'href="03_training-Steam.html"' in html and html._repr_html_() == str(html)
 
 

@@ -25,9 +25,9 @@ def test_the_chapters_runs_and_claims():
     assert rn.overrides == ("sprec.negatives=random",) and rn.folder("results/runs").as_posix() == \
         "results/runs/MovieLens-small/sprec-rn-seed0"
     assert "--profile small" in rn.command() and "--variant rn --set sprec.negatives=random" in rn.command()
-    # (a1) DPO, (b) SPRec and (e) SPRec-RN; (a2) needs DMPO, (b2) the other baselines, (c), (d) other ablations.
-    assert [c.id for c in pretrained.testable_claims()] == ["a1", "b", "e"]
-    assert [c.id for c in pretrained.testable_claims(["sft", "sprec"])] == ["b"]
+    # (a1) DPO, (b), (b3) SPRec and (e) SPRec-RN; (a2) needs DMPO, (b2) the other baselines, (c), (d) other ablations.
+    assert [c.id for c in pretrained.testable_claims()] == ["a1", "b", "b3", "e"]
+    assert [c.id for c in pretrained.testable_claims(["sft", "sprec"])] == ["b", "b3"]
 
 
 def test_placeholders_make_pending_verdicts_in_order():
@@ -37,7 +37,7 @@ def test_placeholders_make_pending_verdicts_in_order():
     assert list(zip(both["dataset"], both["profile"])) == [("MovieLens", "small"), ("MovieLens", "tiny"),
                                                            ("Goodreads", "small"), ("Goodreads", "tiny")]
     table = claims.verdict_table(claims.check_claims(both, pretrained.testable_claims()))
-    assert set(table["verdict"]) == {claims.PENDING} and len(table) == 4 * 3
+    assert set(table["verdict"]) == {claims.PENDING} and len(table) == 4 * 4
 
 
 def test_answers_are_pending_without_runs():
@@ -130,8 +130,10 @@ def test_reading_mode_tabulates_judges_and_lists_the_missing(root, tmp_path):
     # e.g. (a1)'s ORRatio@1 part, +0.15 against z x sqrt(0.45 x 0.55 / 1000 + 0.30 x 0.70 / 1000).
     band = Z * math.hypot(math.sqrt(0.45 * 0.55 / 1000), math.sqrt(0.30 * 0.70 / 1000))
     assert 0.15 > band
-    assert v["verdicts"]["small"] == {"MovieLens": {"a1": "reproduced", "b": "reproduced", "e": "pending"},
-                                      "Goodreads": {"a1": "pending", "b": "pending", "e": "pending"}}
+    # (b3)'s MGU@1 has no bound from its value alone (no per-row data here): never clear.
+    assert v["verdicts"]["small"] == {"MovieLens": {"a1": "reproduced", "b": "reproduced",
+                                                    "b3": "inconclusive (within noise)", "e": "pending"},
+                                      "Goodreads": {"a1": "pending", "b": "pending", "b3": "pending", "e": "pending"}}
     assert set(v["verdicts"]["tiny"]["MovieLens"].values()) == {"pending"}
     # The three questions: small's SFT (0.30) is clearly less collapsed than tiny's (0.60); its DPO
     # raises ORRatio; its SPRec keeps HR@5. Goodreads has no runs.
@@ -172,7 +174,7 @@ def test_quick_mode_runs_a_tiny_model_on_a_synthetic_folder(tmp_path, monkeypatc
     assert v["runs_asked"] == v["runs_found"] == {"tiny": len(pretrained.LABELS)} and v["missing_commands"] == []
     assert list(v["table"]) == ["synthetic"] and list(v["table"]["synthetic"]) == list(pretrained.LABELS)
     assert v["setup"]["profile"] == {"tiny": "tiny", "paper": "paper"}
-    assert set(v["verdicts"]["tiny"]["synthetic"]) == {"a1", "b", "e"}
+    assert set(v["verdicts"]["tiny"]["synthetic"]) == {"a1", "b", "b3", "e"}
     assert set(v["verdicts"]["tiny"]["synthetic"].values()) <= set(claims.VERDICTS) - {claims.PENDING}
     assert set(v["answers"]) == set(pretrained.QUESTIONS) and v["curve_iterations"] == {"synthetic": 2}
     assert set(v["negatives_head_share"]["tiny"]["synthetic"]) == {"positive", "self", "random"}
