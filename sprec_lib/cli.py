@@ -182,7 +182,7 @@ def cmd_runs_plan(args) -> None:
           f"(estimates x {args.slowdown:g}); the first of them: "
           + ("; ".join(f"{r['dataset']} {r['label']} seed {r['seed']}" for r in packed["deferred"][:3]) or "none"))
     if packed["unknown"]:
-        print(f"{len(packed['unknown'])} run(s) left out for want of an estimate (no benchmark figures for a stage "
+        print(f"{len(packed['unknown'])} run(s) left out for want of an estimate (no benchmark figures, and no committed run's log, for a stage "
               "of theirs): " + ", ".join(sorted({r["label"] for r in packed["unknown"]})), file=sys.stderr)
     print("start each lane with `nohup sprec lane run QUEUE > QUEUE.out 2>&1 &`", file=sys.stderr)
 

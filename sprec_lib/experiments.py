@@ -279,7 +279,8 @@ def pack_lanes(records: list[dict], lanes: int, hours: float, slowdown: float = 
     lane, which, when it starts before the stage is done, waits for it (as ``sprec train`` does, on
     the stage's lock). Runs are taken in order; each goes to the lane where it would finish first,
     and a run that fits nowhere is deferred, so that a later, shorter one may still fill the time
-    left. A run with a stage to train that has no estimate (no benchmark figures for its kind) is
+    left. A run with a stage to train that has no estimate (no benchmark figures for its kind, and
+    no committed run's log: :func:`sprec_lib.pipeline.logged_stage_seconds`) is
     not placed: it goes to ``unknown``.
 
     Returns ``{"lanes": [[{"command", "folder", "label", "start_s", "end_s"}, ...], ...], "deferred":

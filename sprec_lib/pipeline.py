@@ -526,10 +526,44 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
     return rows * epochs * per_row, tokens
 
 
+_LOGGED: dict = {}
+
+
+def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -> tuple[float | None, int]:
+    """(median seconds, runs) that ``stage`` took in the committed runs of ``profile`` (under
+    ``results``, default :data:`sprec_lib.paths.RESULTS`), read from their logs
+    (:func:`sprec_lib.results.run_compute`; a stage reused from the cache is not counted): those on
+    ``dataset`` when any ran it, else those on any dataset. ``(None, 0)`` when no committed run
+    trained it. The dry run's estimate for a stage kind the benchmark has not timed (SASRec's
+    training, for SASRec, D3 and RosePO): lane time beside another lane, on whichever machine
+    made those runs, so a rough figure."""
+    import statistics
+
+    from .paths import RESULTS, resolve
+    from .results import STAGE_COLUMN, LogFormatError, compute_spent, finished_runs
+
+    root = resolve(results or RESULTS)
+    if root not in _LOGGED:
+        try:
+            _LOGGED[root] = compute_spent(finished_runs(root)) if root.is_dir() else None
+        except (LogFormatError, FileNotFoundError):
+            _LOGGED[root] = None  # an estimate is a convenience: a log it cannot read never stops a plan
+    spent, column = _LOGGED[root], STAGE_COLUMN.format(stage)
+    if spent is None or column not in spent:
+        return None, 0
+    ran = spent[(spent["profile"] == profile) & (spent[column] > 0)]
+    here = ran[ran["dataset"] == dataset]
+    pick = here if len(here) else ran
+    if not len(pick):
+        return None, 0
+    return statistics.median(pick[column]) * 3600, len(pick)
+
+
 def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: Dataset | None = None,
          data_key: str | None = None) -> dict:
     """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
-    steps, tokens and an estimate of its time (from ``benchmarks/results``), which shared stages it
+    steps, tokens and an estimate of its time (from ``benchmarks/results``; for a kind the benchmark
+    has not timed, from the committed runs' logs, :func:`logged_stage_seconds`), which shared stages it
     would reuse from the cache (``shared``: the cache entry of a stage that runs share, None for a
     run's own stage), which are already done in ``folder``, the device and threads."""
     import torch
@@ -566,8 +600,14 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
             status = "done in the run folder"
         elif cached is not None and stage_finished(cached):
             status = "reused from the cache"
+        note = s.note
+        if seconds is None and status == "to run":  # a kind the benchmark has not timed: the logs, if any
+            seconds, runs = logged_stage_seconds(cfg.profile, ds.name, s.name)
+            if seconds is not None:
+                note = f"{note}; estimate: median of {runs} committed run(s)' logs" if note else \
+                    f"estimate: median of {runs} committed run(s)' logs"
         stages.append({"stage": s.name, "kind": s.kind, "rows": rows, "steps": steps, "tokens": tokens,
-                       "estimate_s": seconds, "status": status, "note": s.note,
+                       "estimate_s": seconds, "status": status, "note": note,
                        "shared": None if cached is None else cached.name})
     base = run_config(cfg.profile, dataset=cfg.dataset, method=cfg.method, seed=cfg.seed)
     diff = flat_diff(to_dict(base), to_dict(cfg))

@@ -176,3 +176,22 @@ def test_the_committed_runs_keep_the_invariants():
         assert table.loc[("total", ""), "total"] == pytest.approx(spent["hours"].sum())
         body = table.drop(index=("total", ""))
         assert body["total"].tolist() == pytest.approx(body.drop(columns="total").sum(axis=1).tolist())
+
+
+def test_a_stage_without_benchmark_figures_is_estimated_from_the_logs(tmp_path):
+    """pipeline.logged_stage_seconds: the median of the stage's logged seconds over the committed
+    runs of the profile, on the dataset when any ran it there, else on any dataset; a stage reused
+    from the cache (0 s here) does not count. MovieLens's SFT stages: 1200 s and 600 s (the
+    after-finish log, 16:00:00 -> 16:10:00), median 900 s; Goodreads has none: every dataset's."""
+    from sprec_lib.pipeline import logged_stage_seconds
+
+    log_run(tmp_path, "MovieLens", "sft", "sft", MIDNIGHT.replace("Steam", "MovieLens"), seed=1)
+    log_run(tmp_path, "MovieLens", "sft", "sft", AFTER_FINISH.replace("CDs_and_Vinyl", "MovieLens"), seed=0)
+    log_run(tmp_path, "Steam", "dpo", "dpo", RESUMED.replace("MovieLens", "Steam"))  # sft reused: not counted
+    log_run(tmp_path, "Steam", "sft", "sft", AFTER_FINISH.replace("CDs_and_Vinyl", "Steam")
+            .replace("16:10:00", "16:40:00").replace("16:11:00", "16:41:00"))
+    assert logged_stage_seconds("tiny", "MovieLens", "sft", tmp_path) == (pytest.approx(900), 2)
+    assert logged_stage_seconds("tiny", "Steam", "sft", tmp_path) == (pytest.approx(2400), 1)
+    assert logged_stage_seconds("tiny", "Goodreads", "sft", tmp_path) == (pytest.approx(1200), 3)  # 600, 1200, 2400
+    assert logged_stage_seconds("tiny", "Goodreads", "rosepo", tmp_path) == (None, 0)
+    assert logged_stage_seconds("small", "MovieLens", "sft", tmp_path) == (None, 0)
