@@ -433,10 +433,10 @@ def _dataset_genre_context(dataset: str, split: str, rows: int | None) -> dict |
 
 
 def _genre_context(data: Mapping) -> dict | None:
-    """The genre context of one run's per-row data: given (``data["genres"]``), or read from the
-    dataset its evaluation names (``data["eval"]``, as :func:`load_row_data` records it). Checked
+    """The genre context of one run's per-row data: given (``data["genre_context"]``), or read from
+    the dataset its evaluation names (``data["eval"]``, as :func:`load_row_data` records it). Checked
     against the rows: the same number, and every target the run knows is the dataset's."""
-    context = data.get("genres")
+    context = data.get("genre_context")
     if context is None and data.get("eval") is not None:
         context = _dataset_genre_context(**data["eval"])
     if context is None:

@@ -186,7 +186,7 @@ def test_mgu_statistic_matches_ranking_metrics_and_counts_a_drawn_row_twice():
     targets = [s.target for s in rows]
     targets[2] = None  # a row without a catalogue target: its recommendations leave GP, its history stays in GH
     context["valid"][2], context["targets"][2] = 0.0, None
-    data = {"target": targets, "topk": topk, "genres": context}
+    data = {"target": targets, "topk": topk, "genre_context": context}
     histories = [list(s.history) for s in rows]
     n = len(rows)
     assert claims.has_row_statistic("MGU@1", data) and not claims.has_row_statistic("MGU@1", {"target": targets, "topk": topk})
