@@ -48,6 +48,7 @@ statements, the closest (:func:`paper_dataset`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -393,6 +394,7 @@ def genre_context(ds, split: str = "test", rows: int | None = None) -> dict | No
     dataset has no genres (MGU is not applicable there). Never committed: it is the dataset's."""
     from .config import EvalConfig
     from .evaluation import eval_rows
+    from .metrics import genre_mass
 
     if not ds.genres:
         return None
@@ -400,10 +402,9 @@ def genre_context(ds, split: str = "test", rows: int | None = None) -> dict | No
     column = {g: j for j, g in enumerate(ds.genres)}
     item_mass: dict[int, np.ndarray] = {}
     for item, its in ds.item_genres().items():
-        mine = {g for g in its if g in column}
         vector = np.zeros(len(column))
-        for g in mine:
-            vector[column[g]] = 1.0 / len(mine)
+        for g, m in genre_mass(its, column).items():
+            vector[column[g]] = m
         item_mass[item] = vector
     history = np.zeros((len(samples), len(column)))
     for i, s in enumerate(samples):
@@ -415,9 +416,7 @@ def genre_context(ds, split: str = "test", rows: int | None = None) -> dict | No
             "targets": [s.target for s in samples]}
 
 
-_DATASET_CONTEXTS: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _dataset_genre_context(dataset: str, split: str, rows: int | None) -> dict | None:
     """:func:`genre_context` of the dataset named ``dataset`` (:func:`sprec_lib.paths.dataset_folder`),
     read once per process; None when its folder is not on this machine (the paper's folders are not
@@ -425,11 +424,26 @@ def _dataset_genre_context(dataset: str, split: str, rows: int | None) -> dict |
     from .data.sprec_format import read_sprec_folder
     from .paths import dataset_folder
 
-    key = (dataset, split, rows)
-    if key not in _DATASET_CONTEXTS:
-        folder = dataset_folder(dataset)
-        _DATASET_CONTEXTS[key] = genre_context(read_sprec_folder(folder), split, rows) if folder.is_dir() else None
-    return _DATASET_CONTEXTS[key]
+    folder = dataset_folder(dataset)
+    return genre_context(read_sprec_folder(folder), split, rows) if folder.is_dir() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _checked_dataset_context(dataset: str, split: str, rows: int | None, targets: tuple) -> dict | None:
+    """:func:`_dataset_genre_context`, checked once per distinct set of rows (:func:`_check_rows`)."""
+    context = _dataset_genre_context(dataset, split, rows)
+    if context is not None:
+        _check_rows(context, targets, f"{dataset}'s split")
+    return context
+
+
+def _check_rows(context: dict, targets, where: str) -> None:
+    """Raise unless ``targets`` (a run's rows: a target, or -1/None where the run does not know it)
+    are ``context``'s rows: the same number, and every known target the same."""
+    if len(context["targets"]) != len(targets) or any(
+            t not in (-1, None) and t != u for t, u in zip(targets, context["targets"])):
+        raise ValueError(f"MGU: the run's {len(targets)} evaluation rows are not the first rows of {where} "
+                         f"({len(context['targets'])} rows there, or other targets): was the dataset changed?")
 
 
 def _genre_context(data: Mapping) -> dict | None:
@@ -437,16 +451,12 @@ def _genre_context(data: Mapping) -> dict | None:
     the dataset its evaluation names (``data["eval"]``, as :func:`load_row_data` records it). Checked
     against the rows: the same number, and every target the run knows is the dataset's."""
     context = data.get("genre_context")
-    if context is None and data.get("eval") is not None:
-        context = _dataset_genre_context(**data["eval"])
-    if context is None:
+    if context is not None:
+        _check_rows(context, data["target"], "the given genre context")
+        return context
+    if data.get("eval") is None:
         return None
-    if len(context["targets"]) != len(data["target"]) or any(
-            t not in (-1, None) and t != u for t, u in zip(data["target"], context["targets"])):
-        where = data.get("eval", {}).get("dataset", "the given genre context")
-        raise ValueError(f"MGU: the run's {len(data['target'])} evaluation rows are not the first rows of "
-                         f"{where}'s split ({len(context['targets'])} rows there, or other targets): was the dataset changed?")
-    return context
+    return _checked_dataset_context(**data["eval"], targets=tuple(data["target"]))
 
 
 def has_row_statistic(metric: str, *data: Mapping | None) -> bool:

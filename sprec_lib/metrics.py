@@ -43,16 +43,22 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 __all__ = ["ranking_metrics", "valid_ratio"]
 
 
+def genre_mass(its_genres: Iterable[str], evaluated: Collection[str]) -> dict[str, float]:
+    """One item's genre mass: 1 split evenly over those of ``its_genres`` that are ``evaluated``
+    (nothing for an item with none of them)."""
+    mine = {g for g in its_genres if g in evaluated}
+    return {g: 1.0 / len(mine) for g in mine}
+
+
 def genre_shares(
     items: Iterable[int], item_genres: Mapping[int, Iterable[str]], genres: Sequence[str]
 ) -> dict[str, float]:
-    """Per-genre share of ``items``: each item splits mass 1 evenly over its evaluated genres."""
+    """Per-genre share of ``items``: the sum of their :func:`genre_mass`, normalised to 1."""
     evaluated = set(genres)
     mass = {g: 0.0 for g in genres}
     for item in items:
-        mine = {g for g in item_genres.get(item, ()) if g in evaluated}
-        for g in mine:
-            mass[g] += 1.0 / len(mine)
+        for g, m in genre_mass(item_genres.get(item, ()), evaluated).items():
+            mass[g] += m
     total = sum(mass.values())
     if total == 0:
         return {g: 0.0 for g in genres}

@@ -23,6 +23,7 @@ it done and caches it; it evaluates. The others wait, then load what it saved.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -526,7 +527,17 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
     return rows * epochs * per_row, tokens
 
 
-_LOGGED: dict = {}
+@functools.lru_cache(maxsize=None)
+def _logged_compute(root: Path):
+    """:func:`sprec_lib.results.compute_spent` of the finished runs under ``root``, read once per
+    process; None when there are none or a log cannot be read (an estimate is a convenience: a log
+    it cannot read never stops a plan)."""
+    from .results import LogFormatError, compute_spent, finished_runs
+
+    try:
+        return compute_spent(finished_runs(root)) if root.is_dir() else None
+    except (LogFormatError, FileNotFoundError):
+        return None
 
 
 def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -> tuple[float | None, int]:
@@ -540,15 +551,9 @@ def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -
     import statistics
 
     from .paths import RESULTS, resolve
-    from .results import STAGE_COLUMN, LogFormatError, compute_spent, finished_runs
+    from .results import STAGE_COLUMN
 
-    root = resolve(results or RESULTS)
-    if root not in _LOGGED:
-        try:
-            _LOGGED[root] = compute_spent(finished_runs(root)) if root.is_dir() else None
-        except (LogFormatError, FileNotFoundError):
-            _LOGGED[root] = None  # an estimate is a convenience: a log it cannot read never stops a plan
-    spent, column = _LOGGED[root], STAGE_COLUMN.format(stage)
+    spent, column = _logged_compute(resolve(results or RESULTS)), STAGE_COLUMN.format(stage)
     if spent is None or column not in spent:
         return None, 0
     ran = spent[(spent["profile"] == profile) & (spent[column] > 0)]
@@ -604,8 +609,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         if seconds is None and status == "to run":  # a kind the benchmark has not timed: the logs, if any
             seconds, runs = logged_stage_seconds(cfg.profile, ds.name, s.name)
             if seconds is not None:
-                note = f"{note}; estimate: median of {runs} committed run(s)' logs" if note else \
-                    f"estimate: median of {runs} committed run(s)' logs"
+                note = "; ".join(filter(None, [note, f"estimate: median of {runs} committed run(s)' logs"]))
         stages.append({"stage": s.name, "kind": s.kind, "rows": rows, "steps": steps, "tokens": tokens,
                        "estimate_s": seconds, "status": status, "note": note,
                        "shared": None if cached is None else cached.name})
