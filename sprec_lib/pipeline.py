@@ -126,6 +126,51 @@ def shared_stage_path(cfg: RunConfig, stage: str, data_key: str, cache_dir=None)
     return None if key is None else cache_root(cache_dir) / "stages" / key
 
 
+def shared_evaluation_path(cfg: RunConfig, stage: str, data_key: str, cache_dir=None) -> Path | None:
+    """Where the evaluation of a shared stage (:func:`shared_stage_key`: pretrain, sft) under
+    ``cfg.eval``'s settings is kept for the runs of other methods, beside the shared stage cache;
+    None for a run's own stage. The same stage key is the same model (its copies are verified), and
+    the evaluation is greedy and grounded: deterministic, so a second run of another method gets
+    the first one's predictions and metrics instead of decoding again (on a CPU the ``small``
+    profile's SFT evaluation is 20 minutes of every DPO, S-DPO and SPRec run). The thread count is
+    not in the key, as for the stages it is not."""
+    key = shared_stage_key(cfg, stage, data_key)
+    if key is None:
+        return None
+    settings = hashlib.sha256(json.dumps(to_dict(cfg.eval), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "evaluations" / f"{key}-eval-{settings}"
+
+
+def read_shared_evaluation(folder: Path | None):
+    """(predictions, metrics) kept by :func:`keep_shared_evaluation` in ``folder``, or None (none
+    there, or one that does not read back: then it is evaluated again, and kept again)."""
+    import pandas as pd
+
+    if folder is None or not (folder / "metrics.json").exists():
+        return None
+    try:
+        return pd.read_parquet(folder / "predictions.parquet"), json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def keep_shared_evaluation(folder: Path, predictions, metrics: dict) -> None:
+    """Keep an evaluation for other runs: written to a temporary folder and renamed, so that a kill
+    leaves a whole evaluation or none. One that does not read back is replaced; a whole one kept by
+    another run meanwhile stays."""
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    predictions.to_parquet(tmp / "predictions.parquet")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    if folder.exists() and read_shared_evaluation(folder) is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextmanager
 def shared_stage_lock(path: Path, on_wait=lambda: None):
     """An exclusive lock on ``path`` (a file beside the cached stage) for as long as the block
@@ -292,12 +337,18 @@ class Pipeline:
     def _evaluate(self, stage: str, label: str) -> dict:
         if self.run.has_metrics(label):
             return self.run.metrics_of(label)
+        shared = shared_evaluation_path(self.cfg, stage, self.data_key, self.cache_dir)
+        if (kept := read_shared_evaluation(shared)) is not None:
+            self.run.log(f"eval {label}: reused from the cache ({shared.name}: another run's evaluation of the same model)")
+            return self.record_evaluation(label, stage, *kept)
         self.load(stage)
         if self.cfg.eval.mode == "grounded" and self._grounder is None:
             from .evaluation import Grounder
 
             self._grounder = Grounder(self.ds, self.cache_dir)
         predictions, metrics = evaluate(self.model, self.tokenizer, self.ds, self.cfg.eval, self.cache_dir, self._grounder)
+        if shared is not None:
+            keep_shared_evaluation(shared, predictions, dict(metrics))
         return self.record_evaluation(label, stage, predictions, metrics)
 
     def record_evaluation(self, label: str, stage: str, predictions, metrics: dict) -> dict:
@@ -600,10 +651,15 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         steps = _steps(rows, stage) if stage is not None else None
         seconds, tokens = _estimate(s.kind, rows, steps, stage, bench, dtype)
         status = "to run"
-        cached = shared_stage_path(cfg, s.name, data_key, cache_dir)  # None: the run's own stage
+        if s.kind == "eval":  # a shared stage's evaluation is shared too (None: the run's own)
+            cached = shared_evaluation_path(cfg, s.name[5:], data_key, cache_dir)
+            reusable = read_shared_evaluation(cached) is not None
+        else:
+            cached = shared_stage_path(cfg, s.name, data_key, cache_dir)
+            reusable = cached is not None and stage_finished(cached)
         if existing is not None and (existing.done(s.name) or s.kind == "eval" and existing.has_metrics(s.name[5:])):
             status = "done in the run folder"
-        elif cached is not None and stage_finished(cached):
+        elif reusable:
             status = "reused from the cache"
         note = s.note
         if seconds is None and status == "to run":  # a kind the benchmark has not timed: the logs, if any

@@ -68,6 +68,11 @@ def test_dry_run_shows_what_a_run_folder_already_has(dataset, tmp_path, capsys):
     cfg = run_config("tiny", QUICK_RUN + ["model.torch_threads=1"], dataset=str(dataset), method="sft", seed=1)
     stages = {s["stage"]: s["status"] for s in plan(cfg, tmp_path / "other", tmp_path / "cache")["stages"]}
     assert stages == {"pretrain": "reused from the cache", "sft": "to run", "eval sft": "to run"}
+    # Another method's run on the same seed would reuse the SFT model and its evaluation too.
+    cfg = run_config("tiny", QUICK_RUN + ["model.torch_threads=1"], dataset=str(dataset), method="dpo", seed=0)
+    stages = {s["stage"]: s["status"] for s in plan(cfg, tmp_path / "dpo", tmp_path / "cache")["stages"]}
+    assert stages == {"pretrain": "reused from the cache", "sft": "reused from the cache",
+                      "eval sft": "reused from the cache", "dpo": "to run", "eval dpo": "to run"}
 
 
 @pytest.mark.parametrize("args, message", [

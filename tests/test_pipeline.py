@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import trl
 
@@ -111,6 +112,35 @@ def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
     # Same seed and SFT settings: the second run reused the first run's SFT model (not its own checkpoint).
     assert "reused" in (sdpo.folder / "log.txt").read_text() and not stale.exists()
     assert dpo.metrics()["sft"] == sdpo.metrics()["sft"]
+    # ... and the first run's evaluation of it: read back, not decoded again (the first run decoded).
+    assert "eval sft: reused from the cache" in (sdpo.folder / "log.txt").read_text()
+    assert "eval sft: reused" not in (dpo.folder / "log.txt").read_text()
+    pd.testing.assert_frame_equal(pd.read_parquet(dpo.predictions_path("sft")), pd.read_parquet(sdpo.predictions_path("sft")))
+
+
+def test_a_shared_evaluation_is_kept_whole_or_not_at_all(tmp_path):
+    """keep_shared_evaluation/read_shared_evaluation: what is kept reads back equal; a folder whose
+    metrics do not parse (a broken write) reads as none and is replaced; the run's own stages and
+    other eval settings have other places (or none)."""
+    from sprec_lib.pipeline import keep_shared_evaluation, read_shared_evaluation, shared_evaluation_path
+
+    cfg = config("data")
+    here = shared_evaluation_path(cfg, "sft", "datakey", tmp_path)
+    assert here.parent == tmp_path / "evaluations" and here.name.startswith("sft-")
+    assert shared_evaluation_path(cfg, "dpo", "datakey", tmp_path) is None  # a run's own stage
+    other = run_config("tiny", MICRO + ["eval.split=valid"], dataset="data", method="sprec", seed=3)
+    assert shared_evaluation_path(other, "sft", "datakey", tmp_path) != here
+    assert read_shared_evaluation(here) is None
+    frame = pd.DataFrame({"row": [0, 1], "topk": [[3, 4], [5, 6]]})
+    here.mkdir(parents=True)
+    (here / "metrics.json").write_text("{not json")
+    assert read_shared_evaluation(here) is None
+    keep_shared_evaluation(here, frame, {"@1": {"HR": 0.5}})
+    kept_frame, kept_metrics = read_shared_evaluation(here)
+    assert kept_metrics == {"@1": {"HR": 0.5}} and kept_frame["topk"].map(list).tolist() == [[3, 4], [5, 6]]
+    keep_shared_evaluation(here, frame, {"@1": {"HR": 0.0}})  # a second writer: the first stays
+    assert read_shared_evaluation(here)[1] == {"@1": {"HR": 0.5}}
+    assert [p.name for p in here.parent.iterdir()] == [here.name]  # no temporary folder left
 
 
 def test_a_run_folder_refuses_another_config(dataset, tmp_path):
