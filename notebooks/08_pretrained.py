@@ -71,8 +71,10 @@ print(f"{size.profile}: {len(mine.pairs)} of {len(mine.asked)} runs finished; "
 # accumulation on one device; the paper's scripts run on four GPUs (see the reproducibility
 # chapter). `small` keeps the paper's learning rates and betas; to fit a CPU it trains SFT for
 # fewer epochs, keeping each epoch's model so that the epoch count can be chosen on the validation
-# split from one run (the tables here use the stage's last model), and gives SPRec fewer rows per
-# iteration.
+# split from one run, and gives SPRec fewer rows per iteration. On MovieLens the validation split
+# chose both epochs (after one, 64% of its rows' answers were not a catalogue title; HR@5 was within
+# noise), and the tables use that model; the SFT learning rate was not chosen, and neither were
+# more epochs (`results/investigations/README.md`, "The small profile's SFT epochs").
 
 # %% tags=["hide-input"]
 first = next(iter(data.values()))
@@ -108,8 +110,8 @@ if missing:
 # What the missing runs cost by the dry run (`sprec_lib.experiments.grid` and `lane_hours`: one
 # lane, one thread, the benchmark's machine; a stage that runs share, such as the SFT of a dataset
 # and seed, counted once). On a CPU they take hours each, the SFT stage of `small` alone more than
-# the 3-hour sessions of the machines this book is built on, which do not keep their run folders
-# from one session to the next: these runs need a machine that keeps its disk, or a GPU.
+# the 3-hour sessions of the machines this book is built on, which do not always keep their run
+# folders from one session to the next: these runs need a machine that keeps its disk, or a GPU.
 
 # %% tags=["hide-input"]
 grid = None
