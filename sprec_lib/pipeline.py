@@ -126,19 +126,25 @@ def shared_stage_path(cfg: RunConfig, stage: str, data_key: str, cache_dir=None)
     return None if key is None else cache_root(cache_dir) / "stages" / key
 
 
-def shared_evaluation_path(cfg: RunConfig, stage: str, data_key: str, cache_dir=None) -> Path | None:
+def shared_evaluation_path(cfg: RunConfig, stage: str, data_key: str, stage_dir: Path, cache_dir=None) -> Path | None:
     """Where the evaluation of a shared stage (:func:`shared_stage_key`: pretrain, sft) under
     ``cfg.eval``'s settings is kept for the runs of other methods, beside the shared stage cache;
-    None for a run's own stage. The same stage key is the same model (its copies are verified), and
-    the evaluation is greedy and grounded: deterministic, so a second run of another method gets
-    the first one's predictions and metrics instead of decoding again (on a CPU the ``small``
-    profile's SFT evaluation is 20 minutes of every DPO, S-DPO and SPRec run). The thread count is
-    not in the key, as for the stages it is not."""
+    None for a run's own stage, or for a stage whose ``DONE`` in ``stage_dir`` (a finished copy of
+    it: the run's, or the cache's) records no model files. The key holds the stage's key, the eval
+    settings and the checksums of the model's files, so an evaluation is only ever read back for
+    the very weights it measured (a stage trained again, on another machine, is another model).
+    The evaluation is greedy and grounded, so a second run of another method gets the first one's
+    predictions and metrics instead of decoding again (on a CPU the ``small`` profile's SFT
+    evaluation is 13-20 minutes of every DPO, S-DPO and SPRec run)."""
+    from .runs import _done_record
+
     key = shared_stage_key(cfg, stage, data_key)
-    if key is None:
+    record = _done_record(stage_dir) if key is not None else None
+    if record is None or not record.get("model_files"):
         return None
-    settings = hashlib.sha256(json.dumps(to_dict(cfg.eval), sort_keys=True).encode()).hexdigest()[:16]
-    return cache_root(cache_dir) / "evaluations" / f"{key}-eval-{settings}"
+    parts = {"eval": to_dict(cfg.eval), "model_files": record["model_files"]}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "evaluations" / f"{key}-eval-{digest}"
 
 
 def read_shared_evaluation(folder: Path | None):
@@ -337,7 +343,7 @@ class Pipeline:
     def _evaluate(self, stage: str, label: str) -> dict:
         if self.run.has_metrics(label):
             return self.run.metrics_of(label)
-        shared = shared_evaluation_path(self.cfg, stage, self.data_key, self.cache_dir)
+        shared = shared_evaluation_path(self.cfg, stage, self.data_key, self.run.stage_dir(stage), self.cache_dir)
         if (kept := read_shared_evaluation(shared)) is not None:
             self.run.log(f"eval {label}: reused from the cache ({shared.name}: another run's evaluation of the same model)")
             return self.record_evaluation(label, stage, *kept)
@@ -569,11 +575,25 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
                               bool(getattr(stage, "shared_prompt", False)) and trains)
     if seconds is None:
         return None, None
-    per_row = seconds / bench["eval_rows" if kind == "eval" else "rows"]
-    tokens_per_row = measured["tokens"] / bench["rows"] if measured.get("tokens") else None
+    # Per row the benchmark timed: its evaluation rows; for DPO the pairs it trained, which are
+    # fewer than its rows where a row's negative equalled its positive and was skipped (the `small`
+    # benchmark kept 3 pairs of 16 rows: divided by 16, its DPO estimate was 5x short, 51 min for a
+    # MovieLens DPO stage that ran 3 h); every other stage, its rows.
+    timed = bench["eval_rows"] if kind == "eval" else bench.get("pairs") or bench["rows"] if kind in ("dpo", "sdpo") \
+        else bench["rows"]
+    per_row = seconds / timed
+    tokens_per_row = measured["tokens"] / timed if measured.get("tokens") else None
     epochs = stage.epochs if stage is not None else 1
-    if kind == "sdpo":  # one forward per completion: the prompt and 1 + K completions, against DPO's 2
-        per_row *= (1 + stage.n_negatives) / 2
+    if kind == "sdpo":  # the prompt and 1 + K completions, against DPO's prompt and 2
+        more = (1 + stage.n_negatives) / 2
+        shared = bool(getattr(stage, "shared_prompt", False))
+        if shared and measured.get("head_positions") and measured.get("tokens"):
+            # The prompt runs once (StageConfig.shared_prompt): only the completions, a tenth of the
+            # tokens on `small` (titles after a 200-token history), multiply. Without it every
+            # completion runs with its own copy of the prompt.
+            share = measured["head_positions"] / measured["tokens"]
+            more = (1 - share) + share * more
+        per_row *= more
     tokens = int(rows * epochs * tokens_per_row) if tokens_per_row else None
     return rows * epochs * per_row, tokens
 
@@ -652,11 +672,12 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         seconds, tokens = _estimate(s.kind, rows, steps, stage, bench, dtype)
         status = "to run"
         if s.kind == "eval":  # a shared stage's evaluation is shared too (None: the run's own)
-            cached = shared_evaluation_path(cfg, s.name[5:], data_key, cache_dir)
-            reusable = read_shared_evaluation(cached) is not None
+            key, model = shared_stage_key(cfg, s.name[5:], data_key), shared_stage_path(cfg, s.name[5:], data_key, cache_dir)
+            kept = None if model is None else shared_evaluation_path(cfg, s.name[5:], data_key, model, cache_dir)
+            reusable, shared = read_shared_evaluation(kept) is not None, None if key is None else f"{key}-eval"
         else:
-            cached = shared_stage_path(cfg, s.name, data_key, cache_dir)
-            reusable = cached is not None and stage_finished(cached)
+            cached = shared_stage_path(cfg, s.name, data_key, cache_dir)  # None: the run's own stage
+            reusable, shared = cached is not None and stage_finished(cached), None if cached is None else cached.name
         if existing is not None and (existing.done(s.name) or s.kind == "eval" and existing.has_metrics(s.name[5:])):
             status = "done in the run folder"
         elif reusable:
@@ -668,7 +689,7 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
                 note = "; ".join(filter(None, [note, f"estimate: median of {runs} committed run(s)' logs"]))
         stages.append({"stage": s.name, "kind": s.kind, "rows": rows, "steps": steps, "tokens": tokens,
                        "estimate_s": seconds, "status": status, "note": note,
-                       "shared": None if cached is None else cached.name})
+                       "shared": shared})
     base = run_config(cfg.profile, dataset=cfg.dataset, method=cfg.method, seed=cfg.seed)
     diff = flat_diff(to_dict(base), to_dict(cfg))
     threads = cfg.model.torch_threads or torch.get_num_threads()

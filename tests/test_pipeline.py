@@ -120,16 +120,24 @@ def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
 
 def test_a_shared_evaluation_is_kept_whole_or_not_at_all(tmp_path):
     """keep_shared_evaluation/read_shared_evaluation: what is kept reads back equal; a folder whose
-    metrics do not parse (a broken write) reads as none and is replaced; the run's own stages and
-    other eval settings have other places (or none)."""
+    metrics do not parse (a broken write) reads as none and is replaced; the run's own stages,
+    other eval settings and other weights of the same stage (another DONE record) have other
+    places, or none."""
     from sprec_lib.pipeline import keep_shared_evaluation, read_shared_evaluation, shared_evaluation_path
+    from sprec_lib.runs import DONE
 
+    stage, retrained = tmp_path / "stage", tmp_path / "retrained"
+    for folder, sha in ((stage, "aa"), (retrained, "bb")):
+        folder.mkdir()
+        (folder / DONE).write_text(json.dumps({"model_files": {"adapter_model.safetensors": {"size": 1, "sha256": sha}}}))
     cfg = config("data")
-    here = shared_evaluation_path(cfg, "sft", "datakey", tmp_path)
+    here = shared_evaluation_path(cfg, "sft", "datakey", stage, tmp_path)
     assert here.parent == tmp_path / "evaluations" and here.name.startswith("sft-")
-    assert shared_evaluation_path(cfg, "dpo", "datakey", tmp_path) is None  # a run's own stage
+    assert shared_evaluation_path(cfg, "sft", "datakey", retrained, tmp_path) != here
+    assert shared_evaluation_path(cfg, "sft", "datakey", tmp_path / "unfinished", tmp_path) is None
+    assert shared_evaluation_path(cfg, "dpo", "datakey", stage, tmp_path) is None  # a run's own stage
     other = run_config("tiny", MICRO + ["eval.split=valid"], dataset="data", method="sprec", seed=3)
-    assert shared_evaluation_path(other, "sft", "datakey", tmp_path) != here
+    assert shared_evaluation_path(other, "sft", "datakey", stage, tmp_path) != here
     assert read_shared_evaluation(here) is None
     frame = pd.DataFrame({"row": [0, 1], "topk": [[3, 4], [5, 6]]})
     here.mkdir(parents=True)
@@ -232,3 +240,30 @@ def test_the_dry_runs_estimate_times_a_stage_as_it_will_train():
     assert _median_seconds(entry, "bfloat16") == 20.0 and _median_seconds(entry, "bfloat16", True) == 20.0
     assert _median_seconds({"old": {"seconds_median": 50.0}}, "bfloat16") == 50.0
     assert _median_seconds({"seconds_median": 7.0}, "bfloat16") == 7.0
+
+
+def test_a_dpo_estimate_is_per_pair_the_benchmark_trained():
+    """pipeline._estimate: the benchmark's DPO seconds are for the pairs it trained (3 of its 16
+    rows here: the others' negatives equalled their positives), so 4,096 rows of DPO take
+    4,096 x 12 / 3 s; S-DPO scales by its extra completions; SFT and the negatives are per
+    benchmark row, the evaluation per eval row (worked by hand)."""
+    from sprec_lib.config import StageConfig
+    from sprec_lib.pipeline import _estimate
+
+    bench = {"rows": 16, "eval_rows": 8, "pairs": 3,
+             "stages": {"dpo": {"new_shared": {"seconds_median": 12.0}, "new": {"seconds_median": 12.0}, "tokens": 300,
+                                "head_positions": 30},
+                        "sft": {"new": {"seconds_median": 32.0}, "tokens": 1600},
+                        "negatives": {"seconds_median": 16.0}, "eval": {"seconds_median": 4.0}}}
+    dpo = StageConfig(epochs=1, shared_prompt=True)
+    assert _estimate("dpo", 4096, None, dpo, bench) == (pytest.approx(4096 * 4.0), 4096 * 100)
+    # S-DPO, 1 + 3 completions against DPO's 2: with the prompt run once, only the completions'
+    # tenth of the tokens doubles (30 head positions of 300 tokens): x (0.9 + 0.1 x 2); without, all of it.
+    assert _estimate("sdpo", 4096, None, StageConfig(epochs=1, n_negatives=3, shared_prompt=True), bench)[0] == \
+        pytest.approx(4096 * 4.0 * 1.1)
+    assert _estimate("sdpo", 4096, None, StageConfig(epochs=1, n_negatives=3), bench)[0] == pytest.approx(4096 * 4.0 * 2)
+    assert _estimate("sft", 4096, None, StageConfig(epochs=2), bench) == (pytest.approx(4096 * 2 * 2.0), 4096 * 2 * 100)
+    assert _estimate("negatives", 512, None, None, bench)[0] == pytest.approx(512 * 1.0)
+    assert _estimate("eval", 1000, None, None, bench)[0] == pytest.approx(1000 * 0.5)
+    del bench["pairs"]  # a benchmark from before it said: per row, as before
+    assert _estimate("dpo", 4096, None, dpo, bench)[0] == pytest.approx(4096 * 12.0 / 16)
