@@ -43,8 +43,8 @@ from .evaluation import evaluate
 from .prompts import input_text, prompt, target_completion
 from .cpu import keep_freed_memory
 from .paths import folder_hash
-from .runs import (CHECKPOINT_MINUTES, Run, copy_stage, snapshot_name, split_snapshot, stage_finished, stage_seed,
-                   verify_stage)
+from .runs import (CHECKPOINT_MINUTES, Run, copy_stage, read_json, snapshot_name, split_snapshot, stage_finished,
+                   stage_seed, verify_stage, write_json)
 from .selfplay import negatives_for, preference_rows, sample_rows
 
 PRETRAIN_SEED = 0
@@ -155,7 +155,7 @@ def read_shared_evaluation(folder: Path | None):
     if folder is None or not (folder / "metrics.json").exists():
         return None
     try:
-        return pd.read_parquet(folder / "predictions.parquet"), json.loads((folder / "metrics.json").read_text())
+        return pd.read_parquet(folder / "predictions.parquet"), read_json(folder / "metrics.json")
     except (OSError, ValueError):
         return None
 
@@ -168,7 +168,7 @@ def keep_shared_evaluation(folder: Path, predictions, metrics: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     predictions.to_parquet(tmp / "predictions.parquet")
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    write_json(metrics, tmp / "metrics.json")
     if folder.exists() and read_shared_evaluation(folder) is None:
         shutil.rmtree(folder, ignore_errors=True)
     try:
@@ -579,8 +579,12 @@ def _estimate(kind: str, rows: int | None, steps: int | None, stage, bench: dict
     # fewer than its rows where a row's negative equalled its positive and was skipped (the `small`
     # benchmark kept 3 pairs of 16 rows: divided by 16, its DPO estimate was 5x short, 51 min for a
     # MovieLens DPO stage that ran 3 h); every other stage, its rows.
-    timed = bench["eval_rows"] if kind == "eval" else bench.get("pairs") or bench["rows"] if kind in ("dpo", "sdpo") \
-        else bench["rows"]
+    if kind == "eval":
+        timed = bench["eval_rows"]
+    elif kind in ("dpo", "sdpo"):
+        timed = bench.get("pairs") or bench["rows"]  # a benchmark from before it recorded its pairs: its rows
+    else:
+        timed = bench["rows"]
     per_row = seconds / timed
     tokens_per_row = measured["tokens"] / timed if measured.get("tokens") else None
     epochs = stage.epochs if stage is not None else 1
