@@ -26,8 +26,10 @@ def eval_rows(ds: Dataset, cfg: EvalConfig):
     return rows if cfg.rows is None else rows[: cfg.rows]
 
 
-def evaluate(model, tokenizer, ds: Dataset, cfg: EvalConfig, cache_dir=None, grounder=None) -> tuple[pd.DataFrame, dict]:
-    """Predictions (one row per sample) and ``{"valid_ratio": ..., "@1": {...}, "@5": {...}}``."""
+def evaluate(model, tokenizer, ds: Dataset, cfg: EvalConfig, cache_dir=None, grounder=None,
+             journal=None) -> tuple[pd.DataFrame, dict]:
+    """Predictions (one row per sample) and ``{"valid_ratio": ..., "@1": {...}, "@5": {...}}``.
+    ``journal``: a :class:`~sprec_lib.decoding.DecodeJournal`, to resume a decode cut short."""
     from . import decoding
 
     rows = eval_rows(ds, cfg)
@@ -35,7 +37,7 @@ def evaluate(model, tokenizer, ds: Dataset, cfg: EvalConfig, cache_dir=None, gro
     k_max = max(cfg.ks)
     if cfg.mode == "grounded":
         generations = decoding.generate_free(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                                             batch_size=cfg.batch_size, stop_at_quote=True)
+                                             batch_size=cfg.batch_size, stop_at_quote=True, journal=journal)
         titles = [extract_title(g) for g in generations]
         grounder = grounder or Grounder(ds, cache_dir)
         topk = grounder(generations, k_max)
@@ -43,7 +45,7 @@ def evaluate(model, tokenizer, ds: Dataset, cfg: EvalConfig, cache_dir=None, gro
     elif cfg.mode == "constrained":
         trie = decoding.TitleTrie.from_catalogue(ds.catalogue, tokenizer, ds.wording)
         topk = decoding.constrained_beam_search(model, tokenizer, prompts, trie, num_beams=k_max,
-                                                batch_size=max(1, cfg.batch_size // k_max))
+                                                batch_size=max(1, cfg.batch_size // k_max), journal=journal)
         generations = [ds.catalogue.titles[t[0]] if t else "" for t in topk]
         titles = generations
         valid = valid_ratio(titles, ds.catalogue.id_of)

@@ -352,10 +352,33 @@ class Pipeline:
             from .evaluation import Grounder
 
             self._grounder = Grounder(self.ds, self.cache_dir)
-        predictions, metrics = evaluate(self.model, self.tokenizer, self.ds, self.cfg.eval, self.cache_dir, self._grounder)
+        journal = self.decode_journal(f"eval-{label}", stage)
+        predictions, metrics = evaluate(self.model, self.tokenizer, self.ds, self.cfg.eval, self.cache_dir, self._grounder,
+                                        journal=journal)
         if shared is not None:
             keep_shared_evaluation(shared, predictions, dict(metrics))
-        return self.record_evaluation(label, stage, predictions, metrics)
+        metrics = self.record_evaluation(label, stage, predictions, metrics)
+        if journal is not None:
+            journal.discard()
+        return metrics
+
+    def decode_journal(self, decode: str, stage: str | None):
+        """A :class:`~sprec_lib.decoding.DecodeJournal` for a decode with the model ``stage`` ended
+        with, in the run's ``partial/`` folder, keyed by the checksums of that model's files (its
+        ``DONE`` record); logs how many batches it resumes. None where the model has no such record
+        (the untrained base model): that decode starts over when cut short."""
+        from .decoding import DecodeJournal
+        from .runs import _done_record
+
+        if stage is None or not distributed.is_main():
+            return None
+        name, epoch = split_snapshot(stage)
+        folder = self.run.stage_dir(name) if epoch is None else self.run.snapshot_dir(name, epoch)
+        record = _done_record(folder)
+        if record is None or not record.get("model_files"):
+            return None
+        return DecodeJournal(self.run.partial_path(decode), json.dumps(record["model_files"], sort_keys=True),
+                             log=lambda message: self.run.log(f"{decode}: {message}"))
 
     def record_evaluation(self, label: str, stage: str, predictions, metrics: dict) -> dict:
         """Keep an evaluation in the run (its predictions, its metrics labelled ``label`` with the

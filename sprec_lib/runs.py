@@ -15,6 +15,8 @@ RUN/stages/<stage>/epoch<N>/DONE       N (every epoch but the last), and its rec
 RUN/negatives/<stage>.parquet         self-play negatives
 RUN/predictions/<label>.parquet       evaluation predictions
 RUN/metrics/<label>.json              evaluation metrics
+RUN/partial/<decode>.jsonl            while a decode runs: its finished batches, to resume from
+                                      (sprec_lib.decoding.DecodeJournal; removed when it ends)
 ```
 
 Running again on the same folder skips every stage whose ``DONE`` marker exists and starts the
@@ -444,6 +446,11 @@ class Run:
 
     def predictions_path(self, label: str) -> Path:
         return self.folder / "predictions" / f"{label}.parquet"
+
+    def partial_path(self, decode: str) -> Path:
+        """Where a decode in progress (``eval-<label>``, ``negatives-<stage>``) keeps its finished
+        batches (:class:`~sprec_lib.decoding.DecodeJournal`); never exported."""
+        return self.folder / "partial" / f"{decode}.jsonl"
 
     def negatives_path(self, stage: str) -> Path:
         return self.folder / "negatives" / f"{stage}.parquet"

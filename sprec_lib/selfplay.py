@@ -36,8 +36,10 @@ def random_negatives(rows: list[Sample], ds: Dataset, n: int, rng: np.random.Gen
     return out
 
 
-def self_negatives(model, tokenizer, rows: list[Sample], ds: Dataset, cfg: SPRecConfig, batch_size: int) -> list[list[str]]:
-    """The model's own recommendations for ``rows``: ``cfg.n_negatives`` titles per row (maybe fewer)."""
+def self_negatives(model, tokenizer, rows: list[Sample], ds: Dataset, cfg: SPRecConfig, batch_size: int,
+                   journal=None) -> list[list[str]]:
+    """The model's own recommendations for ``rows``: ``cfg.n_negatives`` titles per row (maybe fewer).
+    ``journal``: a :class:`~sprec_lib.decoding.DecodeJournal`, to resume a decode cut short."""
     from . import decoding
 
     prompts = [prompt(s, ds.catalogue, ds.wording) for s in rows]
@@ -45,17 +47,19 @@ def self_negatives(model, tokenizer, rows: list[Sample], ds: Dataset, cfg: SPRec
     if cfg.decoding == "constrained":
         trie = decoding.TitleTrie.from_catalogue(ds.catalogue, tokenizer, ds.wording)
         beams = decoding.constrained_beam_search(model, tokenizer, prompts, trie, num_beams=1 if n == 1 else 2 * n,
-                                                 batch_size=max(1, batch_size // max(1, 2 * n if n > 1 else 1)))
+                                                 batch_size=max(1, batch_size // max(1, 2 * n if n > 1 else 1)),
+                                                 journal=journal)
         return [[ds.catalogue.titles[i] for i in b] for b in beams]
     if cfg.decoding != "free":
         raise ValueError(f"unknown decoding {cfg.decoding!r} (free or constrained)")
     if n == 1:
         gens = decoding.generate_free(model, tokenizer, prompts, max_new_tokens=cfg.negative_max_new_tokens,
-                                      batch_size=batch_size, stop_at_quote=True)
+                                      batch_size=batch_size, stop_at_quote=True, journal=journal)
         return [[t] if (t := extract_title(g)) is not None else [] for g in gens]
     # N > 1: beam search 2N candidates, de-duplicated, the N most probable kept (after dropping the positive).
     beams = decoding.generate_beams(model, tokenizer, prompts, num_beams=2 * n,
-                                    max_new_tokens=cfg.negative_max_new_tokens, batch_size=max(1, batch_size // (2 * n)))
+                                    max_new_tokens=cfg.negative_max_new_tokens, batch_size=max(1, batch_size // (2 * n)),
+                                    journal=journal)
     out = []
     for cands in beams:
         titles = []
@@ -68,8 +72,9 @@ def self_negatives(model, tokenizer, rows: list[Sample], ds: Dataset, cfg: SPRec
 
 
 def negatives_for(rows: list[Sample], ds: Dataset, cfg: SPRecConfig, rng: np.random.Generator, model=None,
-                  tokenizer=None, batch_size: int = 16) -> pd.DataFrame:
-    """One row per sample: the positive, the negatives (after skipping), where they came from."""
+                  tokenizer=None, batch_size: int = 16, journal=None) -> pd.DataFrame:
+    """One row per sample: the positive, the negatives (after skipping), where they came from.
+    ``journal``: for the self-play decode (:func:`self_negatives`)."""
     n = cfg.n_negatives
     if cfg.negatives == "random":
         use_random = np.ones(len(rows), dtype=bool)
@@ -85,7 +90,8 @@ def negatives_for(rows: list[Sample], ds: Dataset, cfg: SPRecConfig, rng: np.ran
         negs[i] = titles
     self_idx = np.flatnonzero(~use_random)
     if len(self_idx):
-        for i, titles in zip(self_idx, self_negatives(model, tokenizer, [rows[i] for i in self_idx], ds, cfg, batch_size)):
+        for i, titles in zip(self_idx, self_negatives(model, tokenizer, [rows[i] for i in self_idx], ds, cfg, batch_size,
+                                                          journal)):
             negs[i] = titles
     positives = [positive_title(s, ds) for s in rows]
     kept = [[t for t in ts if t != pos][:n] for ts, pos in zip(negs, positives)]

@@ -218,3 +218,86 @@ def test_batched_equals_one_by_one_in_input_order(trained, tok, prompts, trie):
     assert D.generate_free(model, tok, ps, batch_size=8, progress=False) == one
     one_c = [D.constrained_beam_search(model, tok, [p], trie, num_beams=3, progress=False)[0] for p in ps]
     assert D.constrained_beam_search(model, tok, ps, trie, num_beams=3, batch_size=4, progress=False) == one_c
+
+
+# --- resuming a decode cut short (DecodeJournal) --------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _CountingModel:
+    """``model`` whose ``generate`` counts its calls and raises once ``fail_after`` of them are done
+    (a decode killed between two batches); every other attribute is the model's."""
+
+    def __init__(self, model, fail_after: int | None = None):
+        self.model, self.fail_after, self.calls = model, fail_after, 0
+
+    def generate(self, *args, **kwargs):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise _Interrupted
+        self.calls += 1
+        return self.model.generate(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+@pytest.mark.parametrize("kind", ["free", "beams", "constrained"])
+def test_a_decode_cut_short_resumes_at_its_first_unfinished_batch(random_model, tok, prompts, trie, tmp_path, kind):
+    """12 prompts in batches of 3 (4 batches); the decode is killed after 2 batches and run again
+    with a journal on the same file: the second run calls generate for the 2 batches left only, and
+    its output is the uninterrupted decode's (run without a journal)."""
+    decode = {
+        "free": lambda m, **kw: D.generate_free(m, tok, prompts, max_new_tokens=6, batch_size=3, stop_at_quote=False,
+                                                 progress=False, **kw),
+        "beams": lambda m, **kw: D.generate_beams(m, tok, prompts, num_beams=2, max_new_tokens=5, batch_size=3,
+                                                  stop_at_quote=False, progress=False, **kw),
+        "constrained": lambda m, **kw: D.constrained_beam_search(m, tok, prompts, trie, num_beams=2, batch_size=3,
+                                                                 progress=False, **kw),
+    }[kind]
+    whole = decode(random_model)
+    path = tmp_path / "partial" / f"{kind}.jsonl"
+    cut = _CountingModel(random_model, fail_after=2)
+    with pytest.raises(_Interrupted):
+        decode(cut, journal=D.DecodeJournal(path, "model-a"))
+    assert len(path.read_text().splitlines()) == 1 + 2  # the key, then the two finished batches
+    heard = []
+    again = _CountingModel(random_model)
+    journal = D.DecodeJournal(path, "model-a", log=heard.append)
+    assert decode(again, journal=journal) == whole
+    assert again.calls == 2 and journal.resumed == 2 and len(heard) == 1
+    journal.discard()
+    assert not path.exists() and not path.parent.exists()  # the partial/ folder went with its last file
+
+
+def test_a_journal_is_read_back_only_for_the_same_model_and_settings(random_model, tok, prompts, tmp_path):
+    path = tmp_path / "eval.jsonl"
+    free = lambda m, journal, n=6: D.generate_free(m, tok, prompts, max_new_tokens=n, batch_size=4, stop_at_quote=False,
+                                                    progress=False, journal=journal)
+    first = _CountingModel(random_model)
+    free(first, D.DecodeJournal(path, "model-a"))
+    assert first.calls == 3
+    for identity, n in [("model-b", 6), ("model-a", 5)]:  # another model's checksums; other settings
+        other = _CountingModel(random_model)
+        free(other, D.DecodeJournal(path, identity), n)
+        assert other.calls == 3  # decoded afresh: nothing read back
+    same = _CountingModel(random_model)
+    free(same, D.DecodeJournal(path, "model-a"), 5)  # the file now holds the last decode: model-a, 5 tokens
+    assert same.calls == 0
+
+
+def test_a_line_torn_by_a_kill_is_dropped(random_model, tok, prompts, tmp_path):
+    path = tmp_path / "eval.jsonl"
+    free = lambda m, journal: D.generate_free(m, tok, prompts, max_new_tokens=6, batch_size=4, stop_at_quote=False,
+                                              progress=False, journal=journal)
+    whole = free(random_model, None)
+    with pytest.raises(_Interrupted):
+        free(_CountingModel(random_model, fail_after=2), D.DecodeJournal(path, "m"))
+    with open(path, "a") as f:
+        f.write('{"rows": [0, 1')  # the third batch's line, cut short
+    again = _CountingModel(random_model)
+    assert free(again, D.DecodeJournal(path, "m")) == whole
+    assert again.calls == 1
+    assert all(line.endswith("}") for line in path.read_text().splitlines())  # rewritten whole

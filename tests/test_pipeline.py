@@ -101,6 +101,42 @@ def test_interrupted_run_resumes_to_the_same_metrics(dataset, tmp_path, monkeypa
     assert not list(run.folder.rglob("checkpoint-*"))  # deleted as each stage finished
 
 
+@pytest.mark.parametrize("decode", ["negatives-it1", "eval-it1"])
+def test_a_decode_killed_mid_way_resumes_at_its_unfinished_batches(dataset, tmp_path, monkeypatch, decode):
+    """Kill a run after the second finished batch of a decode (the self-play negatives of iteration
+    1, or the evaluation after it): the run again reads those two batches back from the run's
+    ``partial/`` file, decodes only the rest, ends where an uninterrupted run ends, and leaves no
+    partial file behind."""
+    from sprec_lib.decoding import DecodeJournal
+
+    extra = ["eval.batch_size=4"]  # 12 test rows: 3 batches
+    whole = train(config(dataset, extra=extra), tmp_path / "whole", cache_dir=tmp_path / "cache-a").metrics()
+    original = DecodeJournal.add
+    added: list[str] = []
+
+    def killed_after_the_second_batch(self, rows, ids):
+        original(self, rows, ids)
+        added.append(self.path.stem)
+        if added.count(decode) == 2:
+            raise KeyboardInterrupt(f"simulated kill in the middle of {decode}")
+
+    monkeypatch.setattr(DecodeJournal, "add", killed_after_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(dataset, extra=extra), tmp_path / "resumed", cache_dir=tmp_path / "cache-b")
+    run = Run(tmp_path / "resumed")
+    assert len(run.partial_path(decode).read_text().splitlines()) == 3  # its key and two batches
+    monkeypatch.setattr(DecodeJournal, "add", original)
+    decoded: list[str] = []
+    monkeypatch.setattr(DecodeJournal, "add", lambda self, rows, ids: (decoded.append(self.path.stem), original(self, rows, ids)))
+    resumed = train(config(dataset, extra=extra), tmp_path / "resumed", cache_dir=tmp_path / "cache-b").metrics()
+    assert resumed == whole
+    log = (run.folder / "log.txt").read_text()
+    assert f"{decode}: resuming the decode: 2 finished batch(es) read back" in log
+    batches = added.count(decode) + decoded.count(decode)  # decoded once each, over the two runs
+    assert batches == (3 if decode == "eval-it1" else -(-len(run.load_negatives("it1")) // 4))
+    assert not (run.folder / "partial").exists()
+
+
 def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
     cache = tmp_path / "cache"
     dpo = train(config(dataset, "dpo"), tmp_path / "dpo", cache_dir=cache)

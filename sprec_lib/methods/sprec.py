@@ -5,7 +5,8 @@ From the SFT model, each of ``sprec.iterations`` iterations:
 1. samples ``sprec.train_rows`` rows of the training pool and ``sprec.valid_rows`` validation rows
    (seeded per iteration, so iteration t is the same whatever T is);
 2. generates one negative per row with the model that ended the previous iteration
-   (``it<t>-negatives``; kept in the run folder, so a resumed run reuses them; under
+   (``it<t>-negatives``; kept in the run folder, so a resumed run reuses them, and a decode cut
+   short resumes at its first unfinished batch: :class:`~sprec_lib.decoding.DecodeJournal`; under
    ``accelerate launch`` on the main process, the others reading them from the run folder);
 3. an SFT step on the positives (``it<t>-sft``; the validation rows give its eval loss);
 4. a DPO step on (prompt, positive, self-play negative) whose reference is a frozen copy of this
@@ -40,8 +41,11 @@ def run(p) -> str:
             negs = run_.load_negatives(f"it{it}")
             if negs is None:
                 p.load(prev)
-                negs = negatives_for(rows, p.ds, cfg, rng, p.model, p.tokenizer, p.cfg.eval.batch_size)
+                journal = p.decode_journal(f"negatives-it{it}", prev)  # a decode cut short resumes
+                negs = negatives_for(rows, p.ds, cfg, rng, p.model, p.tokenizer, p.cfg.eval.batch_size, journal)
                 run_.save_negatives(f"it{it}", negs)
+                if journal is not None:
+                    journal.discard()
             return negs
 
         # Generated once, on the main process under `accelerate launch`; the others wait, then read them.
