@@ -255,6 +255,7 @@ display(plots.html_table(checks[["dataset", "profile", "id", "method", "metric",
 # %% tags=["hide-input"]
 answered = pretrained.answers(rows, checks, list(data), size.profile, size.compare_profile, paper, rule)
 book.record("answers", {q: dict(zip(part["dataset"], part["answer"])) for q, part in answered.groupby("question", sort=False)})
+book.record("answer_texts", {q: dict(zip(part["dataset"], part["text"])) for q, part in answered.groupby("question", sort=False)})
 display(Markdown("\n\n".join(f"**{part['asked'].iloc[0]}**\n\n" + "\n".join(f"* {t}" for t in part["text"])
                              for _, part in answered.groupby("question", sort=False))))
 

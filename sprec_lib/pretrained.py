@@ -247,9 +247,24 @@ def _sft_collapse(rows, datasets, profile, compare, paper, rule, row_data) -> li
     return out
 
 
-def _part_answers(checks, question, claim_id, label, metrics, datasets, profile, compare, lead, yes, no) -> list[dict]:
+def _format_note(rows: pd.DataFrame, dataset: str, profile: str, label: str, base: str = "sft") -> str:
+    """A sentence on how often ``label``'s answers and its start's are catalogue titles (valid_ratio,
+    the mean over the profile's runs): the popularity metrics count the titles a generation is
+    grounded to, so a method that breaks the output format moves them too. Empty without both."""
+    if not len(rows) or "valid_ratio" not in rows:
+        return ""
+    by = rows[(rows["dataset"] == dataset) & (rows["profile"] == profile)].groupby("label")["valid_ratio"].mean()
+    if label not in by or base not in by:
+        return ""
+    return (f" Its answers name a catalogue title in {by[label]:.1%} of the test rows (valid_ratio; its SFT start: "
+            f"{by[base]:.1%}); the others are grounded to their nearest titles, which the popularity metrics count too.")
+
+
+def _part_answers(checks, question, claim_id, label, metrics, datasets, profile, compare, lead, yes, no,
+                  rows: pd.DataFrame | None = None) -> list[dict]:
     """An answer from :func:`sprec_lib.claims.check_claims`'s parts ``(claim_id, label, metric)``:
-    yes when every part holds, no when one is contrary, pending when one is missing, else within noise."""
+    yes when every part holds, no when one is contrary, pending when one is missing, else within noise.
+    With ``rows``, the text says how often the answers were catalogue titles (:func:`_format_note`)."""
     def parts(dataset, p):
         c = checks[(checks["dataset"] == dataset) & (checks["profile"] == p) & (checks["id"] == claim_id)
                    & (checks["method"] == label) & checks["metric"].isin(metrics)] if len(checks) else checks
@@ -277,7 +292,8 @@ def _part_answers(checks, question, claim_id, label, metrics, datasets, profile,
             text = f"{dataset}: pending, the {profile} runs are not all here yet{other}."
         else:
             words = {"yes": yes, "no": no, "within noise": "within the noise"}[verdict]
-            text = f"{dataset}: {lead} {said(mine)}: {words}{other}."
+            note = "" if rows is None else _format_note(rows, dataset, profile, label)
+            text = f"{dataset}: {lead} {said(mine)}: {words}{other}.{note}"
         first = mine.iloc[0] if len(mine) else {}
         out.append({"question": question, "dataset": dataset, "profile": profile, "answer": verdict,
                     "difference": first.get("difference", math.nan), "low": first.get("low", math.nan),
@@ -302,9 +318,10 @@ def answers(rows: pd.DataFrame, checks: pd.DataFrame, datasets: Iterable[str], p
     out = _sft_collapse(rows, datasets, profile, compare, paper, rule, row_data)
     out += _part_answers(checks, "dpo_orratio", "a1", "dpo", ["ORRatio@1", "ORRatio@5"], datasets, profile, compare,
                          f"{profile}'s DPO with random negatives against its SFT start:",
-                         "up, as §4.1 predicts", "down, against §4.1's prediction")
+                         "up, as §4.1 predicts", "down, against §4.1's prediction", rows)
     out += _part_answers(checks, "sprec_hr", "b", "sprec", ["HR@5"], datasets, profile, compare,
-                         f"{profile}'s SPRec against its SFT start:", "kept (not clearly lower)", "lost (clearly lower)")
+                         f"{profile}'s SPRec against its SFT start:", "kept (not clearly lower)", "lost (clearly lower)",
+                         rows)
     frame = pd.DataFrame(out, columns=ANSWER_COLUMNS)
     frame.insert(1, "asked", frame["question"].map(QUESTIONS))
     return frame

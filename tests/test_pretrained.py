@@ -88,7 +88,9 @@ def root(tmp_path, monkeypatch):
     sft = metrics(**SFT, stage="sft")
     fake_export(small["sft"], results, {"sft": sft}, "sft")
     # DPO: ORRatio up (+0.15 at 1, +0.10 at 5), DivRatio down: every part of (a1) clear of its bound.
-    fake_export(small["dpo"], results, {"sft": sft, "dpo": metrics(0.028, 0.45, 0.20, 0.12, 0.10, "dpo")}, "dpo")
+    # Its answers name a catalogue title in 60% of the rows (SFT: 100%).
+    fake_export(small["dpo"], results, {"sft": sft, "dpo": {**metrics(0.028, 0.45, 0.20, 0.12, 0.10, "dpo"),
+                                                            "valid_ratio": 0.6}}, "dpo")
     # SPRec: HR@5 0.028 against 0.030 (within the bound: kept), DivRatio up, ORRatio down.
     it1 = metrics(0.029, 0.20, 0.07, 0.30, 0.22, "it1-dpo")
     it2 = metrics(0.028, 0.12, 0.05, 0.40, 0.30, "it2-dpo")
@@ -140,6 +142,10 @@ def test_reading_mode_tabulates_judges_and_lists_the_missing(root, tmp_path):
     assert v["answers"] == {"sft_collapse": {"MovieLens": "yes", "Goodreads": "pending"},
                             "dpo_orratio": {"MovieLens": "yes", "Goodreads": "pending"},
                             "sprec_hr": {"MovieLens": "yes", "Goodreads": "pending"}}
+    texts = v["answer_texts"]
+    assert "catalogue title in 60.0% of the test rows (valid_ratio; its SFT start: 100.0%)" in texts["dpo_orratio"]["MovieLens"]
+    assert "catalogue title in 100.0% of the test rows (valid_ratio; its SFT start: 100.0%)" in texts["sprec_hr"]["MovieLens"]
+    assert "valid_ratio" not in texts["dpo_orratio"]["Goodreads"]  # pending: nothing to say
     assert v["setup"]["SPRec rows per iteration"] == {"small": "512", "tiny": "2,048", "paper": "2,048"}
 
 
