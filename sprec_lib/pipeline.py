@@ -43,8 +43,8 @@ from .evaluation import evaluate
 from .prompts import input_text, prompt, target_completion
 from .cpu import keep_freed_memory
 from .paths import folder_hash
-from .runs import (CHECKPOINT_MINUTES, Run, copy_stage, read_json, snapshot_name, split_snapshot, stage_finished,
-                   stage_seed, verify_stage, write_json)
+from .runs import (CHECKPOINT_MINUTES, Run, copy_stage, model_checksums, read_json, snapshot_name, split_snapshot,
+                   stage_finished, stage_seed, verify_stage, write_json)
 from .selfplay import negatives_for, preference_rows, sample_rows
 
 PRETRAIN_SEED = 0
@@ -136,13 +136,11 @@ def shared_evaluation_path(cfg: RunConfig, stage: str, data_key: str, stage_dir:
     The evaluation is greedy and grounded, so a second run of another method gets the first one's
     predictions and metrics instead of decoding again (on a CPU the ``small`` profile's SFT
     evaluation is 13-20 minutes of every DPO, S-DPO and SPRec run)."""
-    from .runs import _done_record
-
     key = shared_stage_key(cfg, stage, data_key)
-    record = _done_record(stage_dir) if key is not None else None
-    if record is None or not record.get("model_files"):
+    checksums = model_checksums(stage_dir) if key is not None else None
+    if checksums is None:
         return None
-    parts = {"eval": to_dict(cfg.eval), "model_files": record["model_files"]}
+    parts = {"eval": to_dict(cfg.eval), "model_files": checksums}
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     return cache_root(cache_dir) / "evaluations" / f"{key}-eval-{digest}"
 
@@ -232,10 +230,14 @@ class Pipeline:
             self.model, self.tokenizer = models.base_model(self.cfg.model, self.ds, PRETRAIN_SEED, self.cache_dir)
             self.model.to(models.device())
         else:
-            name, epoch = split_snapshot(stage)
-            folder = self.run.model_dir(name) if epoch is None else self.run.snapshot_dir(name, epoch) / "model"
-            self.model, self.tokenizer = models.load(folder, self.cfg.model, self.cache_dir)
+            self.model, self.tokenizer = models.load(self.stage_folder(stage) / "model", self.cfg.model, self.cache_dir)
         self.at = stage
+
+    def stage_folder(self, stage: str) -> Path:
+        """The folder of the model ``stage`` ended with (``model/`` and ``DONE``): the stage's, or for
+        ``<stage>@epoch<N>`` (:func:`~sprec_lib.runs.snapshot_name`) its snapshot's."""
+        name, epoch = split_snapshot(stage)
+        return self.run.stage_dir(name) if epoch is None else self.run.snapshot_dir(name, epoch)
 
     def shared_key(self, stage: str) -> str | None:
         return shared_stage_key(self.cfg, stage, self.data_key)
@@ -343,7 +345,7 @@ class Pipeline:
     def _evaluate(self, stage: str, label: str) -> dict:
         if self.run.has_metrics(label):
             return self.run.metrics_of(label)
-        shared = shared_evaluation_path(self.cfg, stage, self.data_key, self.run.stage_dir(stage), self.cache_dir)
+        shared = shared_evaluation_path(self.cfg, stage, self.data_key, self.stage_folder(stage), self.cache_dir)
         if (kept := read_shared_evaluation(shared)) is not None:
             self.run.log(f"eval {label}: reused from the cache ({shared.name}: another run's evaluation of the same model)")
             return self.record_evaluation(label, stage, *kept)
@@ -368,16 +370,13 @@ class Pipeline:
         ``DONE`` record); logs how many batches it resumes. None where the model has no such record
         (the untrained base model): that decode starts over when cut short."""
         from .decoding import DecodeJournal
-        from .runs import _done_record
 
         if stage is None or not distributed.is_main():
             return None
-        name, epoch = split_snapshot(stage)
-        folder = self.run.stage_dir(name) if epoch is None else self.run.snapshot_dir(name, epoch)
-        record = _done_record(folder)
-        if record is None or not record.get("model_files"):
+        checksums = model_checksums(self.stage_folder(stage))
+        if checksums is None:
             return None
-        return DecodeJournal(self.run.partial_path(decode), json.dumps(record["model_files"], sort_keys=True),
+        return DecodeJournal(self.run.partial_path(decode), json.dumps(checksums, sort_keys=True),
                              log=lambda message: self.run.log(f"{decode}: {message}"))
 
     def record_evaluation(self, label: str, stage: str, predictions, metrics: dict) -> dict:

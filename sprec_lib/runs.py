@@ -133,6 +133,13 @@ def _done_record(stage_dir: Path) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def model_checksums(stage_dir: Path) -> dict | None:
+    """The size and sha256 of each file of a finished stage's model, from its ``DONE`` record; None
+    when the record is missing or holds none. The identity of the very weights a stage ended with."""
+    record = _done_record(stage_dir)
+    return (record.get("model_files") or None) if record is not None else None
+
+
 def stage_finished(stage_dir: Path) -> bool:
     """Whether a stage folder (in a run, or a copy in the shared stage cache) holds a finished stage:
     its ``DONE`` marker exists and parses (cheap; :func:`verify_stage` checks the model against it)."""
