@@ -249,7 +249,12 @@ display(plots.html_table(checks[["dataset", "profile", "id", "method", "metric",
 #    give them less than the model trained from scratch, and is it nearer the paper's BIGRec?
 # 2. **Does DPO with random negatives move ORRatio the way §4.1 predicts?** Theorem 1 says DPO
 #    against uniformly random negatives sharpens the data's popularity, which SFT has taught the
-#    model: ORRatio up.
+#    model: ORRatio up. A method whose answers stop being catalogue titles moves ORRatio too, since
+#    evaluation grounds such an answer to its nearest titles. Where the runs recorded it, the answer
+#    says what those answers are (how many name a title with a wrong year, and where grounding sent
+#    them: `sprec_lib.evaluation.answer_kinds`) and splits ORRatio@1 into the answers that name a
+#    title and the grounded ones, each beside the same kind of its SFT start's answers
+#    (`sprec_lib.pretrained.orratio_by_answer`).
 # 3. **Does SPRec keep HR@5?** The paper's SPRec debiases without losing accuracy.
 
 # %% tags=["hide-input"]

@@ -541,7 +541,9 @@ def mean_paired_bootstrap(metric: str, pairs: Iterable[tuple[Mapping, Mapping]],
 
 def load_row_data(run_folder, label: str | None = None) -> dict | None:
     """Per-row data of a run's final evaluation (or of its evaluation ``label``), ``{"target": [...], "topk": [[...], ...],
-    "eval": {"dataset", "split", "rows"}}`` (``eval``: which rows, for MGU's :func:`_genre_context`): from an
+    "eval": {"dataset", "split", "rows"}}`` (``eval``: which rows, for MGU's :func:`_genre_context`; and
+    ``valid``, whether each answer named a catalogue title, where the evaluation recorded it, and an
+    export's ``answer``, each answer's kind, :func:`sprec_lib.evaluation.answer_kinds`): from an
     export's ``rows/<label>.json`` (:func:`row_data_for_export`: the top-K item ids and the rank of
     the held-out item in them; the target itself is not committed, so a miss reads as target -1),
     else a local run's ``predictions/<label>.parquet``; None when neither is there (then the bounds
@@ -557,10 +559,13 @@ def load_row_data(run_folder, label: str | None = None) -> dict | None:
         data = read_json(path)
         rows = {"target": [-1 if r is None else top[r] for r, top in zip(data["hit_rank"], data["topk"])],
                 "topk": data["topk"]}
+        rows.update({k: data[k] for k in ("valid", "answer") if k in data})
     elif run.predictions_path(label).exists():
-        frame = pd.read_parquet(run.predictions_path(label), columns=["target", "topk"])
+        frame = pd.read_parquet(run.predictions_path(label))
         rows = {"target": [None if pd.isna(t) else int(t) for t in frame["target"]],
                 "topk": [[int(i) for i in r] for r in frame["topk"]]}
+        if "valid" in frame:
+            rows["valid"] = [bool(v) for v in frame["valid"]]
     else:
         return None
     # Which rows these are, for MGU's genre context (_genre_context reads it from the dataset).

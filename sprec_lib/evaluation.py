@@ -12,6 +12,9 @@ beams in order, so every recommendation is a real item and ``valid_ratio`` is 1.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -94,4 +97,32 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
                     out[f"{name}{key}"] = float("nan")
                 elif isinstance(value, (int, float, np.floating)) and name != "valid":
                     out[f"{name}{key}"] = float(value)
+    return out
+
+
+# What a free answer was, beside valid_ratio's yes or no (sprec_lib.pretrained.orratio_by_answer):
+# a pretrained model after DPO names MovieLens titles with another year in the parentheses far more
+# often than it names no title at all, and grounding mostly sends those to the title meant.
+ANSWER_KINDS = ("title", "wrong year", "wrong year, grounded elsewhere", "other")
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+
+
+def answer_kinds(titles: Sequence[str | None], top1: Sequence[int | None], catalogue) -> list[str]:
+    """Each answer's kind (:data:`ANSWER_KINDS`): ``title``, it names a catalogue title exactly (the
+    rows that ``valid_ratio`` counts); ``wrong year``, it does not, but without its trailing
+    ``(yyyy)`` it is the name of a catalogue title that has one (a year in its title: MovieLens), and
+    grounding's first pick ``top1`` (an item id) has that name; ``wrong year, grounded elsewhere``,
+    the same with a first pick of another name; ``other``, anything else (no title parsed, a name
+    not in the catalogue). ``titles``: the parsed titles, as in the predictions' ``title`` column."""
+    name = lambda title: _YEAR.sub("", title)  # noqa: E731
+    names = {name(t) for t in catalogue.titles if _YEAR.search(t)}
+    out = []
+    for title, first in zip(titles, top1):
+        if title is not None and title in catalogue.id_of:
+            out.append("title")
+        elif title is not None and _YEAR.search(title) and name(title) in names:
+            meant = first is not None and name(catalogue.titles[first]) == name(title)
+            out.append("wrong year" if meant else "wrong year, grounded elsewhere")
+        else:
+            out.append("other")
     return out

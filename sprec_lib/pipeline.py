@@ -13,7 +13,10 @@ Stages shared between runs: ``pretrain`` depends on the dataset and the model on
 fixed: it plays the part of a pretrained LLM's weights), ``sft`` on those plus the SFT settings
 and the run's seed. Both are cached under the asset cache and reused by every method's run with
 the same inputs, so SFT, DPO, S-DPO and SPRec of one seed start from the very same SFT model.
+SPRec's first SFT step is shared too, among the SPRec variants that take it (:data:`SPREC_FIRST_SFT_STEP`).
 Runs started together take turns (:func:`shared_stage_lock`): one trains, the others wait and reuse.
+A shared stage a run finished before the cache held it (a run of older code, or on another cache) is
+cached when the run is resumed, or when ``sprec train`` is called again on its finished folder.
 
 Under ``accelerate launch`` every process runs the recipe: the trainers train data-parallel, and
 everything else happens on the main process alone (:mod:`sprec_lib.distributed`): whether a stage
@@ -103,19 +106,33 @@ def _key_section(section: dict, at_default: dict) -> dict:
     return {**out, **{k: v for k, v in at_default.items() if k in out}}
 
 
+# SPRec's first SFT step trains on the positives of iteration 1's rows (drawn with the run's seed),
+# starting from the shared ``sft``: it depends on neither the negatives, nor the DPO step, nor T. So
+# SPRec, SPRec-RN, SPRec-noDPO and the random-ratio and N sweeps of one seed and one rows-per-iteration
+# train the very same model (the same checksums, seen on MovieLens tiny seed 2), and share it. Later
+# iterations start from a model the negatives shaped: each run's own.
+SPREC_FIRST_SFT_STEP = "it1-sft"
+
+
 def shared_stage_key(cfg: RunConfig, stage: str, data_key: str) -> str | None:
-    """Cache key of a stage that runs of other methods can reuse (None: not shared). Fields of
+    """Cache key of a stage that runs of other methods can reuse (None: not shared): ``pretrain``,
+    ``sft``, and SPRec's first SFT step (:data:`SPREC_FIRST_SFT_STEP`). Fields of
     :data:`KEY_NEUTRAL` at their neutral value are left out of the stage sections; the speed
     switches and the thread count are hashed at their defaults (:data:`KEY_AT_DEFAULT_STAGE`,
     :data:`KEY_AT_DEFAULT_MODEL`)."""
     c = to_dict(cfg)
     pretrain, sft = (_key_section(c[s], KEY_AT_DEFAULT_STAGE) for s in ("pretrain", "sft"))
     model = _key_section(c["model"], KEY_AT_DEFAULT_MODEL)
+    sft_parts = {"data": data_key, "model": model, "pretrain": pretrain, "sft": sft,
+                 "train_rows": c["train_rows"], "seed": c["seed"]}
     if stage == "pretrain":
         parts = {"data": data_key, "model": model, "pretrain": pretrain}
     elif stage == "sft":
-        parts = {"data": data_key, "model": model, "pretrain": pretrain, "sft": sft,
-                 "train_rows": c["train_rows"], "seed": c["seed"]}
+        parts = sft_parts
+    elif stage == SPREC_FIRST_SFT_STEP and c["method"] == "sprec" and c["sprec"]["sft_step"]:
+        s = c["sprec"]
+        parts = {**sft_parts, "sprec.sft": _key_section(s["sft"], KEY_AT_DEFAULT_STAGE),
+                 "sprec.train_rows": s["train_rows"], "sprec.valid_rows": s["valid_rows"]}
     else:
         return None
     return stage + "-" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -253,9 +270,13 @@ class Pipeline:
         Under ``accelerate launch`` the main process does all of that and tells the others whether
         to train; all of them train, the main process saves (and caches), and the others wait for it
         (they load the stage's model from the run folder when a later step needs it)."""
-        if distributed.on_main(self._finished, name):
-            return
         cached = shared_stage_path(self.cfg, name, self.data_key, self.cache_dir)
+        if distributed.on_main(self._finished, name):
+            if cached is not None and distributed.is_main() and not stage_finished(cached):
+                with shared_stage_lock(cached.with_name(cached.name + ".lock"), lambda: None):
+                    if not stage_finished(cached) and self._cache(name, cached):  # finished before the cache held it
+                        self.run.log(f"stage {name}: cached for other runs ({cached.name})")
+            return
         if cached is None:
             self._train_stage(name, start, fn)
             return
@@ -302,17 +323,18 @@ class Pipeline:
             run.clear(name)
         return False
 
-    def _cache(self, name: str, cached: Path) -> None:
-        """Copy the run's finished stage ``name`` into the shared stage cache (verified)."""
+    def _cache(self, name: str, cached: Path) -> bool:
+        """Copy the run's finished stage ``name`` into the shared stage cache (verified); whether it did."""
         run = self.run
         tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
         problem = copy_stage(run.stage_dir(name), tmp)
         if problem is not None:
             run.log(f"stage {name}: not cached, the copy does not verify ({problem})")
-            return
+            return False
         if cached.exists():  # left by a copy that did not finish, or one that did not verify: replace it
             shutil.rmtree(cached)
         tmp.replace(cached)
+        return True
 
     def _train_stage(self, name: str, start: str | None, fn) -> None:
         from . import trainers

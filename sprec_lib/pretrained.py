@@ -10,7 +10,8 @@ from scratch (``tiny``) and beside the paper's numbers.
   methods (the others need runs this chapter does not make: DMPO, the other ablations).
 * :func:`noise_rows`: the runs on which the book's noise rule measures one run's training noise.
 * :func:`negatives`: how popular SPRec's negatives are, iteration by iteration (section 4.2).
-* :func:`answers`: the issue's three questions, answered from the runs, or "pending".
+* :func:`answers`: the issue's three questions, answered from the runs, or "pending";
+  :func:`orratio_by_answer` splits ORRatio by whether the answers named a title or were grounded.
 * :func:`folders`, :func:`stacked_rows`, :func:`placeholders`, :func:`table_record`: the page's
   plumbing (dataset names to folders; two profiles' run rows; pending verdicts for a dataset and
   profile without runs; the table as plain values for :func:`sprec_lib.book.record`).
@@ -247,21 +248,81 @@ def _sft_collapse(rows, datasets, profile, compare, paper, rule, row_data) -> li
     return out
 
 
-def _format_note(rows: pd.DataFrame, dataset: str, profile: str, label: str, base: str = "sft") -> str:
+def orratio_by_answer(data: dict | None, k: int = 1) -> dict | None:
+    """ORRatio@k over the answers that named a catalogue title (``named``) and over the others, which
+    evaluation grounded to their nearest titles (``grounded``): ``{kind: {"rows", "ORRatio@k"}}``
+    (NaN for a kind without rows), from per-row data with ``valid`` flags
+    (:func:`sprec_lib.claims.load_row_data`); None without them. Each kind's ORRatio is its own
+    three favourite items' share of its own top-k slots (:func:`sprec_lib.metrics.ranking_metrics`).
+    It tells a method that concentrates its answers from one whose answers stop being titles.
+    Where the rows carry each answer's kind (an export's ``answer``,
+    :func:`sprec_lib.evaluation.answer_kinds`), ``kinds`` counts them."""
+    from .metrics import ranking_metrics
+
+    if not data or "valid" not in data:
+        return None
+    out = {}
+    for kind, flag in (("named", True), ("grounded", False)):
+        topk = [top for top, valid in zip(data["topk"], data["valid"]) if bool(valid) == flag]
+        value = ranking_metrics(topk, [0] * len(topk), [[]] * len(topk), {}, [], k)["ORRatio"] if topk else math.nan
+        out[kind] = {"rows": len(topk), f"ORRatio@{k}": value}
+    if "answer" in data:
+        from .evaluation import ANSWER_KINDS
+
+        out["kinds"] = {kind: sum(a == kind for a in data["answer"]) for kind in ANSWER_KINDS}
+    return out
+
+
+def _format_note(rows: pd.DataFrame, dataset: str, profile: str, label: str, base: str = "sft",
+                 row_data=None) -> str:
     """A sentence on how often ``label``'s answers and its start's are catalogue titles (valid_ratio,
     the mean over the profile's runs): the popularity metrics count the titles a generation is
-    grounded to, so a method that breaks the output format moves them too. Empty without both."""
+    grounded to, so a method whose answers stop being titles moves them too. With ``row_data``
+    (:func:`sprec_lib.claims.load_row_data`) and runs whose rows carry the flags, more sentences on
+    the first seed's run against its own SFT start: what the answers that are not titles are (a
+    title's name with a wrong year, and where grounding sent those), and ORRatio@1 split by answer
+    (:func:`orratio_by_answer`). Empty without both runs."""
     if not len(rows) or "valid_ratio" not in rows:
         return ""
-    by = rows[(rows["dataset"] == dataset) & (rows["profile"] == profile)].groupby("label")["valid_ratio"].mean()
+    here = rows[(rows["dataset"] == dataset) & (rows["profile"] == profile)]
+    by = here.groupby("label")["valid_ratio"].mean()
     if label not in by or base not in by:
         return ""
-    return (f" Its answers name a catalogue title in {by[label]:.1%} of the test rows (valid_ratio; its SFT start: "
+    text = (f" Its answers name a catalogue title in {by[label]:.1%} of the test rows (valid_ratio; its SFT start: "
             f"{by[base]:.1%}); the others are grounded to their nearest titles, which the popularity metrics count too.")
+    runs = here[here["label"] == label].sort_values("seed")
+    if row_data is None or not len(runs) or "run" not in runs:
+        return text
+    mine, start = orratio_by_answer(row_data(runs["run"].iloc[0])), orratio_by_answer(row_data(runs["run"].iloc[0], base))
+    if mine is None or start is None:
+        return text
+    seed = int(runs["seed"].iloc[0])
+    if "kinds" in mine and "kinds" in start:
+        def slips(o):
+            wrong = o["kinds"]["wrong year"] + o["kinds"]["wrong year, grounded elsewhere"]
+            share = wrong / o["grounded"]["rows"] if o["grounded"]["rows"] else math.nan
+            return wrong, share
+
+        (wrong, share), (wrong0, share0) = slips(mine), slips(start)
+        meant = mine["kinds"]["wrong year"] / wrong if wrong else math.nan
+        text += (f" Of those {mine['grounded']['rows']} (seed {seed}), {wrong} ({_pct(share)}) are a catalogue title's name "
+                 f"with a wrong year (its SFT start: {wrong0} of {start['grounded']['rows']}, {_pct(share0)}), and "
+                 f"grounding sends {_pct(meant)} of them to the title of that name.")
+
+    def kind(name):
+        a, b = mine[name], start[name]
+        return f"{_num(a['ORRatio@1'])} ({a['rows']} rows; its SFT start's: {_num(b['ORRatio@1'])}, {b['rows']} rows)"
+
+    return text + (f" Split by answer (seed {seed}), ORRatio@1 is {kind('named')} among the answers that name a title, "
+                   f"and {kind('grounded')} among the grounded ones.")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.1%}"
 
 
 def _part_answers(checks, question, claim_id, label, metrics, datasets, profile, compare, lead, yes, no,
-                  rows: pd.DataFrame | None = None) -> list[dict]:
+                  rows: pd.DataFrame | None = None, row_data=None) -> list[dict]:
     """An answer from :func:`sprec_lib.claims.check_claims`'s parts ``(claim_id, label, metric)``:
     yes when every part holds, no when one is contrary, pending when one is missing, else within noise.
     With ``rows``, the text says how often the answers were catalogue titles (:func:`_format_note`)."""
@@ -292,7 +353,7 @@ def _part_answers(checks, question, claim_id, label, metrics, datasets, profile,
             text = f"{dataset}: pending, the {profile} runs are not all here yet{other}."
         else:
             words = {"yes": yes, "no": no, "within noise": "within the noise"}[verdict]
-            note = "" if rows is None else _format_note(rows, dataset, profile, label)
+            note = "" if rows is None else _format_note(rows, dataset, profile, label, row_data=row_data)
             text = f"{dataset}: {lead} {said(mine)}: {words}{other}.{note}"
         first = mine.iloc[0] if len(mine) else {}
         out.append({"question": question, "dataset": dataset, "profile": profile, "answer": verdict,
@@ -318,10 +379,10 @@ def answers(rows: pd.DataFrame, checks: pd.DataFrame, datasets: Iterable[str], p
     out = _sft_collapse(rows, datasets, profile, compare, paper, rule, row_data)
     out += _part_answers(checks, "dpo_orratio", "a1", "dpo", ["ORRatio@1", "ORRatio@5"], datasets, profile, compare,
                          f"{profile}'s DPO with random negatives against its SFT start:",
-                         "up, as §4.1 predicts", "down, against §4.1's prediction", rows)
+                         "up, as §4.1 predicts", "down, against §4.1's prediction", rows, row_data)
     out += _part_answers(checks, "sprec_hr", "b", "sprec", ["HR@5"], datasets, profile, compare,
                          f"{profile}'s SPRec against its SFT start:", "kept (not clearly lower)", "lost (clearly lower)",
-                         rows)
+                         rows, row_data)
     frame = pd.DataFrame(out, columns=ANSWER_COLUMNS)
     frame.insert(1, "asked", frame["question"].map(QUESTIONS))
     return frame

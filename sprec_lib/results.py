@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .evaluation import flat_metrics
+from .evaluation import answer_kinds, flat_metrics
 from .runs import CONFIG, Run, read_json, recipe_order
 
 TABLE_COLUMNS = ["HR@5", "NDCG@5", "DivRatio@1", "DivRatio@5", "ORRatio@1", "ORRatio@5", "MGU@1", "MGU@5", "valid_ratio"]
@@ -85,15 +85,24 @@ def format_mean_std(table: pd.DataFrame, columns: list[str] = TABLE_COLUMNS, dig
 ROWS_DIR = "rows"  # an export's per-row data: rows/<evaluation label>.json (sprec_lib.claims.load_row_data)
 
 
-def row_data_for_export(predictions: pd.DataFrame) -> dict:
+def row_data_for_export(predictions: pd.DataFrame, catalogue=None) -> dict:
     """What an export keeps of an evaluation's predictions for the paired bootstrap
     (:func:`sprec_lib.claims.paired_bootstrap`): per test row, our model's top-K item ids and the
-    rank of the held-out item among them (None: a miss). Ids and ranks only: no title, no history,
-    no target outside the recommendations."""
+    rank of the held-out item among them (None: a miss); where the predictions say it (``valid``),
+    whether the answer named a catalogue title rather than being grounded to its nearest ones; and
+    with the dataset's ``catalogue`` and the parsed titles, each answer's kind
+    (:func:`sprec_lib.evaluation.answer_kinds`), both for :func:`sprec_lib.pretrained.orratio_by_answer`.
+    Ids, ranks, flags and kinds only: no title, no history, no target outside the recommendations."""
     topk = [[int(i) for i in r] for r in predictions["topk"]]
     ranks = [top.index(int(t)) if not pd.isna(t) and int(t) in top else None
              for t, top in zip(predictions["target"], topk)]
-    return {"hit_rank": ranks, "topk": topk}
+    out = {"hit_rank": ranks, "topk": topk}
+    if "valid" in predictions:
+        out["valid"] = [bool(v) for v in predictions["valid"]]
+    if catalogue is not None and "title" in predictions:
+        titles = [None if t is None or (isinstance(t, float) and pd.isna(t)) else str(t) for t in predictions["title"]]
+        out["answer"] = answer_kinds(titles, [top[0] if top else None for top in topk], catalogue)
+    return out
 
 
 def export_run(run: Run, dest: str | Path) -> Path:
@@ -105,19 +114,21 @@ def export_run(run: Run, dest: str | Path) -> Path:
     whose terms forbid redistribution)."""
     from .runs import write_json
 
+    from .data.sprec_format import read_sprec_folder
+
     dest = Path(dest)
     run.export(dest)
+    ds = read_sprec_folder(run.cfg.dataset) if Path(run.cfg.dataset).is_dir() else None
     # per-row data for the paired bootstrap (sprec_lib.claims): the final evaluation's, and the SFT
     # start's of a run that began from one (claims pair a method with the model it started from)
     final = run.final_label
     for label in dict.fromkeys([final, "sft" if run.method != "sft" and final != "sft" else None]):
         if label is not None and run.predictions_path(label).exists():
-            write_json(row_data_for_export(pd.read_parquet(run.predictions_path(label), columns=["target", "topk"])),
+            predictions = pd.read_parquet(run.predictions_path(label))
+            write_json(row_data_for_export(predictions, None if ds is None else ds.catalogue),
                        dest / ROWS_DIR / f"{label}.json")
-    if any(run.folder.glob("negatives/it*.parquet")) and Path(run.cfg.dataset).is_dir():
-        from .data.sprec_format import read_sprec_folder
-
-        table = negatives_popularity(run, read_sprec_folder(run.cfg.dataset))
+    if any(run.folder.glob("negatives/it*.parquet")) and ds is not None:
+        table = negatives_popularity(run, ds)
         table.to_json(dest / NEGATIVES_SUMMARY, orient="records", indent=1)
     return dest
 

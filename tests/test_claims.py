@@ -19,7 +19,7 @@ from sprec_lib.claims import (ABLATION_CLAIMS, ALL_CLAIMS, CLAIMS, DEGENERATE, I
                               verdict_table, verdicts)
 from sprec_lib.config import run_config  # noqa: E402
 from sprec_lib.metrics import ranking_metrics  # noqa: E402
-from sprec_lib.runs import Run, write_json  # noqa: E402
+from sprec_lib.runs import Run, read_json, write_json  # noqa: E402
 
 Z = 1.959963984540054  # the normal quantile of a 95% interval
 
@@ -499,6 +499,26 @@ def test_load_row_data(tmp_path):
     for k in (1, 2):
         assert ranking_metrics(data["topk"], data["target"], [[]] * 3, {}, [], k)["HR"] == \
             ranking_metrics(predictions["topk"], list(predictions["target"]), [[]] * 3, {}, [], k)["HR"]
+
+
+def test_an_export_keeps_whether_each_answer_named_a_title(tmp_path):
+    from sprec_lib.results import export_run
+
+    run = fake_run(tmp_path, "sft", 0, {"@5": {"HR": 0.0}})
+    run.save_predictions("sft", pd.DataFrame({"target": [2, 9], "topk": [[1, 2], [3, 4]], "valid": [True, False],
+                                              "title": ["a title", "no title"]}))
+    local = claims.load_row_data(run.folder)
+    out = export_run(run, tmp_path / "export")  # its dataset folder is not here: no answer kinds
+    assert read_json(out / "rows" / "sft.json") == {"hit_rank": [1, None], "topk": [[1, 2], [3, 4]], "valid": [True, False]}
+    assert local["valid"] == claims.load_row_data(out)["valid"] == [True, False]
+    # With the catalogue, each answer's kind (sprec_lib.evaluation.answer_kinds): the titles stay out.
+    from sprec_lib.data import Catalogue
+
+    cat = Catalogue(titles=("Heat (1995)", "Heat (1972)", "Dune"), genres=((),) * 3)
+    kept = claims.row_data_for_export(pd.DataFrame({"target": [0, 2, 1], "topk": [[0, 1], [1, 0], [2, 0]],
+                                                    "valid": [True, False, False],
+                                                    "title": ["Heat (1995)", "Heat (2001)", None]}), cat)
+    assert kept["answer"] == ["title", "wrong year", "other"] and "title" not in kept
 
 
 def test_an_export_keeps_the_row_data_of_its_final_and_its_sft_start(tmp_path):

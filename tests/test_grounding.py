@@ -126,3 +126,18 @@ def test_catalogue_cache_hit_and_invalidation(embedder, tmp_path, monkeypatch):
 
 def test_ground_empty(embedder, cat_emb):
     assert G.ground([], cat_emb, embedder, 5) == []
+
+
+def test_answer_kinds_tell_a_wrong_year_from_no_title():
+    """evaluation.answer_kinds, by hand: an exact title; a title's name with another year, grounded
+    to that title or elsewhere; a name the catalogue lacks; nothing parsed. A title without a year
+    never makes a wrong year (Goodreads-like names)."""
+    from sprec_lib.evaluation import ANSWER_KINDS, answer_kinds
+
+    cat = Catalogue(titles=("Heat (1995)", "Pretty Woman (1990)", "Dune", "Heat (1972)"), genres=((),) * 4)
+    titles = ["Heat (1995)", "Pretty Woman (1999)", "Pretty Woman (1999)", "Heat (2001)", "Dune (2021)", "Zorro (1998)",
+              None, "Dune"]
+    top1 = [0, 1, 2, 3, 2, 1, None, 2]
+    assert answer_kinds(titles, top1, cat) == [
+        "title", "wrong year", "wrong year, grounded elsewhere", "wrong year", "other", "other", "other", "title"]
+    assert set(ANSWER_KINDS) == {"title", "wrong year", "wrong year, grounded elsewhere", "other"}

@@ -154,6 +154,48 @@ def test_dpo_and_sdpo_share_the_sft_stage(dataset, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(dpo.predictions_path("sft")), pd.read_parquet(sdpo.predictions_path("sft")))
 
 
+def test_sprec_variants_share_the_first_sft_step(dataset, tmp_path):
+    """SPRec's it1-sft is the same model in SPRec and SPRec-RN of one seed: trained in each (two
+    caches), the checksums agree, which is what makes sharing it sound. A finished run called again
+    with another cache fills it (a run that finished before the cache held its stages), and a third
+    run reuses it there; a later iteration's SFT step, shaped by the negatives, stays each run's own."""
+    from sprec_lib.runs import read_json
+
+    rn = ["sprec.negatives=random"]
+    sprec = train(config(dataset), tmp_path / "sprec", cache_dir=tmp_path / "c1")
+    alone = train(config(dataset, extra=rn), tmp_path / "rn-alone", cache_dir=tmp_path / "c2")
+    files = lambda run, stage: read_json(run.stage_dir(stage) / "DONE")["model_files"]
+    assert files(alone, "it1-sft") == files(sprec, "it1-sft")
+    assert files(alone, "it2-sft") != files(sprec, "it2-sft")
+
+    train(config(dataset), tmp_path / "sprec", cache_dir=tmp_path / "c3")  # finished: trains nothing
+    assert "stage it1-sft: cached for other runs" in (sprec.folder / "log.txt").read_text()
+    shared = train(config(dataset, extra=rn), tmp_path / "rn-shared", cache_dir=tmp_path / "c3")
+    log = (shared.folder / "log.txt").read_text()
+    assert "stage it1-sft: reused" in log and "stage it2-sft: reused" not in log
+    assert "stage it1-sft: starting" not in log and "stage it2-sft: starting" in log
+    assert shared.metrics() == alone.metrics()
+
+
+def test_the_first_sft_step_key_holds_what_trains_it():
+    from sprec_lib.pipeline import shared_stage_key
+
+    def key(extra=(), method="sprec", seed=0, stage="it1-sft"):
+        return shared_stage_key(run_config("tiny", list(extra), dataset="ml-1m", method=method, seed=seed), stage, "k")
+
+    base = key()
+    assert base.startswith("it1-sft-") and base != key(stage="sft")
+    for same in (["sprec.negatives=random"], ["sprec.dpo_step=false"], ["sprec.negatives=mix", "sprec.random_ratio=0.5"],
+                 ["sprec.n_negatives=2"], ["sprec.iterations=3"], ["sprec.dpo.lr=1e-4"], ["sprec.eval_sft_steps=true"],
+                 ["model.torch_threads=1"], ["eval.batch_size=8"]):
+        assert key(same) == base, same
+    for other in (["sprec.train_rows=1024"], ["sprec.valid_rows=128"], ["sprec.sft.lr=3e-4"], ["sft.lr=3e-4"],
+                  ["train_rows=1024"], ["pretrain.lr=5e-4"]):
+        assert key(other) != base, other
+    assert key(seed=1) != base
+    assert key(["sprec.sft_step=false"]) is None and key(method="dpo") is None and key(stage="it2-sft") is None
+
+
 def test_a_shared_evaluation_is_kept_whole_or_not_at_all(tmp_path):
     """keep_shared_evaluation/read_shared_evaluation: what is kept reads back equal; a folder whose
     metrics do not parse (a broken write) reads as none and is replaced; the run's own stages,

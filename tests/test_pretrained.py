@@ -48,6 +48,43 @@ def test_answers_are_pending_without_runs():
     assert f"the paper's BIGRec: {bigrec['value'].iloc[0]:.3f}" in frame.loc[0, "text"]
 
 
+def test_orratio_splits_by_whether_the_answer_named_a_title():
+    """orratio_by_answer: each kind's own three favourite items over its own rows, counted by hand:
+    named [1, 1, 2, 3, 4] -> (2 + 1 + 1) / 5; grounded [7, 7, 7, 8] -> 4 / 4."""
+    data = {"topk": [[1, 9], [1, 9], [2, 9], [3, 9], [4, 9], [7, 9], [7, 9], [7, 9], [8, 9]],
+            "valid": [True] * 5 + [False] * 4}
+    assert pretrained.orratio_by_answer(data) == {"named": {"rows": 5, "ORRatio@1": 0.8}, "grounded": {"rows": 4, "ORRatio@1": 1.0}}
+    # at 2: named 10 slots, item 9 five times, then 1 twice, then one of 2/3/4 -> 8 / 10
+    assert pretrained.orratio_by_answer(data, k=2)["named"] == {"rows": 5, "ORRatio@2": 0.8}
+    assert pretrained.orratio_by_answer({"topk": [[1]], "valid": [True]})["grounded"]["rows"] == 0
+    assert math.isnan(pretrained.orratio_by_answer({"topk": [[1]], "valid": [True]})["grounded"]["ORRatio@1"])
+    assert pretrained.orratio_by_answer({"topk": [[1]]}) is None and pretrained.orratio_by_answer(None) is None
+
+    # In the DPO answer's note: the first seed's run and its own SFT start (label "sft" of that run).
+    rows = pd.DataFrame([{"dataset": "MovieLens", "profile": "small", "label": label, "seed": 0, "run": f"r-{label}",
+                          "valid_ratio": ratio} for label, ratio in (("sft", 0.9), ("dpo", 5 / 9))])
+    start = {"topk": [[1]] * 8 + [[2]], "valid": [True] * 8 + [False]}
+    asked = []
+
+    def row_data(run, label=None):
+        asked.append((run, label))
+        return start if label == "sft" else data
+
+    note = pretrained._format_note(rows, "MovieLens", "small", "dpo", row_data=row_data)
+    assert asked == [("r-dpo", None), ("r-dpo", "sft")]
+    assert ("Split by answer (seed 0), ORRatio@1 is 0.800 (5 rows; its SFT start's: 1.000, 8 rows) among the answers "
+            "that name a title, and 1.000 (4 rows; its SFT start's: 1.000, 1 rows) among the grounded ones.") in note
+    assert "Split" not in pretrained._format_note(rows, "MovieLens", "small", "dpo", row_data=lambda run, label=None: None)
+    # With each answer's kind (an export's "answer"): what the grounded ones were, counted by hand.
+    data["answer"] = ["title"] * 5 + ["wrong year", "wrong year", "wrong year, grounded elsewhere", "other"]
+    start["answer"] = ["title"] * 8 + ["wrong year"]
+    assert pretrained.orratio_by_answer(data)["kinds"] == {"title": 5, "wrong year": 2, "wrong year, grounded elsewhere": 1,
+                                                           "other": 1}
+    note = pretrained._format_note(rows, "MovieLens", "small", "dpo", row_data=row_data)
+    assert ("Of those 4 (seed 0), 3 (75.0%) are a catalogue title's name with a wrong year (its SFT start: 1 of 1, "
+            "100.0%), and grounding sends 66.7% of them to the title of that name.") in note
+
+
 # -- the page under papermill ------------------------------------------------------------------------
 
 
