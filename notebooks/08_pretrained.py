@@ -254,7 +254,8 @@ display(plots.html_table(checks[["dataset", "profile", "id", "method", "metric",
 #    says what those answers are (how many name a title with a wrong year, and where grounding sent
 #    them: `sprec_lib.evaluation.answer_kinds`) and splits ORRatio@1 into the answers that name a
 #    title and the grounded ones, each beside the same kind of its SFT start's answers
-#    (`sprec_lib.pretrained.orratio_by_answer`).
+#    (`sprec_lib.pretrained.orratio_by_answer`). Which tokens the preference steps moved, names or
+#    years: `results/investigations/README.md`, "Where the `small` DPO's wrong years come from".
 # 3. **Does SPRec keep HR@5?** The paper's SPRec debiases without losing accuracy.
 
 # %% tags=["hide-input"]
