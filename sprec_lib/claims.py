@@ -561,7 +561,10 @@ def load_row_data(run_folder, label: str | None = None) -> dict | None:
                 "topk": data["topk"]}
         rows.update({k: data[k] for k in ("valid", "answer") if k in data})
     elif run.predictions_path(label).exists():
-        frame = pd.read_parquet(run.predictions_path(label))
+        import pyarrow.parquet as pq
+
+        path = run.predictions_path(label)  # the columns used, not the generations
+        frame = pd.read_parquet(path, columns=[c for c in ("target", "topk", "valid") if c in pq.read_schema(path).names])
         rows = {"target": [None if pd.isna(t) else int(t) for t in frame["target"]],
                 "topk": [[int(i) for i in r] for r in frame["topk"]]}
         if "valid" in frame:
