@@ -137,6 +137,47 @@ display(Markdown(", ".join(f"**{n}** {v}" for v, n in tally.items() if v in clai
 # %% tags=["hide-input"]
 display(plots.html_table(pd.DataFrame({"metric": list(rule.run_std), "std of one run": list(rule.run_std.values())}))
         if rule.run_std else Markdown("No method has two seeds yet: the intervals count the test rows' noise only."))
+book.record("run_std", {m: round(v, 4) for m, v in rule.run_std.items()})
+
+# %% [markdown]
+# It is pooled over every method and dataset that has several seeds, so one method whose seeds
+# disagree wildly (a run that broke its output format, say) widens the intervals of every
+# single-seed verdict, of other methods too. This is conservative: it can turn a verdict
+# inconclusive, never make one hold. Where the pooled spread comes from, group by group
+# (`claims.seed_spread_by_group`; the shares of a metric add up to 1):
+
+# %% tags=["hide-input"]
+by_group = claims.seed_spread_by_group(evidence.rows())
+if len(by_group):
+    share = "ORRatio@1 share"
+    by_group = by_group.sort_values(share, ascending=False).reset_index(drop=True)
+    top = by_group.iloc[0]
+    book.record("run_std_top_group", {"group": f"{top['dataset']}/{top['label']}", "seeds": int(top["seeds"]),
+                                      **{c: round(float(top[c]), 3) for c in by_group.columns if "share" in c}})
+    display(Markdown(f"The largest part of the ORRatio@1 spread, {top[share]:.0%}, comes from "
+                     f"{top['dataset']} {top['label']} ({int(top['seeds'])} seeds; its HR@5 share "
+                     f"{top['HR@5 share']:.0%}, its DivRatio@1 share {top['DivRatio@1 share']:.0%})."))
+    display(plots.html_table(by_group.round(4)))
+
+# %% [markdown]
+# ### What the later seeds changed
+#
+# Every cell whose verdict rests on more than seed 0: the verdict seed 0's runs get alone, under
+# the same noise rule, beside the verdict now (`claims.verdict_changes`). The rule's training noise
+# is measured on all the seeds, so the first column is what seed 0 says today, not what the book
+# printed when it had seed 0 only. (A cell on one seed can change too, when that pooled noise
+# moves: see below.)
+
+# %% tags=["hide-input"]
+changes = claims.verdict_changes(evidence, checks, rule, seeds=seeds[:1])
+book.record("verdict_changes", {d: {r.id: [r.alone, r.verdict, int(r.seeds)] for r in part.itertuples()}
+                                for d, part in changes.groupby("dataset", sort=False)})
+if len(changes):
+    shown = changes.rename(columns={"alone": f"seed {seeds[0]} alone", "verdict": "now", "seeds": "seeds now"})
+    display(plots.html_table(shown.drop(columns=["seeds_alone"])))
+    display(Markdown(f"**{int(changes['changed'].sum())}** of {len(changes)} verdicts changed with the later seeds."))
+else:
+    display(Markdown("No verdict rests on more than one seed yet."))
 
 # %% [markdown]
 # ## The claims

@@ -591,6 +591,27 @@ def seed_spread(rows: pd.DataFrame, metrics: Iterable[str] = PAPER_METRICS) -> d
     return out
 
 
+def seed_spread_by_group(rows: pd.DataFrame, metrics: Iterable[str] = ("HR@5", "DivRatio@1", "ORRatio@1")
+                         ) -> pd.DataFrame:
+    """Where :func:`seed_spread`'s pooled estimate comes from: one row per (dataset, profile, label)
+    group with two seeds or more, its ``seeds``, and per metric its standard deviation over seeds
+    (``<metric>``) and its share of the pooled sum of squares (``<metric> share``; the shares of a
+    metric add up to 1). A group whose seeds disagree wildly (one run that broke) can hold most of
+    it, and then widens every single-seed interval of the book."""
+    keys = ["dataset", "profile", "label"]
+    groups = [(k, g) for k, g in rows.groupby(keys) if g["seed"].nunique() > 1]
+    metrics = [m for m in metrics if m in rows]
+    totals = {m: sum(((g[m] - g[m].mean()) ** 2).sum() for _, g in groups) for m in metrics}
+    out = []
+    for k, g in groups:
+        row = {**dict(zip(keys, k)), "seeds": int(g["seed"].nunique())}
+        for m in metrics:
+            row[m] = float(g[m].std(ddof=1))
+            row[f"{m} share"] = float(((g[m] - g[m].mean()) ** 2).sum() / totals[m]) if totals[m] else float("nan")
+        out.append(row)
+    return pd.DataFrame(out, columns=[*keys, "seeds", *metrics, *(f"{m} share" for m in metrics)])
+
+
 def stability(rows: pd.DataFrame, label: str = "sprec", base: str = "sft",
               metrics: Iterable[str] = ("HR@5", "DivRatio@1", "ORRatio@1"), rule: NoiseRule = RULE,
               row_data: Callable | None = None) -> pd.DataFrame:
@@ -1476,6 +1497,43 @@ def evidence_checks(ev: Evidence, rule: NoiseRule = RULE, row_data: Callable = l
             parts.append(trend)
     parts = [p for p in parts if len(p)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=CHECK_COLUMNS)
+
+
+def with_seeds(ev: Evidence, seeds: Iterable[int]) -> Evidence:
+    """``ev`` with only the runs of ``seeds`` (Table 1, the ablations, the sweeps); the specs asked
+    and missing stay as they are."""
+    keep = {int(s) for s in seeds}
+
+    def only(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["seed"].isin(keep)].reset_index(drop=True) if len(frame) else frame
+
+    return replace(ev, table1=only(ev.table1), ablations=only(ev.ablations),
+                   sweeps={setting: only(rows) for setting, rows in ev.sweeps.items()})
+
+
+def verdict_changes(ev: Evidence, checks: pd.DataFrame, rule: NoiseRule = RULE, seeds: Iterable[int] = (0,),
+                    row_data: Callable = load_row_data) -> pd.DataFrame:
+    """What the added seeds changed: for every claim x dataset whose verdict on ``checks`` (all of
+    ``ev``'s runs, :func:`evidence_checks`) rests on more seeds than ``seeds`` alone give it, the
+    verdict the runs of ``seeds`` alone get (``alone``, on ``seeds_alone`` seeds) beside the verdict
+    now (``verdict``, on ``seeds``), and whether they differ (``changed``).
+
+    Both verdicts use the same ``rule``. The book's rule estimates the training noise from every
+    seed there is (:func:`book_rule`), so ``alone`` is the verdict seed 0 gets today, with the noise
+    that the later seeds measured; it is not the verdict the book printed when seed 0 was all it
+    had (that one used the noise known then)."""
+    columns = ["dataset", "id", "claim", "alone", "seeds_alone", "verdict", "seeds", "changed"]
+    if checks.empty:
+        return pd.DataFrame(columns=columns)
+    now = verdict_table(checks)
+    alone = verdict_table(evidence_checks(with_seeds(ev, seeds), rule, row_data))
+    keys = [k for k in ("dataset", "profile", "claim", "id") if k in now and k in alone]
+    both = now.merge(alone.rename(columns={"verdict": "alone", "seeds": "seeds_alone"}), on=keys, how="left")
+    both["seeds_alone"] = both["seeds_alone"].fillna(0).astype(int)
+    both = both[both["seeds"] > both["seeds_alone"]].copy()
+    both["alone"] = both["alone"].fillna(PENDING)
+    both["changed"] = both["alone"] != both["verdict"]
+    return both[columns].reset_index(drop=True)
 
 
 NOT_CLAIMED, NOT_RUN = "not claimed", "not run here"  # the scorecard's cells without a verdict

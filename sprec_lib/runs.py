@@ -442,10 +442,20 @@ class Run:
         return read_json(self.folder / FINISHED)["final_stage"] if self.is_finished else None
 
     def finish(self, final_stage: str) -> None:
-        """Mark the run finished, ``final_stage`` being the model its headline metrics come from."""
-        if is_main() and not self.is_finished:
-            write_json({"method": self.method, "final_stage": final_stage}, self.folder / FINISHED)
-            self.log(f"finished: {self.label}, final stage {final_stage}")
+        """Mark the run finished, ``final_stage`` being the model its headline metrics come from.
+
+        On a run that had finished already (``sprec train`` called again on its folder, e.g. to
+        fill the stage cache) the mark stays as it was, and only the ``finished:`` line is logged
+        again: it closes the process segment that the new start line opened, so that the compute
+        read from the log (:func:`sprec_lib.results.run_compute`) does not stretch that segment's
+        upper bound to whatever starts next."""
+        if not is_main():
+            return
+        if self.is_finished:
+            self.log(f"finished: {self.label}, final stage {self.final_stage} (had finished; nothing trained)")
+            return
+        write_json({"method": self.method, "final_stage": final_stage}, self.folder / FINISHED)
+        self.log(f"finished: {self.label}, final stage {final_stage}")
 
     # -- evaluations ---------------------------------------------------------------------------
     def metrics_path(self, label: str) -> Path:

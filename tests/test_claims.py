@@ -14,9 +14,9 @@ import pytest  # noqa: E402
 
 from sprec_lib import claims, plots  # noqa: E402
 from sprec_lib.claims import (ABLATION_CLAIMS, ALL_CLAIMS, CLAIMS, DEGENERATE, INCONCLUSIVE,  # noqa: E402
-                              NOT_REPRODUCED, PENDING, REPRODUCED, SWEEP_CLAIMS, VERDICTS, NoiseRule, check_claims,
+                              Evidence, NOT_REPRODUCED, PENDING, REPRODUCED, SWEEP_CLAIMS, VERDICTS, NoiseRule, check_claims,
                               check_trends, claim_checks, paper_check, paper_numbers, paper_passes, trend_checks,
-                              verdict_table, verdicts)
+                              evidence_checks, verdict_changes, verdict_table, verdicts, with_seeds)
 from sprec_lib.config import run_config  # noqa: E402
 from sprec_lib.metrics import ranking_metrics  # noqa: E402
 from sprec_lib.runs import Run, read_json, write_json  # noqa: E402
@@ -337,6 +337,42 @@ def test_three_seeds_reproduced_not_reproduced_inconclusive():
     part = check_claims(mixed, [claim("d")]).set_index("metric").loc["DivRatio@1"]
     assert part["spread"] == pytest.approx(0.027999, abs=1e-5) and part["outcome"] == "within noise"
     assert one_verdict(mixed, "d") == (INCONCLUSIVE, 3)
+
+
+def test_seed_spread_by_group_by_hand():
+    """Two groups: sft HR@5 0.01, 0.03 (squares about the mean: 2 x 0.0001) and sprec 0.02, 0.02,
+    0.08 (0.0004 + 0.0004 + 0.0016 = 0.0024); pooled: sqrt(0.0026 / 3). One seed of dpo: no group."""
+    rows = rows_frame({("sft", 0): {"HR@5": 0.01}, ("sft", 1): {"HR@5": 0.03}, ("dpo", 0): {"HR@5": 0.5},
+                       ("sprec", 0): {"HR@5": 0.02}, ("sprec", 1): {"HR@5": 0.02}, ("sprec", 2): {"HR@5": 0.08}})
+    by = claims.seed_spread_by_group(rows, ["HR@5"]).set_index("label")
+    assert list(by.index) == ["sft", "sprec"] and list(by["seeds"]) == [2, 3]
+    assert by.loc["sft", "HR@5"] == pytest.approx(math.sqrt(0.0002)) and by.loc["sprec", "HR@5"] == pytest.approx(math.sqrt(0.0012))
+    assert by.loc["sft", "HR@5 share"] == pytest.approx(0.0002 / 0.0026)
+    assert by.loc["sprec", "HR@5 share"] == pytest.approx(0.0024 / 0.0026)
+    assert claims.seed_spread(rows, ["HR@5"])["HR@5"] == pytest.approx(math.sqrt(0.0026 / 3))
+
+
+def test_verdict_changes_set_seed_0_alone_beside_three_seeds():
+    """Claim (d) on MovieLens, rows' noise by the bound (no per-row data). Seed 0 alone: DivRatio@1
+    -0.10 and ORRatio@1 +0.12, each clear of its +-0.044 band: reproduced. Three seeds: DivRatio@1
+    -0.10, -0.001, 0.00 (mean -0.0337, std 0.0575): within the seeds' spread, inconclusive. Claims
+    (c) and (e) have no runs at any seed (pending, 0 seeds both ways): not listed."""
+    rows = ablation_rows([(0.20, 0.32), (0.299, 0.30), (0.30, 0.21)])
+    ev = Evidence(table1=pd.DataFrame(), ablations=rows, sweeps={}, datasets=["MovieLens"], sweep_datasets=[],
+                  profile="tiny", sweep_values={}, asked=[], missing=[])
+    checks = evidence_checks(ev, row_data=lambda folder: None)
+    changes = verdict_changes(ev, checks, row_data=lambda folder: None)
+    assert list(changes["id"]) == ["d"]
+    row = changes.iloc[0]
+    assert (row["alone"], row["seeds_alone"], row["verdict"], row["seeds"], row["changed"]) == (
+        REPRODUCED, 1, INCONCLUSIVE, 3, True)
+    assert set(with_seeds(ev, [0]).ablations["seed"]) == {0} and len(with_seeds(ev, [0]).ablations) == 2
+    # The clear case keeps its verdict: listed, not changed.
+    steady = ablation_rows([(0.21, 0.30), (0.20, 0.32), (0.19, 0.34)])
+    ev = Evidence(table1=pd.DataFrame(), ablations=steady, sweeps={}, datasets=["MovieLens"], sweep_datasets=[],
+                  profile="tiny", sweep_values={}, asked=[], missing=[])
+    changes = verdict_changes(ev, evidence_checks(ev, row_data=lambda folder: None), row_data=lambda folder: None)
+    assert changes[["alone", "verdict", "changed"]].values.tolist() == [[REPRODUCED, REPRODUCED, False]]
 
 
 def test_two_seeds_need_every_interval_clear():

@@ -99,6 +99,25 @@ def test_lines_after_finished_are_not_counted_and_notes_without_a_stamp_are_skip
     assert c["restarts"] == 1 and c["after_finish"] == 1
 
 
+def test_training_a_finished_run_again_closes_its_segment(tmp_path):
+    """``sprec train`` on a finished folder (to fill the stage cache) logs a start line; its
+    ``finished:`` line closes that segment, so a later start does not stretch the upper bound:
+    780 s (AFTER_FINISH) + the re-invocation's second or so + 60 s at 2027-01-01, not a month."""
+    folder = log_run(tmp_path, "CDs_and_Vinyl", "sft", "sft", AFTER_FINISH)
+    run = Run(folder)
+    run.log("sft on CDs_and_Vinyl (tiny profile, seed 0; training dtype float32)")
+    run.finish("another-stage")
+    assert run.final_stage == "sft"  # the mark stays as it was
+    last = (folder / "log.txt").read_text().splitlines()[-1]
+    assert last.endswith("finished: sft, final stage sft (had finished; nothing trained)")
+    with open(folder / "log.txt", "a") as f:
+        f.write("2027-01-01 00:00:00 sft on CDs_and_Vinyl (tiny profile, seed 0; training dtype float32)\n"
+                "2027-01-01 00:01:00 finished: sft, final stage sft\n")
+    c = run_compute(folder)
+    assert c["restarts"] == 3 and c["after_finish"] == 1
+    assert 840 <= c["seconds"] <= c["at_most_seconds"] <= 845
+
+
 @pytest.mark.parametrize("log, line, expected", [
     # a stamp cut short (the process killed while writing)
     (RESUMED.replace("2026-12-01 13:30:05 stage dpo done", "2026-12-01 13:3"), 10, "expected 'YYYY-MM-DD HH:MM:SS"),
