@@ -210,6 +210,24 @@ else:
     display(Markdown("No SPRec run has its negatives here yet (pending)."))
 
 # %% [markdown]
+# The self-play negatives are the model's own answers, as they were: when the previous iteration's
+# model wrote titles with the wrong year, so do its negatives, and those name no catalogue title.
+# The share of the self-play negatives that name one, per iteration (`catalogue_share`; exports
+# made before 2026-12-05 do not keep it):
+
+# %% tags=["hide-input"]
+own = negs[negs["kind"] == "self"] if len(negs) else negs
+own = own[own["catalogue_share"].notna()] if "catalogue_share" in own else own.iloc[:0]
+shares = {}
+for (dataset, p, label), part in own.groupby(["dataset", "profile", "label"], sort=False):
+    shares[f"{dataset}/{p}/{label}"] = {int(i): round(float(v), 3) for i, v in zip(part["iteration"], part["catalogue_share"])}
+book.record("negatives_catalogue_share", shares)
+display(plots.html_table(own.pivot_table(index=["dataset", "profile", "label"], columns="iteration",
+                                         values="catalogue_share", sort=False).reset_index(),
+                         caption="share of the self-play negatives that name a catalogue title, per iteration")
+        if len(own) else Markdown("No SPRec run here keeps the share yet (pending)."))
+
+# %% [markdown]
 # ## The claims, small beside tiny
 #
 # The verdicts of the claims these methods can test (`sprec_lib.pretrained.testable_claims`), one

@@ -190,8 +190,9 @@ def negatives(pairs: list) -> pd.DataFrame:
         table = negatives_table(run, ds)
         if table is not None and len(table):
             frames.append(table.assign(dataset=spec.dataset, profile=spec.profile, label=spec.label, seed=spec.seed))
-    columns = ["dataset", "profile", "label", "seed", "iteration", "kind", "titles", "head_share", "top3_share", "distinct"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    columns = ["dataset", "profile", "label", "seed", "iteration", "kind", "titles", "head_share", "top3_share", "distinct",
+               "catalogue_share"]  # NaN in an export made before it was kept
+    return pd.concat(frames, ignore_index=True).reindex(columns=columns) if frames else pd.DataFrame(columns=columns)
 
 
 # -- the three questions ---------------------------------------------------------------

@@ -364,7 +364,9 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
     kind (``positive``: the rows' targets; ``self`` / ``random``: the negatives of that source):
     ``head_share`` (share of the titles in the head; a uniform draw over the catalogue scores
     ``head``), ``top3_share`` (share taken by the three most frequent titles) and ``distinct``
-    (distinct titles / titles). Titles that name no catalogue item are left out.
+    (distinct titles / titles), over the titles that name a catalogue item; ``catalogue_share``:
+    the share of the kind's titles that do (a self-play negative may name no title, e.g. a title
+    with a wrong year: the model's own answers, as they were).
     """
     counts = ds.target_popularity("train")
     ranked = sorted(ds.catalogue.id_of.values(), key=lambda i: (-counts.get(i, 0), i))
@@ -382,8 +384,9 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
             top3 = sum(c for _, c in pd.Series(ids).value_counts().head(3).items())
             rows.append({"iteration": int(path.stem[2:]), "kind": kind, "titles": len(ids),
                          "head_share": sum(i in head_ids for i in ids) / len(ids), "top3_share": top3 / len(ids),
-                         "distinct": len(set(ids)) / len(ids)})
-    return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct"])
+                         "distinct": len(set(ids)) / len(ids), "catalogue_share": len(ids) / len(titles)})
+    return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct",
+                                       "catalogue_share"])
 
 
 # -- compute spent, from the run logs ------------------------------------------------------------

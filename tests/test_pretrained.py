@@ -106,9 +106,11 @@ def fake_export(spec, root, evaluations: dict, final: str) -> Run:
 
 SFT = {"hr5": 0.030, "or1": 0.30, "or5": 0.10, "div1": 0.20, "div5": 0.15}
 NEGATIVES = [{"iteration": 1, "kind": "positive", "titles": 512, "head_share": 0.40, "top3_share": 0.01, "distinct": 0.6},
-             {"iteration": 1, "kind": "self", "titles": 500, "head_share": 0.90, "top3_share": 0.30, "distinct": 0.1},
+             {"iteration": 1, "kind": "self", "titles": 500, "head_share": 0.90, "top3_share": 0.30, "distinct": 0.1,
+              "catalogue_share": 0.976},
              {"iteration": 2, "kind": "positive", "titles": 512, "head_share": 0.42, "top3_share": 0.01, "distinct": 0.6},
-             {"iteration": 2, "kind": "self", "titles": 500, "head_share": 0.70, "top3_share": 0.20, "distinct": 0.2}]
+             {"iteration": 2, "kind": "self", "titles": 500, "head_share": 0.70, "top3_share": 0.20, "distinct": 0.2,
+              "catalogue_share": 0.3}]
 
 
 @pytest.fixture
@@ -165,6 +167,7 @@ def test_reading_mode_tabulates_judges_and_lists_the_missing(root, tmp_path):
     assert {k: v["turns"]["MovieLens"][k] for k in ("sprec HR@5", "sprec ORRatio@1", "sprec DivRatio@1")} == \
         {"sprec HR@5": "0/1", "sprec ORRatio@1": "0/1", "sprec DivRatio@1": "0/1"}
     assert v["negatives_head_share"] == {"small": {"MovieLens": {"positive": 0.41, "self": 0.8}}}
+    assert v["negatives_catalogue_share"] == {"MovieLens/small/sprec": {"1": 0.976, "2": 0.3}}
     # The verdicts, by the single-seed bounds (no per-row data, no seed spread among these runs):
     # e.g. (a1)'s ORRatio@1 part, +0.15 against z x sqrt(0.45 x 0.55 / 1000 + 0.30 x 0.70 / 1000).
     band = Z * math.hypot(math.sqrt(0.45 * 0.55 / 1000), math.sqrt(0.30 * 0.70 / 1000))
@@ -221,3 +224,5 @@ def test_quick_mode_runs_a_tiny_model_on_a_synthetic_folder(tmp_path, monkeypatc
     assert set(v["verdicts"]["tiny"]["synthetic"].values()) <= set(claims.VERDICTS) - {claims.PENDING}
     assert set(v["answers"]) == set(pretrained.QUESTIONS) and v["curve_iterations"] == {"synthetic": 2}
     assert set(v["negatives_head_share"]["tiny"]["synthetic"]) == {"positive", "self", "random"}
+    shares = v["negatives_catalogue_share"]  # computed from the quick runs' negatives (SPRec's own only)
+    assert set(shares) == {"synthetic/tiny/sprec"} and all(0 <= x <= 1 for x in shares["synthetic/tiny/sprec"].values())

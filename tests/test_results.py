@@ -150,6 +150,9 @@ def test_negatives_popularity_by_brute_force(tmp_path):
     assert table.loc["positive", "head_share"] == pytest.approx(0.25)  # 1 of 4 positives in the head
     assert table.loc["self", "titles"] == 2 and table.loc["self", "head_share"] == 1.0  # "not a title" left out
     assert table.loc["self", "distinct"] == 0.5 and table.loc["random", "head_share"] == 0.0
+    # 2 of the 3 self-play negatives name a catalogue title; every positive and random one does
+    assert table.loc["self", "catalogue_share"] == pytest.approx(2 / 3)
+    assert table.loc["positive", "catalogue_share"] == table.loc["random", "catalogue_share"] == 1.0
 
 
 def test_table_means():
