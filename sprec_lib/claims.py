@@ -577,12 +577,19 @@ def load_row_data(run_folder, label: str | None = None) -> dict | None:
     return rows
 
 
+SEED_GROUP_KEYS = ("dataset", "profile", "label")  # the runs of one group differ by their seed only
+
+
+def _seeded_groups(rows: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """The (dataset, profile, label) groups of ``rows`` with two seeds or more: the spread's sources."""
+    return [(k, g) for k, g in rows.groupby(list(SEED_GROUP_KEYS)) if g["seed"].nunique() > 1]
+
+
 def seed_spread(rows: pd.DataFrame, metrics: Iterable[str] = PAPER_METRICS) -> dict[str, float]:
     """Per metric, the pooled standard deviation over seeds of the (dataset, profile, label) groups
     that have two seeds or more: an estimate of one run's training noise, for
     :attr:`NoiseRule.run_std`. Empty when no group has two seeds."""
-    keys = ["dataset", "profile", "label"]
-    groups = [g for _, g in rows.groupby(keys) if g["seed"].nunique() > 1]
+    groups = [g for _, g in _seeded_groups(rows)]
     out = {}
     for m in metrics:
         dof = sum(len(g) - 1 for g in groups)
@@ -598,8 +605,8 @@ def seed_spread_by_group(rows: pd.DataFrame, metrics: Iterable[str] = ("HR@5", "
     (``<metric>``) and its share of the pooled sum of squares (``<metric> share``; the shares of a
     metric add up to 1). A group whose seeds disagree wildly (one run that broke) can hold most of
     it, and then widens every single-seed interval of the book."""
-    keys = ["dataset", "profile", "label"]
-    groups = [(k, g) for k, g in rows.groupby(keys) if g["seed"].nunique() > 1]
+    keys = list(SEED_GROUP_KEYS)
+    groups = _seeded_groups(rows)
     metrics = [m for m in metrics if m in rows]
     totals = {m: sum(((g[m] - g[m].mean()) ** 2).sum() for _, g in groups) for m in metrics}
     out = []
