@@ -124,6 +124,32 @@ if sprec_runs:
     book.record("curve_labels", sorted(curves["label"].unique()))
 
 # %% [markdown]
+# ## What self-play does to the favourite answer
+#
+# Each SPRec iteration's negatives are the previous model's own answers, and a model that has
+# collapsed gives one answer far more often than any other: its *favourite*. Per run, the share of
+# the test rows given the favourite, and the share still given, one and two iterations later, to
+# the favourites of the iterations before, each averaged over iterations 1..T
+# (`sprec_lib.results.favourite_answers`; an export keeps the per-iteration table as
+# `answer_modes.json`, exports made before 2026-12-05 only where the run's predictions were still
+# on the machine that added it). Self-play pushes down exactly the favourite: if the DPO step
+# removes it and the SFT step lets it return, `previous` falls near zero while `two before` does
+# not. Random negatives (SPRec-RN) and no DPO step (SPRec-noDPO) should leave the favourite
+# where it was.
+
+# %% tags=["hide-input"]
+favourites = results.favourite_answers([(spec, run) for spec, run in pairs if spec.method == "sprec"])
+if len(favourites):
+    book.record("favourite_shares", {label: {c: round(float(part[c].mean()), 4) for c in
+                                             ("top1_share", "previous_top1_share", "earlier_top1_share")}
+                                     for label, part in favourites.groupby("label", sort=False)})
+    display(plots.html_table(favourites.round(3), caption="the favourite answer's share of the test rows, and the "
+                             "shares of the favourites of one and two iterations before (means over iterations 1..T)"))
+else:
+    display(Markdown("None of these runs keeps its answers' summary: their exports were made before 2026-12-05, "
+                     "and their predictions are not on the machine that added it."))
+
+# %% [markdown]
 # ## Summary
 
 # %% tags=["hide-input"]

@@ -228,6 +228,32 @@ display(plots.html_table(own.pivot_table(index=["dataset", "profile", "label"], 
         if len(own) else Markdown("No SPRec run here keeps the share yet (pending)."))
 
 # %% [markdown]
+# The model's own answers are also concentrated: a collapsed model gives one answer far more often
+# than any other, its *favourite*, and that answer's year is right or wrong for every row that gets
+# it. Per iteration of each SPRec run: the favourite's share of the test rows (`top1_share`),
+# whether it names a catalogue title, the share of rows naming one among the rows given one of the
+# five favourite answers (`top_valid`) and among the others (`rest_valid`), and the share still
+# given to the favourite of the iteration before, and of the one before that
+# (`sprec_lib.results.answer_modes`; exports made before 2026-12-05 keep it only where the run's
+# predictions were still on the machine). The ablations chapter compares SPRec with its variants;
+# `results/investigations/README.md`, "Why the `small` SPRec's valid_ratio swings", measures which
+# years each DPO step moved.
+
+# %% tags=["hide-input"]
+modes = {}
+for spec, run in mine.pairs + theirs.pairs:
+    table = results.answer_modes_table(run) if spec.label == "sprec" else None
+    if table is None or not len(table):
+        continue
+    modes[f"{spec.dataset}/{spec.profile}"] = {c: [None if pd.isna(v) else round(float(v), 3) for v in table[c]]
+                                               for c in ("top1_share", "previous_top1_share", "valid_ratio")}
+    display(plots.html_table(table.round(3), caption=f"{spec.dataset}, {spec.profile}: the favourite answers of SPRec "
+                             "per iteration (0: its SFT start)"))
+book.record("answer_modes", modes)
+if not modes:
+    display(Markdown("No SPRec run here keeps its answers' summary yet."))
+
+# %% [markdown]
 # ## The claims, small beside tiny
 #
 # The verdicts of the claims these methods can test (`sprec_lib.pretrained.testable_claims`), one

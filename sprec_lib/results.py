@@ -107,8 +107,9 @@ def row_data_for_export(predictions: pd.DataFrame, catalogue=None) -> dict:
 
 def export_run(run: Run, dest: str | Path) -> Path:
     """Copy a run's small result files (:meth:`Run.export`: config, manifest, log, metrics, training
-    losses) to ``dest``, for git, and a popularity summary of its self-play negatives
-    (:func:`negatives_popularity`).
+    losses) to ``dest``, for git, a popularity summary of its self-play negatives
+    (:func:`negatives_popularity`) and, for a run that iterates, how concentrated its answers are
+    (:func:`answer_modes`).
 
     Checkpoints, predictions and negatives stay in the run folder (large, or derived from data
     whose terms forbid redistribution)."""
@@ -130,6 +131,8 @@ def export_run(run: Run, dest: str | Path) -> Path:
     if any(run.folder.glob("negatives/it*.parquet")) and ds is not None:
         table = negatives_popularity(run, ds)
         table.to_json(dest / NEGATIVES_SUMMARY, orient="records", indent=1)
+    if any(run.folder.glob("predictions/it*.parquet")):
+        answer_modes(run).to_json(dest / ANSWER_MODES, orient="records", indent=1)
     return dest
 
 
@@ -168,15 +171,17 @@ def relabel_run(folder: str | Path, dest: str | Path, variant: str) -> Run:
 NEGATIVES_SUMMARY = "negatives_popularity.json"  # an export's summary of its self-play negatives
 
 
+def _kept_or_computed(run: Run, name: str, compute) -> pd.DataFrame | None:
+    """An export's summary table ``name``, else ``compute()`` (None when it cannot)."""
+    path = run.folder / name
+    return pd.read_json(path, orient="records") if path.exists() else compute()
+
+
 def negatives_table(run: Run, ds=None) -> pd.DataFrame | None:
     """:func:`negatives_popularity` of a run: read from an export's summary, else computed from the
     run's negatives with dataset ``ds``; None when neither is there."""
-    path = run.folder / NEGATIVES_SUMMARY
-    if path.exists():
-        return pd.read_json(path, orient="records")
-    if ds is not None and any(run.folder.glob("negatives/it*.parquet")):
-        return negatives_popularity(run, ds)
-    return None
+    can = ds is not None and any(run.folder.glob("negatives/it*.parquet"))
+    return _kept_or_computed(run, NEGATIVES_SUMMARY, lambda: negatives_popularity(run, ds) if can else None)
 
 
 def last_iterations_mean(run: Run, n: int = 3) -> dict:
@@ -387,6 +392,77 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
                          "distinct": len(set(ids)) / len(ids), "catalogue_share": len(ids) / len(titles)})
     return pd.DataFrame(rows, columns=["iteration", "kind", "titles", "head_share", "top3_share", "distinct",
                                        "catalogue_share"])
+
+
+ANSWER_MODES = "answer_modes.json"  # an export's summary of its favourite answers, per evaluation
+
+
+def _iteration_of(label: str) -> int | None:
+    """0 for the SFT start's evaluation (``sft``), k for iteration k's (``itk``), else None."""
+    return 0 if label == "sft" else int(label[2:]) if label.startswith("it") and label[2:].isdigit() else None
+
+
+def answer_modes(run: Run, top: int = 5) -> pd.DataFrame:
+    """How concentrated a run's test answers are on a few favourite answers, evaluation by
+    evaluation (0: the SFT start, k: iteration k), and whether those favourites name a catalogue
+    title. An answer is the parsed title of a generation, as written (a wrong year makes another
+    answer); rows with no title parsed are no answer. One row per evaluation: ``top1_share`` (the
+    share of the test rows given the most frequent answer), ``top1_names_title`` (whether that
+    answer is a catalogue title), ``top_share`` (the ``top`` most frequent answers' share),
+    ``top_valid`` and ``rest_valid`` (the share of the rows naming a catalogue title among the rows
+    given one of those answers, and among the others; NaN when there are none),
+    ``previous_top1_share`` and ``earlier_top1_share`` (the share now given to the favourite of the
+    evaluation before, and of the one before that: does a favourite that self-play pushed down come
+    back?; NaN where there is none) and ``valid_ratio``. Numbers only: no title is kept."""
+    rows, before = [], []  # the favourites of the evaluations so far, the latest last
+    labels = sorted((i, label) for label in run.labels if (i := _iteration_of(label)) is not None)
+    for iteration, label in labels:
+        path = run.predictions_path(label)
+        if not path.exists():
+            continue
+        pred = pd.read_parquet(path, columns=["title", "valid"])
+        n = len(pred)
+        # most frequent first, ties in the titles' order (repeatable)
+        counts = pred["title"].dropna().value_counts().sort_index().sort_values(ascending=False, kind="stable")
+        favourites = list(counts.index[:top])
+        in_top = pred["title"].isin(favourites)
+        mean = lambda v: float(v.mean()) if len(v) else float("nan")  # noqa: E731
+        rows.append({
+            "iteration": iteration, "rows": n,
+            "top1_share": float(counts.iloc[0]) / n if len(counts) else 0.0,
+            "top1_names_title": bool(pred.loc[pred["title"] == favourites[0], "valid"].all()) if favourites else False,
+            "top_share": float(in_top.mean()), "top_valid": mean(pred.loc[in_top, "valid"]),
+            "rest_valid": mean(pred.loc[~in_top, "valid"]),
+            **{name: float((pred["title"] == before[-back]).mean()) if len(before) >= back else float("nan")
+               for back, name in ((1, "previous_top1_share"), (2, "earlier_top1_share"))},
+            "valid_ratio": float(pred["valid"].mean())})
+        before.append(favourites[0] if favourites else None)
+    return pd.DataFrame(rows, columns=["iteration", "rows", "top1_share", "top1_names_title", "top_share", "top_valid",
+                                       "rest_valid", "previous_top1_share", "earlier_top1_share", "valid_ratio"])
+
+
+def answer_modes_table(run: Run) -> pd.DataFrame | None:
+    """:func:`answer_modes` of a run: read from an export's summary, else computed from the run's
+    predictions; None when neither is there (an export made before 2026-12-05)."""
+    can = any(run.folder.glob("predictions/it*.parquet"))
+    return _kept_or_computed(run, ANSWER_MODES, lambda: answer_modes(run) if can else None)
+
+
+def favourite_answers(pairs: list) -> pd.DataFrame:
+    """Per iterating run of ``pairs`` ((spec, run); SPRec and its variants), the means over its
+    iterations 1..T of :func:`answer_modes`' ``top1_share``, ``previous_top1_share`` and
+    ``earlier_top1_share``: how much of the test answers the favourite holds, and how much the
+    favourites of one and two iterations before still get. A run with no summary is left out."""
+    rows = []
+    for spec, run in pairs:
+        table = answer_modes_table(run)
+        if table is None or not len(table) or not (table["iteration"] > 0).any():
+            continue
+        later = table[table["iteration"] > 0]
+        rows.append({"dataset": spec.dataset, "label": spec.label, "seed": spec.seed, "iterations": len(later),
+                     **{c: float(later[c].mean()) for c in ("top1_share", "previous_top1_share", "earlier_top1_share")}})
+    return pd.DataFrame(rows, columns=["dataset", "label", "seed", "iterations", "top1_share", "previous_top1_share",
+                                       "earlier_top1_share"])
 
 
 # -- compute spent, from the run logs ------------------------------------------------------------

@@ -3,12 +3,13 @@ verdicts and the paper's numbers: ``test_claims.py``)."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sprec_lib.config import run_config
 from sprec_lib.experiments import RunSpec
-from sprec_lib.results import (alternation, alternation_summary, step_changes, step_curves, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
+from sprec_lib.results import (ANSWER_MODES, alternation, answer_modes, answer_modes_table, favourite_answers, alternation_summary, step_changes, step_curves, finished_runs, relabel_run, format_mean_std, genre_gu, iteration_curves, last_iterations_mean,
                                negatives_popularity, paired_differences, run_rows, summary_table, sweep_rows, table_means)
 from sprec_lib.runs import Run, write_json
 
@@ -224,3 +225,38 @@ def test_relabel_moves_a_run_under_its_new_variant(tmp_path):
     write_json({k: v for k, v in doc.items() if k != "spec"}, moved.folder / "config.json")
     old = relabel_run(moved.folder, tmp_path / "inv" / "sprec-T3-seed0", "T3")
     assert old.variant == "T3" and old.label == "sprec-T3" and old.cfg == run.cfg
+
+
+def test_answer_modes_by_hand(tmp_path):
+    """Three evaluations of 4 rows each; favourites, shares and the comeback counted by hand."""
+    run = Run(tmp_path / "sprec-seed0", run_config("tiny", dataset="/x/syn", method="sprec"))
+    (run.folder / "predictions").mkdir()
+    answers = {
+        "sft": [("A", True), ("A", True), ("B", True), (None, False)],  # favourite A, a title
+        "it1": [("C (1999)", False), ("C (1999)", False), ("C (1999)", False), ("B", True)],  # A gone; C not a title
+        "it2": [("A", True), ("B", True), ("B", True), ("C (1999)", False)],  # B beats A; A (two back) returns
+    }
+    for label, rows in answers.items():
+        write_json({"stage": label, "rows": 4, "valid_ratio": 0.0}, run.metrics_path(label))
+        pd.DataFrame({"title": [t for t, _ in rows], "valid": [v for _, v in rows]}).to_parquet(run.predictions_path(label))
+    modes = answer_modes(run, top=1).set_index("iteration")
+    assert modes["top1_share"].tolist() == [0.5, 0.75, 0.5]
+    assert modes["top1_names_title"].tolist() == [True, False, True]
+    assert modes["valid_ratio"].tolist() == [0.75, 0.25, 0.75]
+    # top = 1: the favourite's rows against the rest (it1: the one "B" row is the rest, a title)
+    assert modes.loc[1, "top_valid"] == 0.0 and modes.loc[1, "rest_valid"] == 1.0
+    assert modes.loc[2, "top_valid"] == 1.0 and modes.loc[2, "rest_valid"] == pytest.approx(0.5)
+    assert np.isnan(modes.loc[0, "previous_top1_share"]) and np.isnan(modes.loc[1, "earlier_top1_share"])
+    assert modes.loc[1, "previous_top1_share"] == 0.0  # A, the SFT favourite, given to no row
+    assert modes.loc[2, "previous_top1_share"] == 0.25 and modes.loc[2, "earlier_top1_share"] == 0.25  # C once, A once
+    # top = 2 at sft: A and B hold 3 of 4 rows, all titles; the rest is the unparsed row
+    wide = answer_modes(run, top=2).set_index("iteration")
+    assert wide.loc[0, "top_share"] == 0.75 and wide.loc[0, "top_valid"] == 1.0 and wide.loc[0, "rest_valid"] == 0.0
+    # the export keeps the table; read back without the predictions, then averaged over iterations 1..2
+    answer_modes(run).to_json(run.folder / ANSWER_MODES, orient="records", indent=1)
+    for path in (run.folder / "predictions").glob("*.parquet"):
+        path.unlink()
+    assert answer_modes(run).empty and answer_modes_table(run)["top1_share"].tolist() == [0.5, 0.75, 0.5]
+    means = favourite_answers([(RunSpec("/x/syn", "sprec"), run)]).iloc[0]
+    assert means["iterations"] == 2 and means["top1_share"] == pytest.approx(0.625)
+    assert means["previous_top1_share"] == pytest.approx(0.125) and means["earlier_top1_share"] == pytest.approx(0.25)
