@@ -139,10 +139,12 @@ if sprec_runs:
 
 # %% tags=["hide-input"]
 favourites = results.favourite_answers([(spec, run) for spec, run in pairs if spec.method == "sprec"])
+favourites = favourites.sort_values(["label", "seed"], key=lambda c: c.map(order.index) if c.name == "label" else c)
 if len(favourites):
     book.record("favourite_shares", {label: {c: round(float(part[c].mean()), 4) for c in
                                              ("top1_share", "previous_top1_share", "earlier_top1_share")}
                                      for label, part in favourites.groupby("label", sort=False)})
+    fig = plots.plot_favourite_answers(favourites, title=f"{favourites['dataset'].iloc[0]}: the favourite answer")
     display(plots.html_table(favourites.round(3), caption="the favourite answer's share of the test rows, and the "
                              "shares of the favourites of one and two iterations before (means over iterations 1..T)"))
 else:

@@ -57,6 +57,7 @@ __all__ = [
     "plot_genre_gu",
     "plot_sweep",
     "plot_negatives_popularity",
+    "plot_favourite_answers",
 ]
 
 SFT_STYLE = dict(color="black", linestyle="--", linewidth=1.6)
@@ -378,6 +379,33 @@ def plot_negatives_popularity(table: pd.DataFrame, head: float = 0.1, title: str
     ax.set_ylim(0, 100)
     ax.set_title(title or "How popular SPRec's negatives are")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+FAVOURITE_SHARES = {"top1_share": "its favourite", "previous_top1_share": "the favourite one iteration before",
+                    "earlier_top1_share": "the favourite two iterations before"}
+
+
+def plot_favourite_answers(favourites: pd.DataFrame, title: str = "") -> Figure:
+    """Per method, the share of the test rows given to its favourite answer, and to the favourites
+    of one and two iterations before (``favourites``: :func:`sprec_lib.results.favourite_answers`);
+    bars the mean over seeds, dots the seeds."""
+    labels = list(dict.fromkeys(favourites["label"]))
+    width = 0.8 / len(FAVOURITE_SHARES)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(labels), 3.8))
+    for j, (column, name) in enumerate(FAVOURITE_SHARES.items()):
+        at = [i + (j - 1) * width for i in range(len(labels))]
+        means = [100 * favourites.loc[favourites["label"] == label, column].mean() for label in labels]
+        ax.bar(at, means, width, label=name)
+        for x, label in zip(at, labels):
+            seeds = favourites.loc[favourites["label"] == label, column]
+            ax.plot([x] * len(seeds), 100 * seeds, "k.", markersize=4)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("test rows given it (%, mean over iterations 1..T)")
+    ax.set_title(title or "The favourite answer, and the favourites before it")
+    ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -129,3 +129,16 @@ def test_negatives_popularity_plot():
     lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
     assert list(lines["self-play negatives"].get_ydata()) == pytest.approx([80.0, 60.0])  # mean over seeds, in %
     assert list(lines["a uniform draw over the catalogue"].get_ydata()) == pytest.approx([10.0, 10.0])
+
+
+def test_favourite_answers_plot():
+    import pandas as pd
+
+    favourites = pd.DataFrame({"label": ["sprec", "sprec", "sprec-rn"], "seed": [0, 1, 0],
+                               "top1_share": [0.2, 0.4, 0.25], "previous_top1_share": [0.0, 0.02, 0.25],
+                               "earlier_top1_share": [0.1, 0.3, 0.2]})
+    fig = plots.plot_favourite_answers(favourites)
+    bars = fig.axes[0].patches  # three groups of bars, one bar per method in each
+    heights = [b.get_height() for b in bars]
+    assert heights == pytest.approx([30.0, 25.0, 1.0, 25.0, 20.0, 20.0])  # means over seeds, in %
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["sprec", "sprec-rn"]
