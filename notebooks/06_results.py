@@ -230,6 +230,17 @@ ablation_ids = [c.id for c in claims.ABLATION_CLAIMS.values()]
 display(plots.html_table(checks[checks["id"].isin(ablation_ids)][PART_COLUMNS]))
 
 # %% [markdown]
+# Each variant is paired with SPRec of its seed, and the two should have begun from the same SFT
+# model. `same model: no` marks a variant whose SFT start is not SPRec's (the stage was made again
+# by newer code from the same config): its difference against SPRec mixes in the gap between the
+# two SFT models (`claims.starts` with `reference="sprec"`).
+
+# %% tags=["hide-input"]
+ablation_starts = claims.starts(evidence.ablations, reference="sprec") if len(evidence.ablations) else pd.DataFrame()
+book.record("ablation_starts_differ", int((ablation_starts["same model"] == "no").sum()) if len(ablation_starts) else 0)
+display(plots.html_table(ablation_starts) if len(ablation_starts) else Markdown("No ablation run has an SFT start of its own."))
+
+# %% [markdown]
 # ## §5.4: the negative-sample sweeps, as trends
 #
 # Claims (f) and (g) on the sweeps (notebook 05): the least-squares slope of each

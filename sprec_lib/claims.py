@@ -850,17 +850,23 @@ def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseR
                          "run": a.get("run"), "base_run": base_run, "paired": paired}).dropna(subset=["value", "base"])
 
 
-def starts(rows: pd.DataFrame, base: str = "sft", metrics=("HR@5", "DivRatio@1", "ORRatio@1")) -> pd.DataFrame:
+def starts(rows: pd.DataFrame, base: str = "sft", metrics=("HR@5", "DivRatio@1", "ORRatio@1"),
+           reference: str | None = None) -> pd.DataFrame:
     """Which ``base`` model each run of ``rows`` (:func:`sprec_lib.results.run_rows`) started from:
     per run that has a ``base`` evaluation of its own, that evaluation's ``metrics`` and whether it
     is the ``base`` run of the same seed (``same model``: equal metrics). The runs that read
-    ``no`` are the ones :func:`_pairs` meets with their own start rather than the ``base`` run."""
+    ``no`` are the ones :func:`_pairs` meets with their own start rather than the ``base`` run.
+
+    ``reference``: compare with the start of the ``reference`` run of the same seed instead (its
+    own ``base`` evaluation). For the ablations (``reference="sprec"``): a variant whose start is
+    not SPRec's meets SPRec anyway, so its difference mixes in the gap between two SFT models."""
     from .evaluation import flat_metrics
 
     out = []
+    against = reference or base
     for dataset, profile, group in _groups(rows):
-        b = group[group["label"] == base].drop_duplicates("seed").set_index("seed")
-        for r in group[group["label"] != base].itertuples():
+        b = group[group["label"] == against].drop_duplicates("seed").set_index("seed")
+        for r in group[~group["label"].isin({base, against})].itertuples():
             start = _start(getattr(r, "run", None), base)
             if start is None:
                 continue

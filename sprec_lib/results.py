@@ -184,11 +184,16 @@ def negatives_table(run: Run, ds=None) -> pd.DataFrame | None:
     return _kept_or_computed(run, NEGATIVES_SUMMARY, lambda: negatives_popularity(run, ds) if can else None)
 
 
+def _iteration_of(label: str) -> int | None:
+    """0 for the SFT start's evaluation (``sft``), k for iteration k's (``itk``), else None."""
+    return 0 if label == "sft" else int(label[2:]) if label.startswith("it") and label[2:].isdigit() else None
+
+
 def last_iterations_mean(run: Run, n: int = 3) -> dict:
     """SPRec's metrics averaged over its last ``n`` iterations (the points of the paper's Figs. 5
     and 6), in the nested form of a metrics file."""
     metrics = run.metrics()
-    labels = sorted((k for k in metrics if k.startswith("it") and k[2:].isdigit()), key=lambda k: int(k[2:]))
+    labels = sorted((k for k in metrics if (_iteration_of(k) or 0) > 0), key=_iteration_of)
     if len(labels) < n:
         raise ValueError(f"{run.folder}: {len(labels)} iterations evaluated, {n} needed")
     chosen = [metrics[k] for k in labels[-n:]]
@@ -230,8 +235,8 @@ def iteration_curves(run: Run) -> pd.DataFrame:
     metrics = run.metrics()
     rows = []
     for label, m in metrics.items():
-        if label == "sft" or (label.startswith("it") and label[2:].isdigit()):
-            rows.append({"iteration": 0 if label == "sft" else int(label[2:]), **flat_metrics(m)})
+        if (iteration := _iteration_of(label)) is not None:
+            rows.append({"iteration": iteration, **flat_metrics(m)})
     return pd.DataFrame(rows).sort_values("iteration").reset_index(drop=True)
 
 
@@ -395,11 +400,6 @@ def negatives_popularity(run: Run, ds, head: float = 0.1) -> pd.DataFrame:
 
 
 ANSWER_MODES = "answer_modes.json"  # an export's summary of its favourite answers, per evaluation
-
-
-def _iteration_of(label: str) -> int | None:
-    """0 for the SFT start's evaluation (``sft``), k for iteration k's (``itk``), else None."""
-    return 0 if label == "sft" else int(label[2:]) if label.startswith("it") and label[2:].isdigit() else None
 
 
 def answer_modes(run: Run, top: int = 5) -> pd.DataFrame:

@@ -617,6 +617,13 @@ def test_a_method_meets_the_sft_model_it_started_from(tmp_path, monkeypatch):
     table = claims.starts(rows)
     assert list(table["method"]) == ["dmpo", "sdpo"] and list(table["same model"]) == ["no", "yes"]
     assert list(table["sft ORRatio@1"]) == [0.67, 0.60]
+    # Against another method's start: sdpo began from the sft run's model, dmpo did not; so beside
+    # dmpo, sdpo's start is another model, and dmpo (the reference) is not listed.
+    beside = claims.starts(rows, reference="dmpo")
+    assert list(beside["method"]) == ["sdpo"] and list(beside["same model"]) == ["no"]
+    sdpo.record_metrics("sft", dmpo.metrics_of("sft"))  # now the same start as dmpo's
+    beside = claims.starts(run_rows([Run(r.folder) for r in (sft, dmpo, sdpo)]), reference="dmpo")
+    assert list(beside["same model"]) == ["yes"] and list(beside["sft ORRatio@1"]) == [0.67]
 
 
 def test_cli_results_prints_tables_and_verdicts(tmp_path, capsys):
