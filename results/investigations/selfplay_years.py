@@ -36,7 +36,7 @@ from sprec_lib.data.sprec_format import read_sprec_folder
 from sprec_lib.pipeline import training_rows
 from sprec_lib.prompts import completion, prompt
 from sprec_lib.runs import Run
-from sprec_lib.selfplay import sample_rows
+from sprec_lib.selfplay import positive_title, sample_rows
 from year_slips import YEAR, score  # this folder's script: a completion's name/year/rest parts
 
 KINDS = ("right_year", "wrong_year")
@@ -46,8 +46,15 @@ def iteration_rows(run: Run, ds, it: int, rows: int) -> list[dict]:
     """Iteration ``it``'s first ``rows`` preference rows of each kind (right-year, wrong-year negative)."""
     cfg = run.cfg
     pool = training_rows(ds, cfg)
+    # the draw of sprec_lib.methods.sprec.run; checked against the positives saved beside the negatives
     drawn = sample_rows(pool, cfg.sprec.train_rows, np.random.default_rng([cfg.seed, 100 + it]))
     negs = run.load_negatives(f"it{it}")
+    rebuilt = [positive_title(s, ds) for s in drawn]
+    if rebuilt != list(negs["positive"]):
+        bad = next(i for i, (a, b) in enumerate(zip(rebuilt, negs["positive"])) if a != b) if len(rebuilt) == len(negs) else None
+        raise ValueError(f"{run.negatives_path(f'it{it}')}: the rows rebuilt here are not the run's "
+                         f"({len(rebuilt)} rebuilt, {len(negs)} saved; first differing row: {bad}); "
+                         "the method's row draw changed since this script was written")
     by_name = defaultdict(list)
     for t in ds.catalogue.titles:
         by_name[YEAR.sub("", t)].append(t)
