@@ -35,7 +35,9 @@
 # metric against the setting, times the sweep's range, must be clear of the noise in the claimed
 # direction (with one seed: beyond the band of two single evaluations; with three or more: the
 # same sign in every seed, a mean beyond the seeds' spread, and beyond the band of the test rows,
-# which the seeds share), else the verdict is "inconclusive".
+# which the seeds share), else the verdict is "inconclusive". A seed whose sweep points began from
+# different SFT models (a shared stage made again on another machine) is fitted on each point's
+# change from its own start, and its check reads `paired: own start`.
 
 # %% tags=["parameters"]
 data_dir: str = "data/ml-1m"  # paper-format folder, relative to the repo root

@@ -223,7 +223,8 @@ display(plots.html_table(started) if len(started) else Markdown("No run has an S
 # %% [markdown]
 # ## Table 2: the ablations, against SPRec
 #
-# Claims (c), (d) and (e) on every dataset: each variant against SPRec on the same seed.
+# Claims (c), (d) and (e) on every dataset: each variant against SPRec on the same seed
+# (`paired: own start` where some seed's two runs began from different SFT models; next section).
 
 # %% tags=["hide-input"]
 ablation_ids = [c.id for c in claims.ABLATION_CLAIMS.values()]
@@ -231,9 +232,13 @@ display(plots.html_table(checks[checks["id"].isin(ablation_ids)][PART_COLUMNS]))
 
 # %% [markdown]
 # Each variant is paired with SPRec of its seed, and the two should have begun from the same SFT
-# model. `same model: no` marks a variant whose SFT start is not SPRec's (the stage was made again
-# by newer code from the same config): its difference against SPRec mixes in the gap between the
-# two SFT models (`claims.starts` with `reference="sprec"`).
+# model, as in the paper. `same model: no` marks a variant whose SFT start is not SPRec's (the
+# stage was made again, by newer code or on another machine, from the same config; `claims.starts`
+# with `reference="sprec"`). A plain difference of final values would mix in the gap between the
+# two SFT models, so those seeds are paired by the change from each run's own start: the
+# variant's final value minus its start plus SPRec's start, against SPRec (`claims.Moved`, in
+# `claims._pairs`). Their per-row bootstrap resamples all four evaluations on the same rows, and
+# the training noise added to a one-seed interval counts four trained models instead of two.
 
 # %% tags=["hide-input"]
 ablation_starts = claims.starts(evidence.ablations, reference="sprec") if len(evidence.ablations) else pd.DataFrame()

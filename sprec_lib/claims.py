@@ -354,6 +354,9 @@ def _statistic(metric: str, data: Mapping) -> Callable[[np.ndarray], np.ndarray]
     definitions (weights of 1 give its value)."""
     from .metrics import ranking_metrics
 
+    if isinstance(data, Signed):
+        parts = [(sign, _statistic(metric, d)) for sign, d in data.terms]
+        return lambda w: sum(sign * f(w) for sign, f in parts)
     name, k = _split(metric)
     targets, topk = list(data["target"]), [list(r)[:k] for r in data["topk"]]
     n = len(targets)
@@ -465,6 +468,7 @@ def has_row_statistic(metric: str, *data: Mapping | None) -> bool:
     name = _split(metric)[0]
     if any(d is None for d in data):
         return False
+    data = [t for d in data for t in _flat(d)]
     return name in BOOTSTRAP_METRICS or (name in GENRE_METRICS and all(_genre_context(d) is not None for d in data))
 
 
@@ -512,12 +516,12 @@ def mean_paired_bootstrap(metric: str, pairs: Iterable[tuple[Mapping, Mapping]],
     not the rows' sampling noise; this interval is the latter, for the seeds rule
     (:func:`_evidence`). With one pair it is :func:`paired_bootstrap`'s interval."""
     pairs = list(pairs)
-    n = len(pairs[0][0]["target"])
+    n = len(_flat(pairs[0][0])[0]["target"])
     # An export knows a row's target only where the run hit it (-1 elsewhere): rows agree when both
     # runs know the target and it is the same, or when one of them does not know it.
     known = (-1, None)
     target = [None] * n  # each row's target, where some run knows it
-    for run in (run for pair in pairs for run in pair):
+    for run in (run for pair in pairs for side in pair for run in _flat(side)):
         if len(run["target"]) != n:
             raise ValueError(f"{metric}: the runs were not evaluated on the same test rows ({len(run['target'])} rows, not {n})")
         for i, t in enumerate(run["target"]):
@@ -735,23 +739,26 @@ def _rows_interval(metric: str, pairs: pd.DataFrame, data: Callable, rule: Noise
     None): :func:`mean_paired_bootstrap` when every seed's two runs have per-row data, else the
     single-evaluation bound (:func:`difference_band`) at the means. Not widened by
     ``rule.run_std``: the seeds' spread is the training noise here."""
-    data_pairs = [(data(p.run), data(p.base_run)) for p in pairs.itertuples()]
+    data_pairs = [(_side(data, p.run), _side(data, p.base_run)) for p in pairs.itertuples()]
     if all(has_row_statistic(metric, a, b) for a, b in data_pairs):
         low, high = mean_paired_bootstrap(metric, data_pairs, rule)
         return low, high, "bootstrap"
     diff, value, base = float((pairs["value"] - pairs["base"]).mean()), float(pairs["value"].mean()), float(pairs["base"].mean())
     band = difference_band(metric, value, base, int(pairs["rows"].min()), replace(rule, run_std={}))
+    band *= math.sqrt(2) if any(isinstance(r, Moved) for r in pairs["run"]) else 1.0  # two more evaluations' noise
     return diff - band, diff + band, "bound"
 
 
-def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b, rule: NoiseRule):
+def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b, rule: NoiseRule,
+              models: int = 2):
     """One seed's interval of ``value − base``: the paired bootstrap if both runs' per-row data are
-    there, else the bound; widened by the training noise ``rule.run_std``."""
+    there, else the bound; widened by the training noise ``rule.run_std`` of ``models`` trained
+    models (2; 4 for a :class:`Moved` value, whose two starts are trained models too)."""
     if has_row_statistic(metric, data_a, data_b):
         low, high = paired_bootstrap(metric, data_a, data_b, rule)
-        widen = rule.z * math.sqrt(2) * rule.run_std.get(metric, 0.0)
+        widen = rule.z * math.sqrt(models) * rule.run_std.get(metric, 0.0)
         return low - widen, high + widen, "bootstrap"
-    band = difference_band(metric, value, base, rows, rule)
+    band = difference_band(metric, value, base, rows, rule) * math.sqrt(models / 2)
     return value - base - band, value - base + band, "bound"
 
 
@@ -763,9 +770,43 @@ def _pairs_evidence(metric: str, pairs: pd.DataFrame, data: Callable, rule: Nois
     diffs = pairs["value"] - pairs["base"]
     if len(pairs) >= rule.min_seeds:
         return _evidence(diffs, [], rule, _rows_interval(metric, pairs, data, rule))
-    intervals = [_interval(metric, p.value, p.base, int(p.rows), data(p.run), data(p.base_run), rule)
+    intervals = [_interval(metric, p.value, p.base, int(p.rows), _side(data, p.run), _side(data, p.base_run), rule,
+                           models=4 if isinstance(p.run, Moved) else 2)
                  for p in pairs.itertuples()]
     return _evidence(diffs, intervals, rule)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A run's final evaluation moved onto another start: ``run`` − ``own_start`` + ``other_start``
+    (each a run folder, or ``(folder, label)``: an evaluation with per-row data). The value an
+    ablation would have had from SPRec's SFT model, to first order, when it began from another one
+    (:func:`_pairs`); its difference with SPRec is then the difference of their changes from their
+    own starts."""
+    run: object
+    own_start: object
+    other_start: object
+
+
+@dataclass(frozen=True)
+class Signed:
+    """Per-row data of several evaluations of the same test rows, summed with signs: a metric of it
+    is ``sum(sign x metric(data))`` (:func:`_statistic`)."""
+    terms: tuple  # ((sign, per-row data), ...)
+
+
+def _side(data: Callable, key):
+    """The per-row data of one side of a pair: ``data(key)``, or for a :class:`Moved` key the
+    :class:`Signed` sum of its three evaluations (None if any of them has none)."""
+    if not isinstance(key, Moved):
+        return data(key)
+    terms = [(1, data(key.run)), (-1, data(key.own_start)), (1, data(key.other_start))]
+    return None if any(d is None for _, d in terms) else Signed(tuple(terms))
+
+
+def _flat(d):
+    """The per-row data inside ``d`` (itself, or a :class:`Signed` sum's terms)."""
+    return [t for _, t in d.terms] if isinstance(d, Signed) else [d]
 
 
 def _cached(row_data: Callable) -> Callable:
@@ -824,12 +865,22 @@ def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseR
     effect with the difference between two SFT models. ``base_run`` is then ``(folder, base)``, whose
     per-row data an export keeps as ``rows/<base>.json``; where the start is the ``base`` run's own
     model (equal metrics), that run stands in, with its row data. ``pairing="seed"``: the ``base``
-    run of the same seed, always."""
+    run of the same seed, always.
+
+    Where ``base`` is a method that itself begins from :data:`START` (the ablations against
+    ``sprec``) and the two runs of a seed began from different SFT models (a stage cache made again
+    on another machine: 12 of the first 24 ablation runs), ``"own start"`` compares their changes
+    from their own starts: the run's ``value`` is moved onto the base run's start
+    (:class:`Moved`: final − own start + the base run's start), so that ``value − base`` is
+    (ablation − its start) − (SPRec − its start). Where the starts are the same model this is the
+    plain seed pairing. The paper compares the final values, all from one SFT model."""
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {PAIRINGS}, not {pairing!r}")
     if metric not in group:
         return pd.DataFrame()
     a, b = (group[group["label"] == x].drop_duplicates("seed").set_index("seed") for x in (label, base))
+    value = a[metric].astype(float).copy()
+    run = (a["run"] if "run" in a else pd.Series(None, index=a.index)).astype(object).copy()
     base_value = b[metric].reindex(a.index)
     base_run = (b["run"].reindex(a.index) if "run" in b else pd.Series(None, index=a.index)).astype(object)
     paired = pd.Series("seed", index=a.index)
@@ -838,16 +889,43 @@ def _pairs(group: pd.DataFrame, label: str, base: str, metric: str, rule: NoiseR
 
         for seed, folder in a["run"].items():
             start = _start(folder, base)
-            value = flat_metrics(start).get(metric) if start is not None else None
-            if value is None:
-                continue
-            same = seed in b.index and _start_equals(b.at[seed, "run"], base, start)
-            if not same:
-                base_value.at[seed], base_run.at[seed] = value, (folder, base)
-                paired.at[seed] = "own start"
-    return pd.DataFrame({"value": a[metric], "base": base_value,
+            start_value = flat_metrics(start).get(metric) if start is not None else None
+            if start_value is not None:
+                same = seed in b.index and _start_equals(b.at[seed, "run"], base, start)
+                if not same:
+                    base_value.at[seed], base_run.at[seed] = start_value, (folder, base)
+                    paired.at[seed] = "own start"
+            elif base != START and seed in b.index:
+                moved = _moved(folder, b.at[seed, "run"], metric)
+                if moved is not None:
+                    value.at[seed], run.at[seed] = moved
+                    paired.at[seed] = "own start"
+    return pd.DataFrame({"value": value, "base": base_value,
                          "rows": a["rows"].fillna(rule.default_rows) if "rows" in a else rule.default_rows,
-                         "run": a.get("run"), "base_run": base_run, "paired": paired}).dropna(subset=["value", "base"])
+                         "run": run, "base_run": base_run, "paired": paired}).dropna(subset=["value", "base"])
+
+
+START = "sft"  # the evaluation every LLM method's run begins from (iteration 0 of SPRec)
+
+
+def _moved(folder, base_folder, metric: str) -> tuple[float, Moved] | None:
+    """The run at ``folder``'s ``metric`` moved onto the start of the run at ``base_folder``
+    (:class:`Moved`), when both runs have a :data:`START` evaluation and those differ; else None."""
+    from .evaluation import flat_metrics
+    from .runs import open_run
+
+    if not isinstance(folder, (str, Path)) or not isinstance(base_folder, (str, Path)):
+        return None
+    own, other = _start(folder, START), _start(base_folder, START)
+    if own is None or other is None or own == other:
+        return None
+    final = open_run(folder)
+    if final.final_label == START:
+        return None
+    values = [flat_metrics(m).get(metric) for m in (final.metrics_of(final.final_label), own, other)]
+    if any(v is None for v in values):
+        return None
+    return values[0] - values[1] + values[2], Moved(folder, (folder, START), (base_folder, START))
 
 
 def starts(rows: pd.DataFrame, base: str = "sft", metrics=("HR@5", "DivRatio@1", "ORRatio@1"),
@@ -947,7 +1025,12 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
     whose per-row data are not kept. With
     fewer, a seed's change counts only when it exceeds the noise of a difference between two single
     evaluations at the sweep's mean level (:func:`difference_band`, the same value at both ends): a
-    trend fitted on one seed has no spread of its own to weigh it against."""
+    trend fitted on one seed has no spread of its own to weigh it against.
+
+    A seed whose points began from different SFT models (a shared stage made again, on another
+    machine: :func:`_sweep_starts`) is fitted on each point's change from its own start instead,
+    and reads ``paired: own start``; where the starts are one model, subtracting it would not
+    change the slope, and the values are fitted as they are."""
     claims = [c for c in _as_claims(claims if claims is not None else SWEEP_CLAIMS) if c.setting == setting]
     values = list(values)
     span = float(max(values) - min(values)) if values else 0.0
@@ -964,9 +1047,13 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
                        difference=math.nan, spread=math.nan, seeds=len(complete), low=math.nan, high=math.nan,
                        rule="", outcome=MISSING, collapsed=False, quorum=claim.quorum, paired="")
             if complete and all(part.metric in p for p in complete):
-                changes, intervals, levels, sizes = [], [], [], []
+                changes, intervals, levels, sizes, own = [], [], [], [], False
                 for p in complete:
-                    change = span * float(np.polyfit(p[setting].astype(float), p[part.metric].astype(float), 1)[0])
+                    y = p[part.metric].astype(float)
+                    starts = _sweep_starts(p, part.metric)
+                    if starts is not None:
+                        y, own = y - starts, True
+                    change = span * float(np.polyfit(p[setting].astype(float), y, 1)[0])
                     level = float(p[part.metric].mean())
                     n = int(p["rows"].min()) if "rows" in p else rule.default_rows
                     band = difference_band(part.metric, level, level, n, rule)
@@ -981,9 +1068,24 @@ def check_trends(rows: pd.DataFrame, setting: str, values, claims=None, rule: No
                     rows_interval = (mean - band, mean + band, "bound")
                 ev = _evidence(pd.Series(changes), intervals, rule, rows_interval)
                 row.update({k: v for k, v in ev.items() if k != "evidence"},
-                           outcome=_outcome(part.direction, ev["evidence"]))
+                           outcome=_outcome(part.direction, ev["evidence"]), paired="own start" if own else "")
             out.append(row)
     return pd.DataFrame(out, columns=CHECK_COLUMNS)
+
+
+def _sweep_starts(points: pd.DataFrame, metric: str) -> pd.Series | None:
+    """The ``metric`` of the :data:`START` evaluation inside each run of one seed's sweep
+    ``points`` (index-aligned), when every run has one and they are not all the same model; else
+    None (one start for all, or some run without its start's evaluation)."""
+    from .evaluation import flat_metrics
+
+    if "run" not in points:
+        return None
+    starts = [_start(folder, START) for folder in points["run"]]
+    if any(s is None for s in starts) or all(s == starts[0] for s in starts):
+        return None
+    values = [flat_metrics(s).get(metric) for s in starts]
+    return None if any(v is None for v in values) else pd.Series(values, index=points.index, dtype=float)
 
 
 def _verdict(parts: pd.DataFrame, quorum: float | None = None) -> str:

@@ -961,3 +961,82 @@ def test_setups_beside_by_hand():
     assert table.loc["DPO learning rate"].tolist() == ["2e-05", "5e-06", "2e-05", "tiny"]
     assert table.loc["DPO beta"].tolist() == ["0.1", "0.1", "0.1", ""]
     assert table.loc["S-DPO beta", "small"] == "1" and table.loc["SPRec's DPO step beta", "small"] == "0.1"
+
+
+def test_an_ablation_meets_sprec_by_the_change_from_its_own_start(tmp_path):
+    """An ablation that began from another SFT model than SPRec of its seed is moved onto SPRec's
+    start (final − own start + SPRec's start), so that its difference with SPRec is the difference
+    of their changes; with the same start it is the plain seed pairing. Worked by hand, and the
+    per-row bootstrap of the moved value is the signed sum of the three evaluations' statistics."""
+    from sprec_lib.results import run_rows
+
+    def m(or1, hr5=0.01):
+        return {"@1": {"HR": 0.0, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01},
+                "@5": {"HR": hr5, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01}}
+
+    sprec = fake_run(tmp_path, "sprec", 0, m(0.40), final="it5")
+    sprec.record_metrics("sft", {"valid_ratio": 1.0, "rows": 1000, "stage": "sft", **m(0.60)})
+    rn = fake_run(tmp_path, "sprec-rn", 0, m(0.55), final="it5")
+    rn.record_metrics("sft", {"valid_ratio": 1.0, "rows": 1000, "stage": "sft", **m(0.70)})  # another SFT model
+    nodpo = fake_run(tmp_path, "sprec-nodpo", 0, m(0.58), final="it5")
+    nodpo.record_metrics("sft", sprec.metrics_of("sft"))  # SPRec's own start
+    rows = run_rows([Run(r.folder) for r in (sprec, rn, nodpo)])
+    own = claims._pairs(rows, "sprec-rn", "sprec", "ORRatio@1", claims.RULE)
+    assert math.isclose(own.loc[0, "value"], 0.55 - 0.70 + 0.60) and own.loc[0, "base"] == 0.40
+    assert own.loc[0, "paired"] == "own start"
+    assert own.loc[0, "run"] == claims.Moved(str(rn.folder), (str(rn.folder), "sft"), (str(sprec.folder), "sft"))
+    by_seed = claims._pairs(rows, "sprec-rn", "sprec", "ORRatio@1", claims.RULE, "seed")
+    assert by_seed.loc[0, "value"] == 0.55 and by_seed.loc[0, "paired"] == "seed"
+    same = claims._pairs(rows, "sprec-nodpo", "sprec", "ORRatio@1", claims.RULE)
+    assert same.loc[0, "value"] == 0.58 and same.loc[0, "paired"] == "seed"
+    checks = check_claims(rows.assign(dataset="MovieLens"), ABLATION_CLAIMS.values(), row_data=lambda *a: None)
+    e = checks[(checks["method"] == "sprec-rn") & (checks["metric"] == "ORRatio@1")].iloc[0]
+    assert math.isclose(e["difference"], (0.55 - 0.70) - (0.40 - 0.60)) and e["paired"] == "own start"
+    # Its bound is wider than a seed pairing's (the two starts' noise): sqrt(2) x, by hand.
+    band = claims.difference_band("ORRatio@1", 0.45, 0.40, 1000)
+    assert math.isclose(e["high"] - e["low"], 2 * band * math.sqrt(2))
+
+    # Per-row data: four test rows, top-1 lists; ORRatio@1 = the share of the valid rows' top-1
+    # slots taken by the 3 most frequent items (k = 1 here).
+    def rows_of(items):
+        return {"target": [None if i is None else 99 for i in items], "topk": [[i] for i in items],
+                "eval": {"dataset": "ml-1m", "split": "test", "rows": 4}}
+
+    data = {str(rn.folder): rows_of([1, 1, 2, 3]), (str(rn.folder), "sft"): rows_of([1, 1, 1, 1]),
+            (str(sprec.folder), "sft"): rows_of([1, 2, 3, 4]), str(sprec.folder): rows_of([5, 6, 7, 8])}
+    side = claims._side(data.get, own.loc[0, "run"])
+    assert isinstance(side, claims.Signed) and claims.has_row_statistic("DivRatio@1", side)
+    # DivRatio@1: distinct top-1 items / valid slots: 3/4 − 1/4 + 4/4 = 1.5
+    assert math.isclose(claims._statistic("DivRatio@1", side)(np.ones((1, 4)))[0], 3 / 4 - 1 / 4 + 1)
+    low, high = claims.paired_bootstrap("DivRatio@1", side, data[str(sprec.folder)])
+    assert low <= 1.5 - 1.0 <= high  # the observed difference: 1.5 − 4/4
+    assert claims._side(lambda key: None, own.loc[0, "run"]) is None
+
+
+def test_a_sweep_whose_points_began_from_different_sft_models_is_fitted_on_their_changes(tmp_path):
+    """Two points of one seed's sweep, from two SFT models: the slope is fitted on each point's
+    change from its own start (by hand: (0.40 − 0.40) − (0.50 − 0.60) = +0.10 over the sweep,
+    where the raw values fall by 0.10); with one start for both, on the values as they are."""
+    from sprec_lib.results import run_rows
+
+    def m(or1):
+        return {"@1": {"HR": 0.0, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01},
+                "@5": {"HR": 0.01, "NDCG": 0.0, "DivRatio": 0.05, "ORRatio": or1, "MGU": 0.01}}
+
+    def point(label, value, start):
+        run = fake_run(tmp_path, label, 0, m(value), final="it5")
+        run.record_metrics("sft", {"valid_ratio": 1.0, "rows": 1000, "stage": "sft", **m(start)})
+        return run
+
+    def sweep(*runs):
+        rows = run_rows([Run(r.folder) for r in runs]).assign(dataset="MovieLens")
+        return rows.assign(random_ratio=[0.0, 1.0])
+
+    f = [c for c in SWEEP_CLAIMS.values() if c.id == "f"]
+    part = lambda checks: checks[checks["metric"] == "ORRatio@1"].iloc[0]  # noqa: E731
+    moved = part(claims.check_trends(sweep(point("sprec-a", 0.50, 0.60), point("sprec-b", 0.40, 0.40)),
+                                     "random_ratio", [0.0, 1.0], f))
+    assert math.isclose(moved["difference"], 0.10) and moved["paired"] == "own start"
+    plain = part(claims.check_trends(sweep(point("sprec-c", 0.50, 0.60), point("sprec-d", 0.40, 0.60)),
+                                     "random_ratio", [0.0, 1.0], f))
+    assert math.isclose(plain["difference"], -0.10) and plain["paired"] == ""
