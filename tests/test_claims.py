@@ -1008,8 +1008,14 @@ def test_an_ablation_meets_sprec_by_the_change_from_its_own_start(tmp_path):
     assert isinstance(side, claims.Signed) and claims.has_row_statistic("DivRatio@1", side)
     # DivRatio@1: distinct top-1 items / valid slots: 3/4 − 1/4 + 4/4 = 1.5
     assert math.isclose(claims._statistic("DivRatio@1", side)(np.ones((1, 4)))[0], 3 / 4 - 1 / 4 + 1)
+    # Where the two starts' rows are the same, they cancel in every resample: the moved side's
+    # interval is the plain paired bootstrap of the run against SPRec (a sign error would shift it).
+    same_starts = {**data, (str(sprec.folder), "sft"): data[(str(rn.folder), "sft")]}
+    cancelled = claims._side(same_starts.get, own.loc[0, "run"])
+    plain = claims.paired_bootstrap("DivRatio@1", data[str(rn.folder)], data[str(sprec.folder)])
+    assert np.allclose(claims.paired_bootstrap("DivRatio@1", cancelled, data[str(sprec.folder)]), plain)
     low, high = claims.paired_bootstrap("DivRatio@1", side, data[str(sprec.folder)])
-    assert low <= 1.5 - 1.0 <= high  # the observed difference: 1.5 − 4/4
+    assert not np.allclose((low, high), plain)  # with different starts, it is not
     assert claims._side(lambda key: None, own.loc[0, "run"]) is None
 
 
