@@ -6,7 +6,9 @@ For every finished run below the folders, each stage the run trained itself (not
 the stage cache, not one interrupted and resumed) is timed from its log
 (:func:`sprec_lib.results.run_compute`: from ``stage X: starting`` to ``stage X done``) and set
 against the dry run's estimate for it (:func:`sprec_lib.pipeline.plan`, scaled from
-``benchmarks/results/sprec_iteration-<profile>.json``: one lane alone on the benchmark's machine).
+``benchmarks/results/sprec_iteration-<profile>.json``: one lane alone on the benchmark's machine;
+``from_logs=False``, as the dry run's figures taken from these same logs would be compared with
+themselves).
 The ratio actual / estimate is what a lane's time is worth against the estimate: the runs were
 made two lanes at a time on 2 cores, often beside other work, on the CPUs the table names (the
 estimates come from an AVX512 machine). The table gives, per CPU and kind of stage, the number of
@@ -41,7 +43,7 @@ def stage_ratios(folders: list[Path]) -> list[dict]:
             if not Path(run.cfg.dataset).is_dir():
                 continue  # its data is not on this machine: no estimate
             skip = set(timed["reused"]) | set(timed["interrupted"])
-            estimates = {s["stage"]: s for s in plan(run.cfg)["stages"]}
+            estimates = {s["stage"]: s for s in plan(run.cfg, from_logs=False)["stages"]}  # not the logs' own figures
             for stage, seconds in timed["stage_seconds"].items():
                 est = estimates.get(stage)
                 if stage in skip or est is None or not est["estimate_s"] or seconds <= 0:

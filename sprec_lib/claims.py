@@ -745,7 +745,7 @@ def _rows_interval(metric: str, pairs: pd.DataFrame, data: Callable, rule: Noise
         return low, high, "bootstrap"
     diff, value, base = float((pairs["value"] - pairs["base"]).mean()), float(pairs["value"].mean()), float(pairs["base"].mean())
     band = difference_band(metric, value, base, int(pairs["rows"].min()), replace(rule, run_std={}))
-    band *= math.sqrt(2) if any(isinstance(r, Moved) for r in pairs["run"]) else 1.0  # two more evaluations' noise
+    band *= _wider(max(_trained_models(r) for r in pairs["run"]))  # a moved pair: two more evaluations
     return diff - band, diff + band, "bound"
 
 
@@ -758,8 +758,20 @@ def _interval(metric: str, value: float, base: float, rows: int, data_a, data_b,
         low, high = paired_bootstrap(metric, data_a, data_b, rule)
         widen = rule.z * math.sqrt(models) * rule.run_std.get(metric, 0.0)
         return low - widen, high + widen, "bootstrap"
-    band = difference_band(metric, value, base, rows, rule) * math.sqrt(models / 2)
+    band = difference_band(metric, value, base, rows, rule) * _wider(models)
     return value - base - band, value - base + band, "bound"
+
+
+def _trained_models(run) -> int:
+    """How many trained models' noise one side of a pair carries against its base: 2 (the two
+    runs), or 4 for a :class:`Moved` value (its two starts are trained models too)."""
+    return 4 if isinstance(run, Moved) else 2
+
+
+def _wider(models: int) -> float:
+    """How much wider than a two-model bound (:func:`difference_band`) one of ``models`` trained
+    models' noise is: independent noises add in variance, so sqrt(models / 2)."""
+    return math.sqrt(models / 2)
 
 
 def _pairs_evidence(metric: str, pairs: pd.DataFrame, data: Callable, rule: NoiseRule) -> dict:
@@ -771,7 +783,7 @@ def _pairs_evidence(metric: str, pairs: pd.DataFrame, data: Callable, rule: Nois
     if len(pairs) >= rule.min_seeds:
         return _evidence(diffs, [], rule, _rows_interval(metric, pairs, data, rule))
     intervals = [_interval(metric, p.value, p.base, int(p.rows), _side(data, p.run), _side(data, p.base_run), rule,
-                           models=4 if isinstance(p.run, Moved) else 2)
+                           models=_trained_models(p.run))
                  for p in pairs.itertuples()]
     return _evidence(diffs, intervals, rule)
 

@@ -683,13 +683,42 @@ def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -
     return statistics.median(pick[column]) * 3600, len(pick)
 
 
+def logged_pretrain_seconds(dataset: str, steps: int, results=None) -> tuple[float | None, int]:
+    """(seconds, runs) for ``steps`` steps of ``tiny``'s pretraining on ``dataset``: the median seconds
+    a step took in the committed runs that pretrained on it in one go (read from their logs; one
+    interrupted and resumed is left out, as its logged time is a part), times ``steps``. ``(None, 0)``
+    when none did. The dry run prefers it to the benchmark's scaling for pretraining, which times
+    pretraining at the SFT stage's token rate and came out short by a median 1.4x on AVX512 (2x on
+    Steam), as pretraining puts the LM head on every position and SFT only on the answer's
+    (``benchmarks/results/estimate_accuracy.json``). Lane time beside another lane, on whichever
+    machine made the runs."""
+    import statistics
+
+    from .paths import RESULTS, resolve
+    from .results import STAGE_COLUMN
+
+    spent, column = _logged_compute(resolve(results or RESULTS)), STAGE_COLUMN.format("pretrain")
+    if spent is None or column not in spent or not steps:
+        return None, 0
+    per_step = []
+    for _, r in spent[(spent["profile"] == "tiny") & (spent["dataset"] == dataset) & (spent[column] > 0)].iterrows():
+        if "pretrain" in r["interrupted"].split(", "):
+            continue
+        run_steps = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["pretrain"]["max_steps"]
+        per_step.append(r[column] * 3600 / run_steps)
+    return (statistics.median(per_step) * steps, len(per_step)) if per_step else (None, 0)
+
+
 def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: Dataset | None = None,
-         data_key: str | None = None) -> dict:
+         data_key: str | None = None, from_logs: bool = True) -> dict:
     """What ``train(cfg, folder)`` would do, without writing anything: each stage with its rows,
-    steps, tokens and an estimate of its time (from ``benchmarks/results``; for a kind the benchmark
-    has not timed, from the committed runs' logs, :func:`logged_stage_seconds`), which shared stages it
-    would reuse from the cache (``shared``: the cache entry of a stage that runs share, None for a
-    run's own stage), which are already done in ``folder``, the device and threads."""
+    steps, tokens and an estimate of its time (from ``benchmarks/results``; with ``from_logs``, from
+    the committed runs' logs for pretraining where runs on the dataset have them,
+    :func:`logged_pretrain_seconds`, and for a kind the benchmark has not timed,
+    :func:`logged_stage_seconds`), which shared stages it would reuse from the cache (``shared``: the
+    cache entry of a stage that runs share, None for a run's own stage), which are already done in
+    ``folder``, the device and threads. ``from_logs=False``: the benchmark's scaling alone (what
+    ``benchmarks/estimate_accuracy.py`` sets against the logs)."""
     import torch
 
     from . import methods
@@ -731,7 +760,11 @@ def plan(cfg: RunConfig, folder: str | Path | None = None, cache_dir=None, ds: D
         elif reusable:
             status = "reused from the cache"
         note = s.note
-        if seconds is None and status == "to run":  # a kind the benchmark has not timed: the logs, if any
+        if from_logs and s.kind == "pretrain" and status == "to run":  # the logs' figure, where there is one, beats scaling
+            logged, runs = logged_pretrain_seconds(ds.name, steps)
+            if logged is not None:
+                seconds, note = logged, "; ".join(filter(None, [note, f"estimate: median s/step of {runs} committed run(s)' logs"]))
+        if from_logs and seconds is None and status == "to run":  # a kind the benchmark has not timed: the logs, if any
             seconds, runs = logged_stage_seconds(cfg.profile, ds.name, s.name)
             if seconds is not None:
                 note = "; ".join(filter(None, [note, f"estimate: median of {runs} committed run(s)' logs"]))

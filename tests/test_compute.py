@@ -214,3 +214,41 @@ def test_a_stage_without_benchmark_figures_is_estimated_from_the_logs(tmp_path):
     assert logged_stage_seconds("tiny", "Goodreads", "sft", tmp_path) == (pytest.approx(1200), 3)  # 600, 1200, 2400
     assert logged_stage_seconds("tiny", "Goodreads", "rosepo", tmp_path) == (None, 0)
     assert logged_stage_seconds("small", "MovieLens", "sft", tmp_path) == (None, 0)
+
+
+# Pretraining killed after 5 minutes and resumed: its logged time (299 s + 60 s) is a part of a
+# stage, not what 400 steps take.
+PRETRAIN_RESUMED = """\
+2026-12-01 10:00:00 sft on Steam (tiny profile, seed 2; training dtype float32)
+2026-12-01 10:00:01 stage pretrain: starting from the base model (seed 0)
+2026-12-01 10:05:00 stage pretrain: checkpoint-50 saved
+2026-12-01 13:00:00 sft on Steam (tiny profile, seed 2; training dtype float32)
+2026-12-01 13:00:01 stage pretrain: starting from the base model (seed 0)
+2026-12-01 13:00:01 stage pretrain: resuming from checkpoint-50 (its trainer state, optimizer and RNG)
+2026-12-01 13:01:01 stage pretrain done
+2026-12-01 13:01:01 stage sft: starting from pretrain (seed 884881051)
+2026-12-01 13:11:01 stage sft done
+2026-12-01 13:12:00 finished: sft, final stage sft
+"""
+
+
+def test_the_dry_run_times_pretraining_per_step_from_the_logs_of_the_same_dataset(tmp_path):
+    """pipeline.logged_pretrain_seconds: seconds a step, the median over the committed runs that
+    pretrained on the dataset in one go, times the steps asked for. Steam: 1800 s for 400 steps
+    (4.5 s a step; MIDNIGHT) and 3600 s for 1200 steps (3.0 s a step), median 3.75 s, so 400 steps
+    take 1500 s. The resumed pretraining (359 s logged, 0.9 s a step) is left out: with it the
+    median would be 3.0 s. Goodreads has no such run, and no other dataset's stands in for it."""
+    from sprec_lib.pipeline import logged_pretrain_seconds
+
+    log_run(tmp_path, "Steam", "sft", "sft", MIDNIGHT, seed=1)
+    longer = Run(tmp_path / "Steam-tiny" / "sft-seed0",
+                 run_config("tiny", ["pretrain.max_steps=1200"], dataset="/x/Steam", method="sft", seed=0))
+    (longer.folder / "log.txt").write_text(MIDNIGHT.replace("seed 1", "seed 0").replace("00:20:01", "00:50:00")
+                                           .replace("00:40:01", "01:10:00").replace("00:41:00", "01:11:00"))
+    write_json({"method": "sft", "final_stage": "sft"}, longer.folder / "FINISHED")
+    log_run(tmp_path, "Steam", "sft", "sft", PRETRAIN_RESUMED, seed=2)
+    assert run_compute(longer.folder)["stage_seconds"]["pretrain"] == 3599  # 23:50:01 -> 00:50:00
+    seconds, runs = logged_pretrain_seconds("Steam", 400, tmp_path)
+    assert runs == 2 and seconds == pytest.approx((4.5 + 3599 / 1200) / 2 * 400)
+    assert logged_pretrain_seconds("Steam", 1200, tmp_path)[0] == pytest.approx(3 * seconds)
+    assert logged_pretrain_seconds("Goodreads", 400, tmp_path) == (None, 0)
