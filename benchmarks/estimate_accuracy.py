@@ -53,6 +53,28 @@ def stage_ratios(folders: list[Path]) -> list[dict]:
     return rows
 
 
+def pretrain_left_out(rows: list[dict]) -> list[dict]:
+    """The dry run's other figure for pretraining (:func:`sprec_lib.pipeline.logged_pretrain_seconds`:
+    the median seconds a step of the other runs that pretrained on the dataset in one go), for each
+    pretraining stage timed above, leaving that run out so that it is not compared with itself. One
+    row per stage with an estimate: run, cpu, actual and estimated seconds, ratio."""
+    out = []
+    per_step = {}
+    for r in rows:
+        if r["kind"] == "pretrain":
+            steps = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["pretrain"]["max_steps"]
+            dataset = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["dataset"]
+            per_step[r["run"]] = (Path(dataset).name, steps, r["actual_s"] / steps)
+    for run, (dataset, steps, _) in per_step.items():
+        others = [s for o, (d, _, s) in per_step.items() if d == dataset and o != run]
+        if others:
+            r = next(r for r in rows if r["run"] == run and r["kind"] == "pretrain")
+            estimate = statistics.median(others) * steps
+            out.append({"run": run, "cpu": r["cpu"], "actual_s": r["actual_s"], "estimate_s": estimate,
+                        "ratio": r["actual_s"] / estimate, "scaled_ratio": r["ratio"]})
+    return out
+
+
 def summary(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[float]] = {}
     for r in rows:
@@ -76,7 +98,14 @@ def main() -> None:
     print(f"{'cpu':<12}{'kind':<11}{'stages':>7}{'median':>9}{'q1':>7}{'q3':>7}   (actual / estimate)")
     for t in table:
         print(f"{t['cpu']:<12}{t['kind']:<11}{t['stages']:>7}{t['median']:>9.2f}{t['q1']:>7.2f}{t['q3']:>7.2f}")
-    Path(args.out).write_text(json.dumps({"folders": args.folders, "summary": table, "stages": rows}, indent=1) + "\n")
+    left_out = pretrain_left_out(rows)
+    if left_out:
+        ratios = [r["ratio"] for r in left_out]
+        print(f"pretraining from the other runs' logs (leave one out, {len(ratios)} stages): actual / estimate "
+              f"median {statistics.median(ratios):.2f}, from {min(ratios):.2f} to {max(ratios):.2f}; "
+              f"the benchmark's scaling on the same stages: median {statistics.median(r['scaled_ratio'] for r in left_out):.2f}")
+    Path(args.out).write_text(json.dumps({"folders": args.folders, "summary": table, "stages": rows,
+                                          "pretrain_from_logs": left_out}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
