@@ -62,13 +62,12 @@ def pretrain_left_out(rows: list[dict]) -> list[dict]:
     per_step = {}
     for r in rows:
         if r["kind"] == "pretrain":
-            steps = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["pretrain"]["max_steps"]
-            dataset = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["dataset"]
-            per_step[r["run"]] = (Path(dataset).name, steps, r["actual_s"] / steps)
-    for run, (dataset, steps, _) in per_step.items():
-        others = [s for o, (d, _, s) in per_step.items() if d == dataset and o != run]
+            cfg = json.loads((Path(r["run"]) / "config.json").read_text())["config"]  # read once a run
+            steps = cfg["pretrain"]["max_steps"]
+            per_step[r["run"]] = (Path(cfg["dataset"]).name, steps, r["actual_s"] / steps, r)
+    for run, (dataset, steps, _, r) in per_step.items():
+        others = [s for o, (d, _, s, _) in per_step.items() if d == dataset and o != run]
         if others:
-            r = next(r for r in rows if r["run"] == run and r["kind"] == "pretrain")
             estimate = statistics.median(others) * steps
             out.append({"run": run, "cpu": r["cpu"], "actual_s": r["actual_s"], "estimate_s": estimate,
                         "ratio": r["actual_s"] / estimate, "scaled_ratio": r["ratio"]})
