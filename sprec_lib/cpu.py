@@ -43,3 +43,38 @@ def keep_freed_memory() -> bool:
             _tuned = bool(mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(_THRESHOLD))) and bool(
                 mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(_THRESHOLD)))
     return _tuned
+
+
+# The ISA extensions that decide which float kernels MKL and oneDNN run (and so the rounding of a
+# sum). torch's capability string says AVX512 for an AMD EPYC and for a CPU with AMX alike, and two
+# AVX512 machines (the 2026-12-04 one had AMX) pretrained Steam's tiny stage with the same code,
+# packages, seed and one thread each to losses that part at step 30 (results/runs/Steam-tiny:
+# sft-seed2 against sprec-nosft-seed2, whose final losses are 0.8040 and 0.7913).
+KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """The first processor's ``vendor`` and ``model`` and the :data:`KERNEL_FLAGS` it has (``isa``),
+    from ``/proc/cpuinfo``'s text; empty strings and no flags for what the text does not say."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if not sep or key in fields:
+            continue
+        if key in ("vendor_id", "model name", "flags"):
+            fields[key] = value.strip()
+        if not line.strip() and fields:  # the end of the first processor's block
+            break
+    flags = set(fields.get("flags", "").split())
+    return {"vendor": fields.get("vendor_id", ""), "model": fields.get("model name", ""),
+            "isa": [f for f in KERNEL_FLAGS if f in flags]}
+
+
+def cpu_identity() -> dict:
+    """:func:`parse_cpuinfo` of this machine (empty fields where there is no ``/proc/cpuinfo``)."""
+    try:
+        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+    except OSError:
+        text = ""
+    return parse_cpuinfo(text)

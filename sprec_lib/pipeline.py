@@ -659,6 +659,19 @@ def _logged_compute(root: Path):
         return None
 
 
+def _logged_stage(profile: str, stage: str, results=None):
+    """(rows, column): the committed runs of ``profile`` (under ``results``, default
+    :data:`sprec_lib.paths.RESULTS`) whose logs show ``stage`` trained (a stage reused from the cache
+    logs 0), and the logged-compute column of its hours; ``(None, column)`` when there is none."""
+    from .paths import RESULTS, resolve
+    from .results import STAGE_COLUMN
+
+    spent, column = _logged_compute(resolve(results or RESULTS)), STAGE_COLUMN.format(stage)
+    if spent is None or column not in spent:
+        return None, column
+    return spent[(spent["profile"] == profile) & (spent[column] > 0)], column
+
+
 def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -> tuple[float | None, int]:
     """(median seconds, runs) that ``stage`` took in the committed runs of ``profile`` (under
     ``results``, default :data:`sprec_lib.paths.RESULTS`), read from their logs
@@ -669,13 +682,9 @@ def logged_stage_seconds(profile: str, dataset: str, stage: str, results=None) -
     made those runs, so a rough figure."""
     import statistics
 
-    from .paths import RESULTS, resolve
-    from .results import STAGE_COLUMN
-
-    spent, column = _logged_compute(resolve(results or RESULTS)), STAGE_COLUMN.format(stage)
-    if spent is None or column not in spent:
+    ran, column = _logged_stage(profile, stage, results)
+    if ran is None:
         return None, 0
-    ran = spent[(spent["profile"] == profile) & (spent[column] > 0)]
     here = ran[ran["dataset"] == dataset]
     pick = here if len(here) else ran
     if not len(pick):
@@ -694,14 +703,11 @@ def logged_pretrain_seconds(dataset: str, steps: int, results=None) -> tuple[flo
     machine made the runs."""
     import statistics
 
-    from .paths import RESULTS, resolve
-    from .results import STAGE_COLUMN
-
-    spent, column = _logged_compute(resolve(results or RESULTS)), STAGE_COLUMN.format("pretrain")
-    if spent is None or column not in spent or not steps:
+    ran, column = _logged_stage("tiny", "pretrain", results)
+    if ran is None or not steps:
         return None, 0
     per_step = []
-    for _, r in spent[(spent["profile"] == "tiny") & (spent["dataset"] == dataset) & (spent[column] > 0)].iterrows():
+    for _, r in ran[ran["dataset"] == dataset].iterrows():
         if "pretrain" in r["interrupted"].split(", "):
             continue
         run_steps = json.loads((Path(r["run"]) / "config.json").read_text())["config"]["pretrain"]["max_steps"]

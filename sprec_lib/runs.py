@@ -74,14 +74,18 @@ def versions() -> dict[str, str]:
 
 def machine(threads: int | None = None) -> dict:
     """What the numbers depend on beyond the config: same seed, same metrics holds only on one CPU
-    kind at one thread count (float sums are ordered differently with other SIMD widths or threads)."""
+    kind at one thread count (float sums are ordered differently with other SIMD widths or threads).
+    Two CPUs with one capability string can differ too (MKL and oneDNN pick kernels by vendor and
+    ISA: :data:`sprec_lib.cpu.KERNEL_FLAGS`), so the vendor, model and those flags are recorded."""
     import platform
 
     import torch
 
-    from .cpu import freed_memory_kept
+    from .cpu import cpu_identity, freed_memory_kept
 
+    cpu = cpu_identity()  # the capability string alone does not tell two AVX512 CPUs' kernels apart
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": threads or torch.get_num_threads(),
+            "cpu_vendor": cpu["vendor"], "cpu_model": cpu["model"], "cpu_isa": cpu["isa"],
             "malloc_keeps_freed_memory": freed_memory_kept(),
             "processor": platform.machine(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

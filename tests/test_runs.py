@@ -77,6 +77,7 @@ def test_a_run_describes_itself(tmp_path):
     assert doc["spec"] == {"method": "sprec", "variant": "nosft", "label": "sprec-nosft", "seed": 3,
                            "dataset": "ml-1m", "profile": "tiny"}
     assert doc["machine"]["cpu_capability"] and doc["machine"]["torch_threads"] >= 1
+    assert {"cpu_vendor", "cpu_model", "cpu_isa"} <= set(doc["machine"])
     # Stages and evaluations in the order they happened, whatever the files' times say.
     for stage in ("pretrain", "sft", "it1-sft", "it1-dpo"):
         run.mark_done(stage)
@@ -209,3 +210,18 @@ def test_every_relative_import_names_a_module_of_the_package():
                         except ImportError:
                             bad.append(f"{rel}:{node.lineno}: {target} has no {alias.name}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_machine_record_tells_apart_cpus_with_one_capability_string():
+    """Two AVX512 CPUs (one with AMX) trained one stage to different losses, so a run records the
+    vendor, model and kernel-deciding flags of the first processor in /proc/cpuinfo."""
+    from sprec_lib.cpu import parse_cpuinfo
+
+    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile avx512_vnni\n\n"
+            "processor\t: 1\nvendor_id\t: AuthenticAMD\nmodel name\t: other\nflags\t\t: avx2\n")
+    assert parse_cpuinfo(text) == {"vendor": "GenuineIntel", "model": "Intel(R) Xeon(R) Platinum 8480+",
+                                   "isa": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]}
+    assert parse_cpuinfo("vendor_id : AuthenticAMD\nflags : sse2 avx2 fma avx512f\n") == {
+        "vendor": "AuthenticAMD", "model": "", "isa": ["avx2", "fma", "avx512f"]}
+    assert parse_cpuinfo("") == {"vendor": "", "model": "", "isa": []}
