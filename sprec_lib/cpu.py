@@ -58,14 +58,11 @@ def parse_cpuinfo(text: str) -> dict:
     from ``/proc/cpuinfo``'s text; empty strings and no flags for what the text does not say."""
     fields: dict[str, str] = {}
     for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        key = key.strip()
-        if not sep or key in fields:
-            continue
-        if key in ("vendor_id", "model name", "flags"):
-            fields[key] = value.strip()
-        if not line.strip() and fields:  # the end of the first processor's block
+        if not line.strip() and fields:  # a blank line ends the first processor's block
             break
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("vendor_id", "model name", "flags"):
+            fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
     return {"vendor": fields.get("vendor_id", ""), "model": fields.get("model name", ""),
             "isa": [f for f in KERNEL_FLAGS if f in flags]}

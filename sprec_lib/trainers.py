@@ -394,14 +394,9 @@ def cpu_bf16_capability() -> dict:
     machine do not count: median of 5, at the current thread count)."""
     import time as _time
 
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    from .cpu import cpu_identity
+
+    flags = set(cpu_identity()["isa"])
     try:
         onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
