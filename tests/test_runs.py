@@ -225,3 +225,6 @@ def test_the_machine_record_tells_apart_cpus_with_one_capability_string():
     assert parse_cpuinfo("vendor_id : AuthenticAMD\nflags : sse2 avx2 fma avx512f\n") == {
         "vendor": "AuthenticAMD", "model": "", "isa": ["avx2", "fma", "avx512f"]}
     assert parse_cpuinfo("") == {"vendor": "", "model": "", "isa": []}
+    # Only the first processor's block counts: a field it lacks is not taken from the next one.
+    assert parse_cpuinfo("vendor_id : A\nflags : avx2\n\nvendor_id : B\nmodel name : second\nflags : amx_tile\n") == {
+        "vendor": "A", "model": "", "isa": ["avx2"]}
