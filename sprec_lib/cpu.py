@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from pathlib import Path
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 _THRESHOLD = 2**30  # 1 GiB: every tensor of the tiny and small profiles stays in the heap
@@ -71,7 +72,7 @@ def parse_cpuinfo(text: str) -> dict:
 def cpu_identity() -> dict:
     """:func:`parse_cpuinfo` of this machine (empty fields where there is no ``/proc/cpuinfo``)."""
     try:
-        text = open("/proc/cpuinfo", encoding="utf-8", errors="replace").read()
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         text = ""
     return parse_cpuinfo(text)

@@ -603,17 +603,26 @@ def run_compute(folder: str | Path) -> dict:
 
 
 def started_on(folder: str | Path) -> str:
-    """The CPU capability string (``AVX512``, ``AVX2``, ...) of the machine that started the run in
-    ``folder``, from its ``config.json``; "unrecorded" when it does not say."""
+    """The CPU that started the run in ``folder``, from its ``config.json``: torch's capability
+    string (``AVX512``, ``AVX2``, ...), followed by the CPU's model name where the run recorded it
+    (``AVX512 (AMD EPYC)``; runs started since 2026-12-06), since two CPUs with one capability
+    string can train different models (:data:`sprec_lib.cpu.KERNEL_FLAGS`); "unrecorded" when it
+    says neither."""
     path = Path(folder) / CONFIG
     doc = read_json(path) if path.exists() else {}
-    return (doc.get("machine") or {}).get("cpu_capability") or "unrecorded"
+    machine = doc.get("machine") or {}
+    capability, model = machine.get("cpu_capability"), machine.get("cpu_model")
+    if not capability:
+        return f"unrecorded ({model})" if model else "unrecorded"
+    return f"{capability} ({model})" if model else capability
 
 
 def cpus_text(spent: pd.DataFrame) -> str:
-    """How many of :func:`compute_spent`'s runs each CPU started: "32 on AVX512, 33 not recorded"."""
-    return ", ".join(f"{n} on {cpu}" if cpu != "unrecorded" else f"{n} not recorded"
-                     for cpu, n in spent["cpu"].value_counts().items())
+    """How many of :func:`compute_spent`'s runs each CPU started: "32 on AVX512, 33 not recorded";
+    the most first, ties in the order the runs come."""
+    counts = spent["cpu"].value_counts(sort=False)  # first-seen order, then a stable sort by count
+    counts = counts.iloc[sorted(range(len(counts)), key=lambda i: -counts.iloc[i])]
+    return ", ".join(f"{n} on {cpu}" if cpu != "unrecorded" else f"{n} not recorded" for cpu, n in counts.items())
 
 
 def compute_spent(runs: str | Path | list[Run]) -> pd.DataFrame:

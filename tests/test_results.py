@@ -196,12 +196,15 @@ def test_compute_spent_sums_log_intervals_but_not_the_gap_before_a_resume(tmp_pa
                  "2026-12-01 13:00:00 stage pretrain: resuming from checkpoint-5\n"
                  "2026-12-01 13:12:30 finished: sprec, final stage it3-dpo\n")
     b = run("b", "23:50:00 sprec on MovieLens (tiny profile, seed 1)\nnot a log line\n00:10:00 finished: sprec\n")
+    c = run("c", "10:00:00 sprec on MovieLens (tiny profile, seed 1)\n10:06:00 finished: sprec\n")
     write_json({"config": {"profile": "tiny", "seed": 1}, "machine": {"cpu_capability": "AVX2"}}, a.folder / "config.json")
-    spent = compute_spent([a, b])
-    assert spent["cpu"].tolist() == ["AVX2", "unrecorded"]  # b's folder has no config.json
-    assert cpus_text(spent) == "1 on AVX2, 1 not recorded"
-    assert (spent["hours"] * 60).tolist() == pytest.approx([42.5, 20.0])
-    assert (spent["restarts"] + 1).tolist() == [2, 1]  # sessions
+    write_json({"config": {"profile": "tiny", "seed": 1}, "machine": {"cpu_capability": "AVX512", "cpu_model": "AMD EPYC"}},
+               c.folder / "config.json")
+    spent = compute_spent([a, b, c])
+    assert spent["cpu"].tolist() == ["AVX2", "unrecorded", "AVX512 (AMD EPYC)"]  # b's folder has no config.json
+    assert cpus_text(spent) == "1 on AVX2, 1 not recorded, 1 on AVX512 (AMD EPYC)"
+    assert (spent["hours"] * 60).tolist() == pytest.approx([42.5, 20.0, 6.0])
+    assert (spent["restarts"] + 1).tolist() == [2, 1, 1]  # sessions
     assert spent.loc[0, ["dataset", "profile", "label", "seed"]].tolist() == ["MovieLens", "tiny", "sprec", 1]
 
 
