@@ -611,17 +611,14 @@ def started_on(folder: str | Path) -> str:
     path = Path(folder) / CONFIG
     doc = read_json(path) if path.exists() else {}
     machine = doc.get("machine") or {}
-    capability, model = machine.get("cpu_capability"), machine.get("cpu_model")
-    if not capability:
-        return f"unrecorded ({model})" if model else "unrecorded"
+    capability, model = machine.get("cpu_capability") or "unrecorded", machine.get("cpu_model")
     return f"{capability} ({model})" if model else capability
 
 
 def cpus_text(spent: pd.DataFrame) -> str:
     """How many of :func:`compute_spent`'s runs each CPU started: "32 on AVX512, 33 not recorded";
     the most first, ties in the order the runs come."""
-    counts = spent["cpu"].value_counts(sort=False)  # first-seen order, then a stable sort by count
-    counts = counts.iloc[sorted(range(len(counts)), key=lambda i: -counts.iloc[i])]
+    counts = spent["cpu"].value_counts(sort=False).sort_values(ascending=False, kind="stable")
     return ", ".join(f"{n} on {cpu}" if cpu != "unrecorded" else f"{n} not recorded" for cpu, n in counts.items())
 
 
